@@ -1,0 +1,45 @@
+"""A training plan is a list of phases.
+
+Changing what trains (unfreezing a block, say) starts a new :class:`Phase`: a fresh optimizer and
+scheduler are built for it, never a param group added mid-run, so resuming inside a phase and DDP stay
+exact. Strategies (``warmstart.transfer.strategies``) turn layer groups into phases; ``engine.fit`` runs
+them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ParamGroup:
+    """Parameters (by their names in ``model.named_parameters()``) that train with one learning rate."""
+
+    name: str
+    params: list[str]
+    lr: float
+
+
+@dataclass
+class Phase:
+    """Epochs during which a fixed set of parameters trains.
+
+    Every parameter not listed in ``groups`` is frozen (``requires_grad=False``) for the phase.
+    ``eval_modules`` are module names kept in eval mode while the rest of the model trains (frozen
+    BatchNorm keeps its running statistics).
+    """
+
+    epochs: int
+    groups: list[ParamGroup]
+    eval_modules: list[str] = field(default_factory=list)
+    name: str = "train"
+
+    @property
+    def trainable(self) -> list[str]:
+        return [p for g in self.groups for p in g.params]
+
+
+def single_phase(model, epochs: int, lr: float, name: str = "train") -> list[Phase]:
+    """The plan of ordinary training: every parameter trains at one learning rate."""
+    names = [n for n, _ in model.named_parameters()]
+    return [Phase(epochs=epochs, groups=[ParamGroup("all", names, lr)], name=name)]

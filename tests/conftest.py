@@ -1,0 +1,45 @@
+"""Shared fixtures: the real data sets from ../shared, unpacked once into .data/ (or $WARMSTART_DATA)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("WARMSTART_SHARED", REPO.parent / "shared"))
+
+
+def _data_root() -> Path:
+    root = Path(os.environ.get("WARMSTART_DATA", REPO / ".data"))
+    if not (root / "hymenoptera_data").is_dir() or not (root / "cifar10").is_dir():
+        tool = SHARED / "tools" / "unpack-data"
+        if not tool.exists():
+            pytest.skip(f"no unpacked data in {root} and no {tool} to unpack it")
+        subprocess.run([str(tool), str(root)], check=True, stdout=subprocess.DEVNULL)
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    return _data_root()
+
+
+@pytest.fixture(scope="session")
+def hymenoptera(data_root) -> Path:
+    return data_root / "hymenoptera_data"
+
+
+@pytest.fixture(scope="session")
+def cifar10(data_root) -> Path:
+    return data_root / "cifar10"
+
+
+@pytest.fixture(scope="session")
+def weights_dir() -> Path:
+    d = SHARED / "weights"
+    if not d.is_dir():
+        pytest.skip(f"no pretrained weights at {d}")
+    return d
