@@ -1,0 +1,70 @@
+"""The knobs of the one training loop, validated at the edge."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from warmstart.errors import UserError, unknown
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+AMPS = ("none", "bf16", "fp16", "auto")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    step_size: int = 10          # epochs between LR drops for schedule=step
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0       # max grad norm; 0 = off
+    early_stopping: int = 0      # patience in epochs on val loss; 0 = off
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    amp: str = "none"            # auto = bf16 on CUDA, none elsewhere
+    channels_last: bool = False
+    workers: int = 0
+    eval_batch_size: int = 0     # 0 = 2 x batch_size
+    quiet: bool = False
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def need(ok: bool, flag: str, value, what: str) -> None:
+            if not ok:
+                raise UserError(f"--{flag} must be {what}, got {value!r}")
+
+        need(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch-size", self.batch_size, "a whole number >= 1")
+        need(self.lr > 0 and self.lr == self.lr and self.lr != float("inf"), "lr", self.lr, "a positive number")
+        need(0 <= self.momentum < 1, "momentum", self.momentum, "in [0, 1)")
+        need(self.weight_decay >= 0, "weight-decay", self.weight_decay, ">= 0")
+        need(self.warmup_epochs >= 0, "warmup-epochs", self.warmup_epochs, ">= 0")
+        need(0 <= self.label_smoothing < 1, "label-smoothing", self.label_smoothing, "in [0, 1)")
+        need(self.early_stopping >= 0, "early-stopping", self.early_stopping, ">= 0")
+        need(self.workers >= 0, "workers", self.workers, ">= 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise unknown("optimizer", self.optimizer, OPTIMIZERS)
+        if self.schedule not in SCHEDULES:
+            raise unknown("schedule", self.schedule, SCHEDULES)
+        if self.amp not in AMPS:
+            raise unknown("amp mode", self.amp, AMPS)
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise unknown("device", self.device, DEVICES)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

@@ -1,0 +1,81 @@
+"""Atomic writes: a file is either its old self or completely new, never half-written.
+
+Every file warmstart writes into a run directory goes through here (temp file in the same folder, fsync,
+``os.replace``). A failing write (full disk, no permission) leaves the previous file intact and becomes a
+one-line :class:`UserError`.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from warmstart.errors import UserError
+
+
+def _atomic(path: Path, write: Callable[[io.BufferedWriter], None], what: str) -> None:
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        hint = "free some disk space or choose another --out" if e.errno == errno.ENOSPC else "check the folder's permissions or choose another --out"
+        raise UserError(f"cannot write {what} {path}: {e.strerror or e}; {hint}") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_bytes(path: Path, data: bytes, what: str = "file") -> None:
+    _atomic(path, lambda f: f.write(data), what)
+
+
+def write_text(path: Path, text: str, what: str = "file") -> None:
+    write_bytes(path, text.encode("utf-8"), what)
+
+
+def write_json(path: Path, obj: Any, what: str = "file") -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", what)
+
+
+def torch_save(obj: Any, path: Path, what: str = "checkpoint") -> None:
+    _atomic(path, lambda f: torch.save(obj, f), what)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def check_writable(out: Path) -> None:
+    """Fail early, before any work, when ``out`` cannot be created or written."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".probe.", delete=True)
+        probe.close()
+    except OSError as e:
+        raise UserError(f"cannot write to --out {out}: {e.strerror or e}; choose a folder you can write to") from None

@@ -1,0 +1,276 @@
+"""The one training loop every command uses.
+
+``fit`` runs a plan (a list of phases) over a train and a validation dataset. Each epoch is seeded from
+``(seed, epoch)`` alone — shuffling, augmentation and dropout — so ``--resume`` from the checkpoint of the
+last finished epoch replays the rest of the run exactly. Each phase gets a fresh optimizer, schedule and DDP
+wrap. Under torchrun, every rank trains on its shard (DistributedSampler), metrics are summed across ranks
+and rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from warmstart.engine import checkpoint as ckpt
+from warmstart.engine.config import TrainConfig
+from warmstart.engine.console import log, progress
+from warmstart.engine.distributed import World, all_reduce_sum, init_from_env
+from warmstart.engine.metrics import accuracy, confusion, per_class_accuracy
+from warmstart.engine.optim import build_optimizer, build_scheduler
+from warmstart.engine.plan import Phase
+from warmstart.errors import TrainingDiverged, UserError
+
+Callback = Callable[[nn.Module, dict[str, Any]], None]
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]]
+    best_val_accuracy: float
+    best_epoch: int
+    final_val_accuracy: float
+    confusion: list[list[int]]
+    per_class_accuracy: list[float]
+    train_seconds: float
+    train_images_per_second: float
+    stopped_early: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is visible to PyTorch; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("--device mps: Apple's MPS backend is not available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919) % 2**63
+
+
+def set_phase(model: nn.Module, phase: Phase) -> int:
+    """Freeze everything the phase does not train; return the number of trainable parameters."""
+    trainable = set(phase.trainable)
+    n = 0
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in trainable)
+        n += p.numel() if name in trainable else 0
+    if n == 0:
+        raise UserError(f"phase '{phase.name}' trains no parameters; check the strategy and the model's layer groups")
+    return n
+
+
+def train_mode(model: nn.Module, phase: Phase) -> None:
+    """model.train(), except the modules the phase keeps in eval mode (frozen BatchNorm)."""
+    model.train()
+    modules = dict(model.named_modules())
+    for name in phase.eval_modules:
+        modules[name].eval()
+
+
+def _autocast(device: torch.device, amp: str):
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" else "none"
+    if amp == "none":
+        return nullcontext(), None
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" and device.type == "cuda" else None
+    return torch.autocast(device_type=device.type, dtype=dtype), scaler
+
+
+def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, *, cfg: TrainConfig, device: torch.device,
+             normalize: nn.Module | None = None, world: World = World()) -> dict[str, Any]:
+    """Loss, accuracy, per-class accuracy and confusion matrix; each rank evaluates every size-th sample."""
+    shard = Subset(dataset, range(world.rank, len(dataset), world.size)) if world.distributed else dataset
+    loader = DataLoader(shard, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size, shuffle=False,
+                        num_workers=cfg.workers, pin_memory=device.type == "cuda")
+    was_training = model.training
+    model.eval()
+    amp_ctx, _ = _autocast(device, cfg.amp)
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    with torch.inference_mode():
+        for x, y in loader:
+            x, y = _to(x, device, normalize, cfg.channels_last), y.to(device, non_blocking=True)
+            with amp_ctx:
+                out = model(x)
+            loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()
+            cm += confusion(out.argmax(1), y, num_classes)
+    all_reduce_sum(cm)
+    all_reduce_sum(loss_sum)
+    model.train(was_training)
+    n = max(1, int(cm.sum()))
+    cm = cm.cpu()
+    return {"loss": float(loss_sum) / n, "accuracy": accuracy(cm), "per_class_accuracy": per_class_accuracy(cm),
+            "confusion": cm.tolist()}
+
+
+def _to(x: torch.Tensor, device: torch.device, normalize: nn.Module | None, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    if normalize is not None:
+        x = normalize(x)
+    if channels_last and x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence[Phase], cfg: TrainConfig, *,
+        num_classes: int, run=None, normalize: nn.Module | None = None, resume: bool = False,
+        callbacks: Sequence[Callback] = ()) -> FitResult:
+    device = resolve_device(cfg.device)
+    world = init_from_env(device.type)
+    seed_everything(cfg.seed, cfg.deterministic)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    normalize = normalize.to(device) if normalize is not None else None
+    total_epochs = sum(p.epochs for p in phases)
+
+    # where to start: the beginning, or just after the last epoch a checkpoint holds
+    history: list[dict[str, Any]] = []
+    best_acc, best_epoch, best_loss, bad_epochs = -1.0, 0, math.inf, 0
+    start_phase, start_epoch_in_phase, state = 0, 0, None
+    if resume and run is not None and run.checkpoint_path.exists():
+        state = ckpt.load(run.checkpoint_path)
+        model.load_state_dict(state["model"])
+        history = state["history"]
+        best_acc, best_epoch = state["best_val_accuracy"], state["best_epoch"]
+        best_loss, bad_epochs = state["best_val_loss"], state["bad_epochs"]
+        start_phase, start_epoch_in_phase = state["phase"], state["phase_epoch"]
+        log(f"resuming {run.dir} after epoch {len(history)} of {total_epochs}")
+
+    epoch, seen, train_time, stopped_early = len(history), 0, 0.0, False
+    amp_ctx, scaler = _autocast(device, cfg.amp)
+    for pi in range(start_phase, len(phases)):
+        phase = phases[pi]
+        n_trainable = set_phase(model, phase)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+            if world.distributed else model
+        sampler = DistributedSampler(train_set, num_replicas=world.size, rank=world.rank, shuffle=True, seed=cfg.seed)
+        per_rank_batch = max(1, cfg.batch_size // world.size)
+        shard_len = len(sampler)
+        loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.workers,
+                            pin_memory=device.type == "cuda", drop_last=shard_len % per_rank_batch == 1,
+                            persistent_workers=cfg.workers > 0)
+        opt = build_optimizer(model, phase, cfg)
+        sched = build_scheduler(opt, cfg, len(loader), phase.epochs)
+        first = start_epoch_in_phase if pi == start_phase else 0
+        if state is not None and pi == start_phase and first > 0:
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+        log(f"phase {pi + 1}/{len(phases)} '{phase.name}': {phase.epochs} epochs, {n_trainable:,} trainable parameters")
+
+        for pe in range(first, phase.epochs):
+            # ---- train one epoch ----
+            sampler.set_epoch(epoch)
+            torch.manual_seed(epoch_seed(cfg.seed, epoch))
+            train_mode(model, phase)
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            correct = torch.zeros((), dtype=torch.long, device=device)
+            count = torch.zeros((), dtype=torch.long, device=device)
+            for step, (x, y) in enumerate(progress(loader, total=len(loader), desc=f"epoch {epoch + 1}")):
+                x, y = _to(x, device, normalize, cfg.channels_last), y.to(device, non_blocking=True)
+                with amp_ctx:
+                    out = net(x)
+                    loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} (lr {sched.get_last_lr()[0]:.3g}); "
+                        f"training stopped{_kept(run)}; lower --lr or add --grad-clip")
+                opt.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(opt)
+                else:
+                    loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
+                sched.step()
+                loss_sum += loss.detach().double() * y.numel()
+                correct += (out.argmax(1) == y).sum()
+                count += y.numel()
+            for t in (loss_sum, correct, count):
+                all_reduce_sum(t)
+            seconds = time.perf_counter() - t0
+            train_time += seconds
+            seen += int(count)
+
+            # ---- evaluate, record, checkpoint ----
+            val = evaluate(model, val_set, num_classes, cfg=cfg, device=device, normalize=normalize, world=world)
+            epoch += 1
+            row = {"epoch": epoch, "phase": phase.name, "train_loss": float(loss_sum) / max(1, int(count)),
+                   "train_accuracy": int(correct) / max(1, int(count)), "val_loss": val["loss"],
+                   "val_accuracy": val["accuracy"], "lr": sched.get_last_lr()[0], "seconds": round(seconds, 3),
+                   "images_per_second": round(int(count) / max(seconds, 1e-9), 1)}
+            history.append(row)
+            log(f"epoch {epoch}/{total_epochs} [{phase.name}] train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}"
+                f" | val loss {val['loss']:.4f} acc {val['accuracy']:.3f} | {seconds:.1f} s, {row['images_per_second']:.0f} img/s")
+            if val["accuracy"] > best_acc:
+                best_acc, best_epoch = val["accuracy"], epoch
+                if run is not None and run.main:
+                    ckpt.save({"model": model.state_dict()}, run.best_path)
+            if val["loss"] < best_loss:
+                best_loss, bad_epochs = val["loss"], 0
+            else:
+                bad_epochs += 1
+            last_in_phase = pe + 1 == phase.epochs
+            if run is not None:
+                run.log_epoch(row)
+                if run.main:
+                    ckpt.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                               "phase": pi + 1 if last_in_phase else pi, "phase_epoch": 0 if last_in_phase else pe + 1,
+                               "history": history, "best_val_accuracy": best_acc, "best_epoch": best_epoch,
+                               "best_val_loss": best_loss, "bad_epochs": bad_epochs}, run.checkpoint_path)
+            for cb in callbacks:
+                cb(model, row)
+            if cfg.early_stopping and bad_epochs >= cfg.early_stopping:
+                log(f"early stopping: val loss has not improved for {bad_epochs} epochs")
+                stopped_early = True
+                break
+        if stopped_early:
+            break
+
+    final = val if seen else evaluate(model, val_set, num_classes, cfg=cfg, device=device, normalize=normalize, world=world)
+    return FitResult(history=history, best_val_accuracy=max(best_acc, 0.0), best_epoch=best_epoch,
+                     final_val_accuracy=final["accuracy"], confusion=final["confusion"],
+                     per_class_accuracy=final["per_class_accuracy"], train_seconds=round(train_time, 3),
+                     train_images_per_second=round(seen / train_time, 1) if train_time else 0.0, stopped_early=stopped_early)
+
+
+def _kept(run) -> str:
+    if run is not None and run.checkpoint_path.exists():
+        return f", the last good checkpoint is kept at {run.checkpoint_path}"
+    return " (no epoch had finished, so there is no checkpoint)"
