@@ -12,8 +12,9 @@ import io
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -37,6 +38,24 @@ def _atomic(path: Path, write: Callable[[io.BufferedWriter], None], what: str) -
         raise UserError(f"cannot write {what} {path}: {e.strerror or e}; {hint}") from None
     finally:
         if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextmanager
+def atomic_path(path: Path | str, what: str = "file") -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix, so matplotlib/numpy infer the format);
+    on success it replaces ``path``, on error it is removed."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    except OSError as e:
+        raise UserError(f"cannot write {what} {target}: {e.strerror or e}; free some disk space or choose another --out") from None
+    finally:
+        if os.path.exists(tmp):
             os.unlink(tmp)
 
 

@@ -1,0 +1,177 @@
+"""The warmstart command line: a thin shell over public functions of the same names.
+
+Every command validates its input before it creates anything, and every problem the user can fix ends as
+one line ``error: ...`` on stderr with exit code 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from warmstart import __version__
+from warmstart.errors import UserError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+# ----------------------------------------------------------------------------------------------- options
+def data_options(f: Callable) -> Callable:
+    for opt in reversed([
+        click.option("--data-root", type=click.Path(file_okay=False), default=None,
+                     help="Where named torchvision datasets (cifar10, mnist, ...) live or are downloaded to."),
+        click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
+                     help="Validation share when DATA has no val/ split (stratified, seeded)."),
+        click.option("--subset", type=click.IntRange(min=1), default=None, help="At most N images per class and split (quick runs)."),
+        click.option("--skip-bad-images", is_flag=True, help="Skip unreadable images with one warning instead of stopping."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def engine_options(epochs: int = 5, lr: float | None = None, batch_size: int = 32, optimizer: str = "adamw",
+                   schedule: str = "cosine") -> Callable[[Callable], Callable]:
+    def deco(f: Callable) -> Callable:
+        for opt in reversed([
+            click.option("--epochs", type=click.IntRange(min=1), default=epochs, show_default=True, help="Training epochs."),
+            click.option("--batch-size", type=click.IntRange(min=1), default=batch_size, show_default=True),
+            click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=optimizer, show_default=True),
+            click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=lr, show_default=lr is not None,
+                         help="Learning rate (of the head, when layers get different rates)." + ("" if lr is not None else " [default: per strategy]")),
+            click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True),
+            click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True),
+            click.option("--schedule", type=click.Choice(["constant", "step", "cosine", "onecycle"]), default=schedule, show_default=True),
+            click.option("--warmup-epochs", type=click.FloatRange(min=0), default=0.0, show_default=True),
+            click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True),
+            click.option("--grad-clip", type=click.FloatRange(min=0), default=0.0, help="Max gradient norm (0 = off)."),
+            click.option("--early-stopping", type=click.IntRange(min=0), default=0, help="Stop after N epochs without a better val loss (0 = off)."),
+            click.option("--seed", type=int, default=0, show_default=True),
+            click.option("--deterministic", is_flag=True, help="Deterministic algorithms (bit-exact reruns and resumes on CPU)."),
+            click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N | mps"),
+            click.option("--amp", type=click.Choice(["none", "bf16", "fp16", "auto"]), default="none", show_default=True,
+                         help="Mixed precision (auto = bf16 on CUDA)."),
+            click.option("--channels-last", is_flag=True, help="channels_last memory format (faster convs on many CPUs/GPUs)."),
+            click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader worker processes."),
+            click.option("--tensorboard", is_flag=True, help="Also write TensorBoard events to OUT/events."),
+            click.option("--quiet", "-q", is_flag=True, help="Only errors and the final result."),
+        ]):
+            f = opt(f)
+        return f
+    return deco
+
+
+def out_options(f: Callable) -> Callable:
+    f = click.option("--resume", type=click.Path(file_okay=False), default=None,
+                     help="Continue the run in this directory exactly where its last checkpoint left off.")(f)
+    return click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory [default: runs/<command>-<time>].")(f)
+
+
+ENGINE_KEYS = ("batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "warmup_epochs", "label_smoothing", "grad_clip",
+               "early_stopping", "seed", "deterministic", "device", "amp", "channels_last", "workers", "quiet", "tensorboard")
+
+
+def engine_config(opts: dict[str, Any], **override):
+    from warmstart.engine.config import TrainConfig
+
+    d = {k: opts[k] for k in ENGINE_KEYS if k in opts and opts[k] is not None}
+    d.update(override)
+    return TrainConfig.from_dict(d)
+
+
+def with_resume(command: str) -> Callable[[Callable], Callable]:
+    """Merge --resume RUN_DIR: options come from its config.json; an explicitly given option that differs is an error."""
+
+    def deco(f: Callable) -> Callable:
+        @functools.wraps(f)
+        def wrapper(**opts):
+            ctx = click.get_current_context()
+            resume = opts.get("resume")
+            if resume:
+                from warmstart.engine.run import read_config
+
+                saved = read_config(resume)
+                if saved.get("command") != command:
+                    raise UserError(f"--resume {resume}: that run was made by 'warmstart {saved.get('command')}', not '{command}'")
+                saved_opts = saved.get("options", {})
+                for k, v in opts.items():
+                    if k in ("resume", "out", "quiet") or k not in saved_opts:
+                        continue
+                    given = ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
+                    if given and json.loads(json.dumps(v)) != saved_opts[k]:
+                        raise UserError(f"--resume {resume}: --{k.replace('_', '-')} is {v!r} here but {saved_opts[k]!r} in that run; "
+                                        "drop the option to continue it, or start a new run with another --out")
+                opts = {**opts, **{k: v for k, v in saved_opts.items() if k in opts and k not in ("resume", "out", "quiet")}}
+                opts["out"] = resume
+            from warmstart.engine.console import set_quiet
+
+            set_quiet(bool(opts.get("quiet")))
+            return f(**opts)
+
+        return wrapper
+
+    return deco
+
+
+# ----------------------------------------------------------------------------------------------- commands
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="warmstart")
+def cli() -> None:
+    """warmstart: where a network starts — weight initialization and transfer learning, run, measured and explained.
+
+    Start with `warmstart demo`: every experiment, briefly, on data the install brings, in one HTML report.
+    """
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory [default: runs/demo-<time>].")
+@click.option("--quick", is_flag=True, help="An even shorter run (smoke test).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", "-q", is_flag=True)
+def demo(out, quick, seed, quiet):
+    """Run every experiment briefly, offline, on scikit-learn's bundled digits; print the report's path."""
+    from warmstart.engine.console import set_quiet
+    from warmstart.experiments.demo import demo as run_demo
+
+    set_quiet(quiet)
+    report = run_demo(out=out, quick=quick, seed=seed)
+    click.echo(str(report))
+
+
+# ----------------------------------------------------------------------------------------------- entry point
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry: turn every user error into one `error:` line and exit code 2."""
+    try:
+        rv = cli.main(args=argv, prog_name="warmstart", standalone_mode=False)
+        sys.exit(rv if isinstance(rv, int) else 0)
+    except UserError as e:
+        _fail(str(e), e.exit_code)
+    except click.exceptions.NoArgsIsHelpError as e:  # pragma: no cover - click >= 8.2
+        click.echo(e.ctx.get_help())
+        sys.exit(0)
+    except click.UsageError as e:
+        cmd = e.ctx.command_path if e.ctx is not None else "warmstart"
+        _fail(f"{_lower(e.format_message())} (see '{cmd} --help')", 2)
+    except click.ClickException as e:
+        _fail(_lower(e.format_message()), 2)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _fail("interrupted; a run directory can be continued with --resume DIR", 130)
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+def _lower(msg: str) -> str:
+    msg = " ".join(msg.split())
+    return msg[:1].lower() + msg[1:] if msg else msg
+
+
+def _fail(msg: str, code: int) -> None:
+    msg = " ".join(str(msg).split())  # one line, always
+    print(f"error: {msg}", file=sys.stderr, flush=True)
+    sys.exit(code)
