@@ -1,0 +1,109 @@
+"""Figures shared by every experiment (matplotlib, Agg backend, written atomically as PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from warmstart.engine.io import atomic_path  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path, "figure") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def learning_curves(histories: Mapping[str, Sequence[Mapping]], path: Path, title: str = "") -> Path:
+    """Train/val loss and accuracy per epoch, one colour per arm (solid = val, dashed = train)."""
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, (name, hist) in enumerate(histories.items()):
+        if not hist:
+            continue
+        c = f"C{i}"
+        ep = [int(h["epoch"]) for h in hist]
+        ax_l.plot(ep, [float(h["train_loss"]) for h in hist], "--", color=c, alpha=0.7)
+        ax_l.plot(ep, [float(h["val_loss"]) for h in hist], "-o", color=c, ms=3, label=name)
+        ax_a.plot(ep, [float(h["train_accuracy"]) for h in hist], "--", color=c, alpha=0.7)
+        ax_a.plot(ep, [float(h["val_accuracy"]) for h in hist], "-o", color=c, ms=3, label=name)
+    ax_l.set(xlabel="epoch", ylabel="loss", title="loss (solid: val, dashed: train)")
+    ax_a.set(xlabel="epoch", ylabel="accuracy", title="accuracy (solid: val, dashed: train)", ylim=(0, 1.02))
+    for ax in (ax_l, ax_a):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    ax_a.legend(loc="lower right", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def confusion_matrix(cm: Sequence[Sequence[int]], classes: Sequence[str], path: Path, title: str = "") -> Path:
+    cm = np.asarray(cm)
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * n, 1.0 + 0.45 * n))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), classes, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7, color="white" if cm[i, j] > cm.max() / 2 else "black")
+    return _save(fig, path)
+
+
+def filter_grid(weights: Mapping[str, torch.Tensor], path: Path, max_filters: int = 32, title: str = "") -> Path:
+    """First-layer filters side by side for each named state (e.g. 'before', 'after'); each filter scaled on its own."""
+    names = list(weights)
+    cols = min(16, max_filters)
+    rows_per = int(np.ceil(min(max_filters, max(w.shape[0] for w in weights.values())) / cols))
+    fig, axes = plt.subplots(rows_per * len(names), cols, figsize=(cols * 0.55, rows_per * len(names) * 0.62 + 0.4), squeeze=False)
+    for k, name in enumerate(names):
+        w = weights[name].detach().float().cpu()[:max_filters]
+        for idx in range(rows_per * cols):
+            ax = axes[k * rows_per + idx // cols][idx % cols]
+            ax.set_axis_off()
+            if idx >= w.shape[0]:
+                continue
+            f = w[idx]
+            img = f.permute(1, 2, 0).numpy() if f.shape[0] == 3 else f.mean(0).numpy()
+            lo, hi = img.min(), img.max()
+            img = (img - lo) / (hi - lo) if hi > lo else np.full_like(img, 0.5)
+            ax.imshow(img, cmap=None if img.ndim == 3 else "gray", interpolation="nearest")
+            if idx == 0:
+                ax.set_title(name, fontsize=8, loc="left")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def image_grid(images: Sequence[torch.Tensor], labels: Sequence[str], path: Path, cols: int = 8, title: str = "") -> Path:
+    """uint8 CHW images with a caption each (e.g. 'true: ant / predicted: bee')."""
+    n = max(1, len(images))
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.9), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < len(images):
+            ax.imshow(images[i].permute(1, 2, 0).cpu().numpy())
+            ax.set_title(labels[i], fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def bar_chart(values: Mapping[str, float], path: Path, ylabel: str, title: str = "", errors: Mapping[str, float] | None = None) -> Path:
+    fig, ax = plt.subplots(figsize=(1.5 + 1.1 * len(values), 3.2))
+    names = list(values)
+    ax.bar(names, [values[k] for k in names], yerr=[errors.get(k, 0) for k in names] if errors else None,
+           color=[f"C{i}" for i in range(len(names))], capsize=4)
+    ax.set(ylabel=ylabel, title=title)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
