@@ -142,6 +142,58 @@ def demo(out, quick, seed, quiet):
     click.echo(str(report))
 
 
+def model_options(f: Callable) -> Callable:
+    for opt in reversed([
+        click.option("--model", default="mobilenet_v3_small", show_default=True,
+                     help="Any torchvision classification model, timm:NAME with the [timm] extra, or custom_3_layer."),
+        click.option("--weights", default="imagenet", show_default=True,
+                     help="imagenet (torchvision's default weights), none, or PATH to a .pth/.safetensors with a sidecar .json."),
+        click.option("--init", default=None, help="Init spec for scratch training, e.g. he or 'conv=he_normal,linear=xavier_uniform,bias=zeros'."),
+        click.option("--backbone-lr", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="LR of fine-tuned blocks [default: lr/10]."),
+        click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+                     help="Discriminative LR: each block further from the head gets this factor more."),
+        click.option("--bn", type=click.Choice(["frozen", "train"]), default="frozen", show_default=True,
+                     help="frozen: pretrained BatchNorm keeps its running statistics; train: they update."),
+        click.option("--augment", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+                     help="Random crops + flips; auto = on unless the strategy is transfer."),
+        click.option("--feature-cache", type=click.Choice(["auto", "memory", "disk", "off"]), default="auto", show_default=True,
+                     help="Run frozen layers once and train the head on their features."),
+        click.option("--classes", default=None, help="Comma-separated class names to keep (e.g. train on some classes, transfer to others)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _classes(text: str | None) -> list[str] | None:
+    return [c.strip() for c in text.split(",") if c.strip()] if text else None
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("data")
+@click.option("--strategy", default="transfer", show_default=True,
+              help="scratch | transfer | finetune-last:K | finetune-all | gradual[:E]")
+@model_options
+@engine_options()
+@data_options
+@out_options
+@with_resume("train")
+def train(data, **o):
+    """Train a classifier on DATA: from scratch, by transfer (frozen backbone, new head) or by fine-tuning.
+
+    DATA is a folder with train/ and val/ (or test/) class subfolders, one folder of class subfolders, a CSV
+    (path,label[,split]), or a data set name (digits, cifar10, mnist, fashion-mnist, ...).
+    """
+    from warmstart.experiments.train import train as run_train
+
+    summary = run_train(data, model=o["model"], weights=o["weights"], strategy=o["strategy"], epochs=o["epochs"], init=o["init"],
+                        lr=o["lr"], backbone_lr=o["backbone_lr"], lr_decay=o["lr_decay"], bn=o["bn"], augment=o["augment"],
+                        feature_cache=o["feature_cache"], classes=_classes(o["classes"]), out=o["out"], resume=bool(o["resume"]),
+                        data_root=o["data_root"], val_fraction=o["val_fraction"], subset=o["subset"],
+                        skip_bad_images=o["skip_bad_images"], cfg=engine_config(o), options={"data": data, **o})
+    click.echo(json.dumps({k: summary[k] for k in ("strategy", "model", "best_val_accuracy", "final_val_accuracy", "train_seconds")}))
+
+
 # ----------------------------------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: turn every user error into one `error:` line and exit code 2."""

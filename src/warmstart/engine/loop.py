@@ -92,7 +92,8 @@ def train_mode(model: nn.Module, phase: Phase) -> None:
     model.train()
     modules = dict(model.named_modules())
     for name in phase.eval_modules:
-        modules[name].eval()
+        if name in modules:  # a feature-cache head holds only the trainable part of the model
+            modules[name].eval()
 
 
 def _autocast(device: torch.device, amp: str):
