@@ -22,6 +22,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 import torchvision.transforms as T
 import torchvision.transforms.functional as F
@@ -97,41 +98,44 @@ class ImageDataset(Dataset):
 
     def _load(self, i: int) -> torch.Tensor:
         """Source image ``i`` -> uint8 3 x R x R (shorter side resized to R, centre square)."""
-        r = self.preprocess.resize
-        return self.source.load(i, r, self.mode)
+        hwc = self.source.load(i, self.preprocess.resize, self.mode)
+        return torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))
 
     def _decode_all(self, workers: int) -> None:
         n, r = len(self.source), self.preprocess.resize
         images = torch.empty((n, 3, r, r), dtype=torch.uint8)
+        array = images.numpy()  # threads write through numpy: no torch (intra-op threads) inside the pool
         ok = [True] * n
         errors: dict[int, BadImageError] = {}
 
         def work(i: int) -> None:
             try:
-                images[i] = self._load(i)
+                array[i] = self.source.load(i, r, self.mode).transpose(2, 0, 1)
             except BadImageError as e:
                 ok[i] = False
                 errors[i] = e
 
         start = time.perf_counter()
         what = f"decoding {'train' if self.train else 'eval'} images ({self.source.name})"
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="warmstart-decode")
+        try:
             for _ in tqdm(pool.map(work, range(n)), total=n, desc=what, unit="img", leave=False,
                           disable=not sys.stderr.isatty(), file=sys.stderr):
                 pass
+        finally:  # on Ctrl-C, do not wait for the images still queued
+            pool.shutdown(wait=True, cancel_futures=True)
         self.decode_seconds = time.perf_counter() - start
         if errors:
             first = errors[min(errors)]
             if not self.skip_bad_images:
-                more = f" (and {len(errors) - 1} more unreadable images)" if len(errors) > 1 else ""
-                raise BadImageError(first.path, first.reason + more)
+                raise BadImageError(first.path, first.reason, more=len(errors) - 1)
             self.bad_files = [errors[i].path for i in sorted(errors)]
             keep = [i for i in range(n) if ok[i]]
             if not keep:
                 raise UserError(f"{self.source.name}: none of the {n} images could be decoded (first: {first.path})")
             for j, i in enumerate(keep):  # compact in place: no second N x 3 x R x R buffer
                 if i != j:
-                    images[j] = images[i]
+                    array[j] = array[i]
             images = images[: len(keep)]
             self._index = keep
             self.labels = [self.source.labels[i] for i in keep]
@@ -143,23 +147,19 @@ class ImageDataset(Dataset):
     def _square(self, pos: int) -> tuple[torch.Tensor, int]:
         if self._images is not None:
             return self._images[pos], self.labels[pos]
-        i = self._index[pos]
-        try:
-            return self._load(i), self.labels[pos]
-        except BadImageError as e:
-            if not self.skip_bad_images:
-                raise
-            # lazy mode cannot drop an image once the length is known: use the next readable one instead
-            if e.path not in self.bad_files:
-                self.bad_files.append(e.path)
-                log.warning(f"skipped unreadable image {e.path} (using the next image in its place)")
-            for step in range(1, len(self._index)):
-                other = (pos + step) % len(self._index)
-                try:
-                    return self._load(self._index[other]), self.labels[other]
-                except BadImageError:
-                    continue
-            raise
+        if not self.skip_bad_images:
+            return self._load(self._index[pos]), self.labels[pos]
+        # lazy mode cannot drop an image once its length is known: the next readable image takes its place
+        n = len(self._index)
+        for step in range(n):
+            other = (pos + step) % n
+            try:
+                return self._load(self._index[other]), self.labels[other]
+            except BadImageError as e:
+                if e.path not in self.bad_files:  # per process: DataLoader workers keep their own lists
+                    self.bad_files.append(e.path)
+                    log.warning(f"skipped unreadable image {e.path} (the next readable image is used in its place)")
+        raise UserError(f"{self.source.name}: none of the {n} images could be decoded (first: {self.bad_files[0]})")
 
     def __getitem__(self, pos: int) -> tuple[torch.Tensor, int]:
         img, label = self._square(pos)

@@ -15,11 +15,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
-
-import torch
 from torchvision.transforms import InterpolationMode
 
-from warmstart.data.images import _DECODE_ERRORS, BadImageError, _reason, load_square, open_image, resize_center, to_rgb
+from warmstart.data.images import (_DECODE_ERRORS, BadImageError, _reason, load_square, open_image, resize_center,
+                                   to_rgb)
 
 
 class ImageSource:
@@ -54,8 +53,8 @@ class ImageSource:
         """Image ``i`` as a fully decoded 8-bit RGB PIL image (raises BadImageError if it cannot be)."""
         raise NotImplementedError
 
-    def load(self, i: int, size: int, mode: InterpolationMode = InterpolationMode.BILINEAR) -> torch.Tensor:
-        """Image ``i`` resized (shorter side) and centre-cropped to a uint8 3 x size x size tensor."""
+    def load(self, i: int, size: int, mode: InterpolationMode = InterpolationMode.BILINEAR) -> np.ndarray:
+        """Image ``i`` resized (shorter side) and centre-cropped: a uint8 array size x size x 3 (HWC)."""
         return resize_center(self.open(i), size, mode)
 
     def select(self, indices: Iterable[int]) -> "ImageSource":
@@ -96,7 +95,7 @@ class FileSource(ImageSource):
     def open(self, i: int) -> Image.Image:
         return open_image(self.items[i])
 
-    def load(self, i: int, size: int, mode: InterpolationMode = InterpolationMode.BILINEAR) -> torch.Tensor:
+    def load(self, i: int, size: int, mode: InterpolationMode = InterpolationMode.BILINEAR) -> np.ndarray:
         return load_square(self.items[i], size, mode)  # fast path for large JPEGs
 
     def _fingerprint_parts(self) -> Iterable[Any]:
