@@ -119,6 +119,8 @@ def test_scale_jitter_augmentation(hymenoptera_val8):
     assert len({t.sum().item() for t in x}) > 4  # different areas each time
     with pytest.raises(UserError, match="augmentation scale"):
         ImageDataset(hymenoptera_val8, PRE, augment=True, scale=(0.5, 1.5))
+    with pytest.raises(UserError, match=r'unknown interpolation "bicubik" \(did you mean "bicubic"\?\)'):
+        ImageDataset(hymenoptera_val8, Preprocess(resize=64, crop=56, interpolation="bicubik"))
 
 
 def test_digits_and_cifar_small_images(cifar10):

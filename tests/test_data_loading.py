@@ -226,6 +226,8 @@ def test_torchvision_download_failure_is_a_user_error(tmp_path, monkeypatch):
 @pytest.mark.parametrize("bad, pattern", [
     ("cifar-10", r'not a data set name \(did you mean "cifar10"\?\)'),
     ("no/such/dir", r"no/such/dir: no such file or folder"),
+    ("digits.csv", r"^digits.csv: no such file or folder; check the path"),
+    ("imagenet", r'DATA "imagenet": no such file or folder, and not a data set name; .* one of: digits, cifar10'),
 ])
 def test_missing_path_or_unknown_name(bad, pattern, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

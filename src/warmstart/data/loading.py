@@ -129,13 +129,13 @@ def describe_splits(splits: DataSplits) -> str:
 
 
 def _not_found(text: str, path: Path) -> UserError:
+    if "/" in text or os.sep in text or path.suffix:  # meant as a path
+        return UserError(f"{path}: no such file or folder; check the path "
+                         "(DATA is a folder of class subfolders, a CSV file or a data set name)")
     hint = did_you_mean(named.normalize_name(text), named.NAMES)
-    if hint or (os.sep not in text and "/" not in text and not path.suffix):
-        return UserError(f'DATA "{text}": no such file or folder, and not a data set name{hint}; pass a folder '
-                         f"(one subfolder per class, or train/ and val/), a CSV file (path,label[,split]) "
-                         f"or one of: {', '.join(named.NAMES)}")
-    return UserError(f"{path}: no such file or folder; check the path "
-                     "(DATA is a folder of class subfolders, a CSV file or a data set name)")
+    return UserError(f'DATA "{text}": no such file or folder, and not a data set name{hint}; pass a folder '
+                     f"(one subfolder per class, or train/ and val/), a CSV file (path,label[,split]) "
+                     f"or one of: {', '.join(named.NAMES)}")
 
 
 def _split_note(val_fraction: float, seed: int) -> str:
