@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -197,6 +198,11 @@ def train(data, **o):
 # ----------------------------------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: turn every user error into one `error:` line and exit code 2."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    logging.getLogger("warmstart").addHandler(handler)
+    logging.getLogger("warmstart").setLevel(logging.WARNING)
+    logging.getLogger("warmstart").propagate = False
     try:
         rv = cli.main(args=argv, prog_name="warmstart", standalone_mode=False)
         sys.exit(rv if isinstance(rv, int) else 0)

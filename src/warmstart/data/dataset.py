@@ -17,6 +17,7 @@ is left to :class:`~warmstart.data.transforms.Normalizer`, on the batch, on its 
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import time
@@ -85,6 +86,14 @@ class ImageDataset(Dataset):
     @property
     def num_skipped(self) -> int:
         return len(self.bad_files)
+
+    def with_augmentation(self, scale: tuple[float, float] | None = None) -> "ImageDataset":
+        """The same images (sharing the decoded cache, no second decode) with random crops + flips."""
+        if scale is not None and not (0.0 < scale[0] <= scale[1] <= 1.0):
+            raise UserError(f"augmentation scale must satisfy 0 < min <= max <= 1, got {scale}")
+        view = copy.copy(self)
+        view.augment, view.scale = True, scale
+        return view
 
     def __len__(self) -> int:
         return len(self._index)
