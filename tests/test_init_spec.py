@@ -172,6 +172,10 @@ def test_seeded_init_is_reproducible():
     d = init(1)
     assert not torch.equal(a["features.0.weight"], d["features.0.weight"])
     assert not torch.equal(a["fc2.weight"], d["fc2.weight"])  # the default scheme follows the seed too
+    model = small_net()
+    rng = torch.get_rng_state()
+    apply_init(model, "default", generator=0)
+    assert torch.equal(rng, torch.get_rng_state())  # a seeded init leaves the global RNG alone
     with pytest.raises(UserError, match="generator must be"):
         apply_init(small_net(), "he", generator="0")
 

@@ -22,7 +22,6 @@ class token, are left alone), and re-initializing a norm layer also resets its r
 from __future__ import annotations
 
 import inspect
-import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -293,8 +292,11 @@ def _reset(module: nn.Module, generator: torch.Generator | None) -> None:
         return
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     cuda = sorted({p.device.index or 0 for p in module.parameters() if p.device.type == "cuda"})
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=cuda):  # the global RNG states are restored afterwards
+        torch.default_generator.manual_seed(seed)
+        for index in cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
         module.reset_parameters()
 
 

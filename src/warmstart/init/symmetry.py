@@ -112,7 +112,8 @@ def _rows_stats(rows: Tensor, tol: float) -> tuple[int, float]:
         gram = rows[start:stop] @ rows.T
         cos = gram / (norms[start:stop, None] * norms[None, :]).clamp_min(1e-300)  # a zero row: cosine 0
         cos[torch.arange(stop - start), torch.arange(start, stop)] = -math.inf
-        max_cos = max(max_cos, float(cos.max())) if n > 1 else max_cos
+        if n > 1:
+            max_cos = max(max_cos, float(cos.max()))
         # |a - b|_inf <= limit implies |a - b|^2 <= d * limit^2; allow for rounding in the Gram matrix.
         dist2 = norms2[start:stop, None] + norms2[None, :] - 2 * gram
         slack = 1e-12 * (norms2[start:stop, None] + norms2[None, :])
@@ -140,23 +141,32 @@ def _rank(w: Tensor, rtol: float) -> int:
     return int((eig > rtol**2 * eig[-1]).sum()) if eig[-1] > 0 else 0
 
 
+def _twin(weight: Tensor, w: Tensor, tol: float, seen: list[tuple[str, Tensor, float]]) -> str | None:
+    """The first earlier layer whose weight equals ``weight`` (``w``: it in float64, flattened) within tolerance."""
+    limit, norm = tol * float(w.abs().max()), float(w.norm())
+    for other, ow, onorm in seen:
+        # |norm(a) - norm(b)| <= |a - b|_2 <= sqrt(numel) |a - b|_inf: a cheap test before the full one
+        if (ow.shape == weight.shape and abs(onorm - norm) <= math.sqrt(w.numel()) * limit
+                and float((ow.to("cpu", torch.float64).reshape(w.shape) - w).abs().max()) <= limit):
+            return other
+    return None
+
+
 def symmetry_report(model_or_state_dict: nn.Module | Mapping[str, Tensor], tol: float = 1e-6, *,
                     rank_rtol: float = 1e-4) -> SymmetryReport:
     """Measure, per conv/linear layer, how many filters are distinct and how many directions they span."""
     if not (tol >= 0 and rank_rtol > 0):
         raise UserError(f"symmetry_report: need tol >= 0 and rank_rtol > 0, got tol={tol}, rank_rtol={rank_rtol}")
     layers: dict[str, LayerSymmetry] = {}
-    seen: list[tuple[str, Tensor]] = []
+    seen: list[tuple[str, Tensor, float]] = []
     with torch.no_grad():
         for name, (weight, bias) in _layers(model_or_state_dict).items():
             w = weight.detach().to("cpu", torch.float64).reshape(weight.shape[0], -1)
             rows = torch.cat([w, bias.detach().to("cpu", torch.float64)[:, None]], 1) if bias is not None else w
             distinct, max_cos = _rows_stats(rows, tol)
-            rank = _rank(w, rank_rtol)
-            limit = tol * float(w.abs().max())
-            twin = next((other for other, ow in seen if ow.shape == w.shape and float((ow - w).abs().max()) <= limit), None)
-            seen.append((name, w))
-            layers[name] = LayerSymmetry(tuple(weight.shape), w.shape[0], distinct, max_cos, rank, twin)
+            twin = _twin(weight, w, tol, seen)
+            seen.append((name, weight.detach(), float(w.norm())))  # the original tensor: no copy kept
+            layers[name] = LayerSymmetry(tuple(weight.shape), w.shape[0], distinct, max_cos, _rank(w, rank_rtol), twin)
     return SymmetryReport(layers)
 
 
