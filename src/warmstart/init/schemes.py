@@ -239,8 +239,7 @@ def _number(scheme: str, arg: str, value, positive: bool = False) -> float:
 
 
 def _gain_arg(scheme: str, value: str | float) -> float:
-    g = gain(value) if isinstance(value, str) else _number(scheme, "gain", value, positive=True)
-    return g
+    return gain(value) if isinstance(value, str) else _number(scheme, "gain", value, positive=True)
 
 
 def _text(name: str, args: tuple, defaults: tuple) -> str:
