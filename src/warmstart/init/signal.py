@@ -36,6 +36,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
@@ -215,9 +216,9 @@ class LayerStats:
 
 
 _CSV_FIELDS = [
-    "tag", "index", "name", "kind", "fan_in", "weight_std", "count", "in_msq", "out_mean", "out_std",
-    "out_var", "pred_var", "pred_var_local", "out_zero_frac", "act", "act_mean", "act_std", "act_zero_frac", "grad_out_std",
-    "grad_weight_std",
+    "tag", "index", "name", "kind", "fan_in", "weight_std", "count", "in_msq", "out_mean", "out_std", "out_var",
+    "pred_var", "pred_var_local", "out_zero_frac", "act", "act_mean", "act_std", "act_zero_frac",
+    "grad_out_std", "grad_weight_std",
 ]  # fmt: skip
 
 
@@ -445,7 +446,6 @@ class SignalRecorder:
             raise UserError(
                 f"signal recorder: {type(self.model).__name__} has no Linear/Conv layer to observe"
             )
-        self._names = {m: n for n, m in layers}
         h = self._handles
         h.append(self.model.register_forward_pre_hook(self._on_model_input))
         h.append(self.model.register_forward_hook(self._on_model_output))
@@ -479,19 +479,14 @@ class SignalRecorder:
         self._input = _Moments(None)
         self._last: tuple[str, torch.Tensor, str] | None = None
 
-    class _Pause:
-        def __init__(self, rec: "SignalRecorder") -> None:
-            self.rec, self.was = rec, rec._paused
-
-        def __enter__(self) -> None:
-            self.rec._paused = True
-
-        def __exit__(self, *exc: object) -> None:
-            self.rec._paused = self.was
-
-    def paused(self) -> "SignalRecorder._Pause":
+    @contextmanager
+    def paused(self) -> Iterator[None]:
         """Context manager: forwards/backwards inside it are not recorded (e.g. validation)."""
-        return SignalRecorder._Pause(self)
+        was, self._paused = self._paused, True
+        try:
+            yield
+        finally:
+            self._paused = was
 
     # -- hooks
     def _layer_acc(self, name: str) -> _LayerAcc:
