@@ -20,6 +20,9 @@ import torch
 
 from warmstart.errors import UserError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def _atomic(path: Path, write: Callable[[io.BufferedWriter], None], what: str) -> None:
     path = Path(path)
@@ -27,6 +30,7 @@ def _atomic(path: Path, write: Callable[[io.BufferedWriter], None], what: str) -
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a run's files get ordinary permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -50,6 +54,7 @@ def atomic_path(path: Path | str, what: str = "file") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
         yield Path(tmp)
         os.replace(tmp, target)
     except OSError as e:

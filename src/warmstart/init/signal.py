@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from warmstart._atomic import atomic_path
+from warmstart.engine.io import atomic_path
 from warmstart.errors import UserError, unknown
 
 WEIGHT_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)

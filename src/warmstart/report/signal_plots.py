@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from warmstart._atomic import atomic_path
+from warmstart.engine.io import atomic_path
 from warmstart.errors import UserError, unknown
 from warmstart.init.signal import LayerStats, SignalStats
 
