@@ -162,7 +162,7 @@ def resolve_weights(spec: str, arch: str | None = None, *, offline: bool | None 
                 str(unknown("weights", spec, ["none", "imagenet"]))
                 + "; or give the path of a .pth/.pt/.safetensors file with its sidecar .json"
             )
-        raise UserError(f"weights file not found: {path.resolve()}")
+        raise UserError(f"weights file not found: {path.absolute()}")
     if path.is_dir():
         raise UserError(f"--weights {path} is a folder; give a .pth, .pt or .safetensors file (with its .json)")
     if path.suffix not in (*STATE_DICT_SUFFIXES, SAFETENSORS_SUFFIX):
@@ -175,7 +175,7 @@ def resolve_weights(spec: str, arch: str | None = None, *, offline: bool | None 
                 f'weights file {path} is for "{meta["arch"]}" (its {path.with_suffix(".json").name} says so), '
                 f'not for the requested architecture "{arch}"; pass --arch {meta["arch"]} or other weights'
             )
-    return Weights(arch=meta["arch"], kind="file", path=path.resolve(), meta=meta)
+    return Weights(arch=meta["arch"], kind="file", path=path.absolute(), meta=meta)
 
 
 def check_arch(arch: str) -> None:
