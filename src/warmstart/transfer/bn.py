@@ -21,14 +21,22 @@ def batchnorms(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, _BatchNorm)]
 
 
-def freeze_bn(model: nn.Module, module_names: Iterable[str]) -> None:
+def freeze_bn(model: nn.Module, module_names: Iterable[str], *, strict: bool = True) -> None:
     """Put the named modules (and everything inside them) in eval mode; call it after ``model.train()``.
 
     A BatchNorm in eval mode normalises with, and no longer updates, its running statistics; its affine
-    weight and bias still train if they require grad. Names follow ``model.named_modules()``.
+    weight and bias still train if they require grad. Names follow ``model.named_modules()``. With
+    ``strict=False`` names that ``model`` lacks are skipped (applying a Phase's ``eval_modules`` to the
+    ``head`` of ``features.split_at``, which holds only part of the model).
     """
     for name in module_names:
-        model.get_submodule(name).eval()
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            if strict:
+                raise
+            continue
+        module.eval()
 
 
 @torch.no_grad()

@@ -170,7 +170,7 @@ def module_fingerprint(module: nn.Module) -> str:
     for name, t in sorted(module.state_dict().items()):
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -226,7 +226,6 @@ class FeatureCache(torch.utils.data.Dataset):
         return cls(np.load(path, mmap_mode="r"), np.load(lp), path)
 
     @classmethod
-    @torch.inference_mode()
     def build(
         cls,
         trunk: nn.Module,
@@ -271,7 +270,8 @@ class FeatureCache(torch.utils.data.Dataset):
             for batch in loader:
                 x, y = batch[0], batch[1]
                 x = x.to(device, non_blocking=True)
-                f = trunk(normalize(x) if normalize is not None else x).float().cpu()
+                with torch.inference_mode():
+                    f = trunk(normalize(x) if normalize is not None else x).float().cpu()
                 labels.append(np.asarray(y, dtype=np.int64).reshape(-1))
                 if path is None:
                     chunks.append(f)
@@ -288,7 +288,7 @@ class FeatureCache(torch.utils.data.Dataset):
                 row += len(arr)
             y_all = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
             if path is None:
-                feats = torch.cat(chunks) if chunks else torch.zeros(0)
+                feats = torch.cat(chunks) if chunks else torch.zeros(0)  # outside inference mode: trainable input
                 return cls(feats, y_all, None)
             if out is None:
                 raise ValueError("FeatureCache.build: empty dataset")
