@@ -74,28 +74,30 @@ class Stages(nn.Module):
 
 
 def _recipe(model: nn.Module) -> list[str | nn.Module]:
-    """The model's forward as a sequence: submodule names, or modules for what forward does inline."""
+    """The model's forward as a sequence: submodule names, or modules for what forward does inline.
+
+    Exact classes only: a subclass may override ``forward`` (torchvision's quantizable models do).
+    """
     from torchvision import models as tv
 
     flat = nn.Flatten(1)
-    if isinstance(model, (tv.MobileNetV3, tv.EfficientNet, tv.VGG, tv.AlexNet)):
-        return ["features", "avgpool", flat, "classifier"]
-    if isinstance(model, tv.MobileNetV2):
-        return ["features", nn.AdaptiveAvgPool2d((1, 1)), flat, "classifier"]
-    if isinstance(model, tv.ResNet):
-        return ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", flat, "fc"]
-    if isinstance(model, tv.RegNet):
-        return ["stem", "trunk_output", "avgpool", flat, "fc"]
-    if isinstance(model, tv.ConvNeXt):
-        return ["features", "avgpool", "classifier"]
-    if isinstance(model, tv.DenseNet):
-        return ["features", nn.ReLU(), nn.AdaptiveAvgPool2d((1, 1)), flat, "classifier"]
-    if isinstance(model, tv.ShuffleNetV2):
-        return ["conv1", "maxpool", "stage2", "stage3", "stage4", "conv5", GlobalAvgPool(), "fc"]
-    if isinstance(model, tv.MNASNet):
-        return ["layers", GlobalAvgPool(), "classifier"]
-    if isinstance(model, tv.SqueezeNet):
-        return ["features", "classifier", flat]
+    pooled = ["avgpool", flat]
+    recipes: dict[type, list[str | nn.Module]] = {
+        tv.MobileNetV3: ["features", *pooled, "classifier"],
+        tv.EfficientNet: ["features", *pooled, "classifier"],
+        tv.VGG: ["features", *pooled, "classifier"],
+        tv.AlexNet: ["features", *pooled, "classifier"],
+        tv.MobileNetV2: ["features", nn.AdaptiveAvgPool2d((1, 1)), flat, "classifier"],
+        tv.ResNet: ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", *pooled, "fc"],
+        tv.RegNet: ["stem", "trunk_output", *pooled, "fc"],
+        tv.ConvNeXt: ["features", "avgpool", "classifier"],
+        tv.DenseNet: ["features", nn.ReLU(), nn.AdaptiveAvgPool2d((1, 1)), flat, "classifier"],
+        tv.ShuffleNetV2: ["conv1", "maxpool", "stage2", "stage3", "stage4", "conv5", GlobalAvgPool(), "fc"],
+        tv.MNASNet: ["layers", GlobalAvgPool(), "classifier"],
+        tv.SqueezeNet: ["features", "classifier", flat],
+    }
+    if type(model) in recipes:
+        return recipes[type(model)]
     raise UserError(
         f"the feature cache does not know how {type(model).__name__} composes its layers (it supports "
         "torchvision MobileNetV2/V3, ResNet/ResNeXt, EfficientNet, RegNet, ConvNeXt, DenseNet, VGG, AlexNet, "
