@@ -18,7 +18,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from warmstart.errors import UserError
+from warmstart.errors import UserError, unknown
 from warmstart.transfer.weights import TIMM_PREFIX, Weights, check_arch, import_timm, resolve_weights
 
 #: Auxiliary classifiers of GoogLeNet / Inception-v3. They only serve training-time deep supervision in the
@@ -141,8 +141,6 @@ def _create_timm(arch: str, num_classes: int | None, weights: Weights) -> nn.Mod
     timm = import_timm()
     name = arch[len(TIMM_PREFIX):]
     if not timm.is_model(name):
-        from warmstart.errors import unknown
-
         raise UserError(str(unknown("timm model", name, timm.list_models())))
     orig = weights.num_classes
     n = num_classes if num_classes is not None else orig

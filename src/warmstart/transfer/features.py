@@ -294,6 +294,8 @@ class FeatureCache(torch.utils.data.Dataset):
                 return cls(feats, y_all, None)
             if out is None:
                 raise ValueError("FeatureCache.build: empty dataset")
+            if row != len(out):
+                raise ValueError(f"FeatureCache.build: the dataset says {len(out)} samples but gave {row}")
             out.flush()
             out = None  # closes the memory map
             ltmp = tmp.with_name(tmp.name.replace(".tmp.npy", ".labels.tmp.npy"))  # type: ignore[union-attr]

@@ -17,7 +17,8 @@ Three kinds, chosen by the ``--weights`` spec given to :func:`resolve_weights`:
     (``torchvision.models.get_model_weights(arch).DEFAULT``): preprocessing from ``weights.transforms()``,
     class names from ``weights.meta["categories"]``. The file lives in the torch hub cache
     (``torch.hub.get_dir()/checkpoints/<file>``, i.e. ``$TORCH_HOME/hub/checkpoints``); it is downloaded
-    there when missing and the network is reachable. Offline (``WARMSTART_OFFLINE=1`` or no network) a
+    there when missing and the network is reachable (checked against the hash prefix in its name); a file
+    already in the cache is used as is, as torch.hub does. Offline (``WARMSTART_OFFLINE=1`` or no network) a
     missing file is a :class:`UserError` that names the exact path to put it at.
 ``PATH``
     A ``.pth``/``.pt`` state_dict (or a warmstart checkpoint dict whose ``"model"`` key holds one) or a
@@ -84,7 +85,8 @@ class Weights:
         if self.kind == "file":
             return str(self.path)
         if self.kind == "imagenet":
-            return str(self.meta.get("source", f"ImageNet weights of {self.arch}"))
+            src = str(self.meta.get("source", f"ImageNet weights of {self.arch}"))
+            return f"{src} ({self.path})" if self.path is not None else src
         return f"no pretrained weights ({self.arch})"
 
     @property
