@@ -1,0 +1,312 @@
+"""Feature cache: run the frozen part of a network once, then train only what is trainable.
+
+When a strategy freezes a prefix of the layer groups for the whole run (``Strategy.frozen_prefix``), every
+epoch would recompute the same frozen features. :func:`split_at` cuts the model into ``trunk`` (the frozen
+groups) and ``head`` (the rest) so that ``head(trunk(x)) == model(x)`` in eval mode, and
+:class:`FeatureCache` stores ``trunk(x)`` for a whole dataset once, in memory (float32) or memory-mapped
+on disk (float16 ``.npy``), keyed by :func:`cache_key` so the arms of a comparison share one cache.
+
+``trunk`` and ``head`` are views, not copies: they hold the model's own modules, registered under the
+model's own names, so ``head.named_parameters()`` gives ``classifier.3.weight`` exactly as the model does,
+a Phase from ``Strategy.phases`` applies to ``head`` unchanged, and training ``head`` trains the model.
+
+Frozen groups run in eval mode in both paths (see ``transfer.strategies``), which is what makes training
+on cached features identical to training on images. Cache features of un-augmented images (the
+evaluation transform); random crops would be frozen into the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from warmstart.errors import UserError
+from warmstart.transfer.groups import LayerGroup
+
+CACHE_FORMAT = 1
+
+
+# --------------------------------------------------------------------------------------------- split
+
+
+class GlobalAvgPool(nn.Module):
+    """``x.mean([2, 3])``: the global pooling ShuffleNetV2 and MNASNet write inline."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean([2, 3])
+
+
+class Stages(nn.Module):
+    """Runs a slice of a model's forward pass: its stages in order.
+
+    The model's modules are registered under their original dotted names (``features.12``,
+    ``classifier.3``) through empty placeholder parents, so parameter and state_dict names match the
+    model's. Stages without parameters that the model's forward applies inline (flatten, pooling) run too.
+    """
+
+    def __init__(self, stages: Sequence[tuple[str | None, nn.Module]]) -> None:
+        super().__init__()
+        self.stage_names = [n for n, _ in stages]
+        object.__setattr__(self, "_run", [m for _, m in stages])  # run order; not registered twice
+        for name, module in stages:
+            if name is None:
+                continue
+            parent: nn.Module = self
+            *path, leaf = name.split(".")
+            for part in path:
+                if part not in parent._modules:
+                    parent.add_module(part, nn.Module())
+                parent = parent._modules[part]  # type: ignore[assignment]
+            parent.add_module(leaf, module)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for m in self._run:
+            x = m(x)
+        return x
+
+
+def _recipe(model: nn.Module) -> list[str | nn.Module]:
+    """The model's forward as a sequence: submodule names, or modules for what forward does inline.
+
+    Exact classes only: a subclass may override ``forward`` (torchvision's quantizable models do).
+    """
+    from torchvision import models as tv
+
+    flat = nn.Flatten(1)
+    pooled = ["avgpool", flat]
+    recipes: dict[type, list[str | nn.Module]] = {
+        tv.MobileNetV3: ["features", *pooled, "classifier"],
+        tv.EfficientNet: ["features", *pooled, "classifier"],
+        tv.VGG: ["features", *pooled, "classifier"],
+        tv.AlexNet: ["features", *pooled, "classifier"],
+        tv.MobileNetV2: ["features", nn.AdaptiveAvgPool2d((1, 1)), flat, "classifier"],
+        tv.ResNet: ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", *pooled, "fc"],
+        tv.RegNet: ["stem", "trunk_output", *pooled, "fc"],
+        tv.ConvNeXt: ["features", "avgpool", "classifier"],
+        tv.DenseNet: ["features", nn.ReLU(), nn.AdaptiveAvgPool2d((1, 1)), flat, "classifier"],
+        tv.ShuffleNetV2: ["conv1", "maxpool", "stage2", "stage3", "stage4", "conv5", GlobalAvgPool(), "fc"],
+        tv.MNASNet: ["layers", GlobalAvgPool(), "classifier"],
+        tv.SqueezeNet: ["features", "classifier", flat],
+    }
+    if type(model) in recipes:
+        return recipes[type(model)]
+    raise UserError(
+        f"the feature cache does not know how {type(model).__name__} composes its layers (it supports "
+        "torchvision MobileNetV2/V3, ResNet/ResNeXt, EfficientNet, RegNet, ConvNeXt, DenseNet, VGG, AlexNet, "
+        "ShuffleNetV2, MNASNet, SqueezeNet); train without the feature cache"
+    )
+
+
+def split_at(model: nn.Module, groups: list[LayerGroup], n_frozen: int) -> tuple[Stages, Stages]:
+    """Cut ``model`` after its first ``n_frozen`` layer groups: ``(trunk, head)``.
+
+    Parameterless stages between the last frozen group and the first trainable one (pooling, flatten, a
+    frozen layer's activation and dropout) go to the trunk. ``0 <= n_frozen < len(groups)``: the head group
+    always stays in ``head``.
+    """
+    if not isinstance(n_frozen, int) or not 0 <= n_frozen < len(groups):
+        raise ValueError(f"split_at: n_frozen must be in 0..{len(groups) - 1}, got {n_frozen!r}")
+    stages: list[tuple[str | None, nn.Module]] = []
+    entries = [m for g in groups for m in g.modules]
+
+    def add(name: str) -> None:
+        module = model.get_submodule(name)
+        inside = [e for e in entries if e.startswith(name + ".")]
+        if not inside:
+            stages.append((name, module))
+        elif isinstance(module, nn.Sequential):
+            for child in module._modules:
+                add(f"{name}.{child}")
+        else:
+            raise UserError(f"the feature cache cannot cut inside {name} ({type(module).__name__}); train without it")
+
+    for step in _recipe(model):
+        if isinstance(step, str):
+            add(step)
+        else:
+            stages.append((None, step))
+
+    covered = {p for name, m in stages if name is not None for p, _ in m.named_parameters(prefix=name)}
+    missing = [p for p, _ in model.named_parameters() if p not in covered]
+    if missing:
+        raise UserError(f"the feature cache does not know where {missing[0]} of {type(model).__name__} runs; train without it")
+
+    def group_of(name: str | None) -> int | None:
+        return next((i for i, g in enumerate(groups) if g.owns(name)), None) if name is not None else None
+
+    owners = [group_of(name) for name, _ in stages]
+    order = [g for g in owners if g is not None]
+    if order != sorted(order):
+        raise UserError(f"the layer groups of {type(model).__name__} do not follow its forward order; train without the feature cache")
+    cut = next(i for i, g in enumerate(owners) if g is not None and g >= n_frozen)
+    trunk, head = stages[:cut], stages[cut:]
+    return Stages(trunk), Stages(head)
+
+
+# --------------------------------------------------------------------------------------------- keys
+
+
+def cache_key(weights_fingerprint: str, preprocess: Any, data_fingerprint: str, layer: str) -> str:
+    """A short hex key for features of ``data`` preprocessed as ``preprocess`` through weights up to ``layer``.
+
+    ``preprocess`` is a :class:`~warmstart.data.transforms.Preprocess` (or its dict). For random (``none``)
+    weights pass :func:`module_fingerprint` of the trunk instead of ``Weights.fingerprint``: the tensors then
+    depend on the seed.
+    """
+    pre = preprocess.to_dict() if hasattr(preprocess, "to_dict") else dict(preprocess)
+    blob = json.dumps({"format": CACHE_FORMAT, "weights": weights_fingerprint, "preprocess": pre, "data": data_fingerprint, "layer": layer}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    """sha256 over a module's state_dict (names, dtypes, shapes, values)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------- cache
+
+
+def labels_path(path: Path) -> Path:
+    """Where the labels of the feature file ``path`` (``x.npy``) live: ``x.labels.npy``."""
+    return path.with_name(path.stem + ".labels.npy")
+
+
+class FeatureCache(torch.utils.data.Dataset):
+    """Precomputed features and labels: a Dataset of ``(feature float32 tensor, int label)``."""
+
+    def __init__(self, features: torch.Tensor | np.ndarray, labels: np.ndarray, path: Path | None = None) -> None:
+        if len(features) != len(labels):
+            raise ValueError(f"FeatureCache: {len(features)} features but {len(labels)} labels")
+        self.features = features
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.path = path
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return tuple(self.features.shape[1:])
+
+    def _rows(self, idx) -> torch.Tensor:
+        if isinstance(self.features, torch.Tensor):
+            return self.features[idx]
+        return torch.from_numpy(np.asarray(self.features[idx], dtype=np.float32))
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self._rows(i), int(self.labels[i])
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        """Batched fetch for DataLoader (one fancy-indexed read instead of one per sample)."""
+        rows = self._rows(np.asarray(indices, dtype=np.int64))
+        return [(rows[j], int(self.labels[i])) for j, i in enumerate(indices)]
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All features (float32) and labels (int64) as two tensors."""
+        return self._rows(slice(None)), torch.from_numpy(self.labels.copy())
+
+    @classmethod
+    def open(cls, path: str | Path) -> "FeatureCache":
+        """Open a cache written by :meth:`build` (memory-mapped, read-only)."""
+        path = Path(path)
+        lp = labels_path(path)
+        if not path.is_file() or not lp.is_file():
+            raise FileNotFoundError(f"no feature cache at {path} (with {lp.name})")
+        return cls(np.load(path, mmap_mode="r"), np.load(lp), path)
+
+    @classmethod
+    def build(
+        cls,
+        trunk: nn.Module,
+        dataset: torch.utils.data.Dataset,
+        *,
+        normalize: Callable[[torch.Tensor], torch.Tensor] | None,
+        batch_size: int = 64,
+        device: str | torch.device = "cpu",
+        path: str | Path | None = None,
+        dtype: torch.dtype = torch.float16,
+        num_workers: int = 0,
+        reuse: bool = True,
+    ) -> "FeatureCache":
+        """Compute ``trunk(normalize(x))`` for every ``(x, label)`` of ``dataset`` once.
+
+        In memory (float32) when ``path`` is None; otherwise a memory-mapped ``.npy`` of ``dtype``
+        (float16 or float32) at ``path`` plus ``<stem>.labels.npy``, written under temporary names and renamed
+        (the features file last), so a cache on disk is always complete. With ``reuse`` an existing cache at
+        ``path`` with as many rows as ``dataset`` is opened instead of recomputed. The trunk runs in eval mode
+        on ``device`` (it is moved there) and its modules' modes are restored afterwards.
+        """
+        if dtype not in (torch.float16, torch.float32):
+            raise ValueError(f"FeatureCache: dtype must be torch.float16 or torch.float32, got {dtype}")
+        path = Path(path) if path is not None else None
+        if path is not None and reuse and path.is_file() and labels_path(path).is_file():
+            cached = cls.open(path)
+            if len(cached) == len(dataset):  # type: ignore[arg-type]
+                return cached
+        device = torch.device(device)
+        trunk.to(device)
+        if isinstance(normalize, nn.Module):
+            normalize = normalize.to(device)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+        modes = {m: m.training for m in trunk.modules()}
+        trunk.eval()
+        chunks: list[torch.Tensor] = []
+        labels: list[np.ndarray] = []
+        out = None
+        tmp = None
+        row = 0
+        try:
+            for batch in loader:
+                x, y = batch[0], batch[1]
+                x = x.to(device, non_blocking=True)
+                with torch.inference_mode():
+                    f = trunk(normalize(x) if normalize is not None else x).float().cpu()
+                labels.append(np.asarray(y, dtype=np.int64).reshape(-1))
+                if path is None:
+                    chunks.append(f)
+                    continue
+                if out is None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npy")
+                    npd = np.float16 if dtype == torch.float16 else np.float32
+                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=npd, shape=(len(dataset), *f.shape[1:]))  # type: ignore[arg-type]
+                arr = f.numpy().astype(out.dtype)
+                if not np.isfinite(arr).all() and np.isfinite(f.numpy()).all():
+                    raise UserError(f"features overflow {dtype} in the feature cache {path}; build it with dtype=torch.float32")
+                out[row : row + len(arr)] = arr
+                row += len(arr)
+            y_all = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
+            if path is None:
+                feats = torch.cat(chunks) if chunks else torch.zeros(0)  # outside inference mode: trainable input
+                return cls(feats, y_all, None)
+            if out is None:
+                raise ValueError("FeatureCache.build: empty dataset")
+            if row != len(out):
+                raise ValueError(f"FeatureCache.build: the dataset says {len(out)} samples but gave {row}")
+            out.flush()
+            out = None  # closes the memory map
+            ltmp = tmp.with_name(tmp.name.replace(".tmp.npy", ".labels.tmp.npy"))  # type: ignore[union-attr]
+            np.save(ltmp, y_all)
+            os.replace(ltmp, labels_path(path))
+            os.replace(tmp, path)  # type: ignore[arg-type]
+            tmp = None
+            return cls.open(path)
+        finally:
+            for m, training in modes.items():
+                m.training = training
+            out = None
+            if tmp is not None and Path(tmp).exists():
+                Path(tmp).unlink()

@@ -1,0 +1,201 @@
+"""Transfer strategies: which layer groups train, when, and at what learning rate.
+
+A strategy turns the :func:`~warmstart.transfer.groups.layer_groups` of a model into a list of
+:class:`~warmstart.engine.plan.Phase` (each phase: a fresh optimizer over exactly the parameters that train
+in it; everything else is frozen):
+
+``scratch``
+    Everything trains at ``lr`` (use with ``--weights none``).
+``transfer``
+    Only the head (the new classification layer) trains: a linear probe on frozen pretrained features.
+``finetune-last:K``
+    The last K blocks below the head and the head train; K is 1 .. the number of groups below the head.
+``finetune-all``
+    Everything trains.
+``gradual[:E]``
+    ULMFiT-style gradual unfreezing: ``transfer`` for E epochs (default 1), then one more block unfrozen
+    from the top every E epochs, each step a new phase, until the epochs run out; once every block is
+    unfrozen the last phase takes the remaining epochs.
+
+**Discriminative learning rates.** The head trains at ``lr``. Blocks train at ``backbone_lr`` (default
+``lr / 10`` for the fine-tuning strategies) times ``lr_decay ** d``, where d is the block's distance below
+the head counted from 0: the block just under the head gets ``backbone_lr``, the one below it
+``backbone_lr * lr_decay``, and so on down to the stem. ``scratch`` trains everything at ``lr``.
+
+**BatchNorm and frozen groups.** A frozen group is listed whole in ``Phase.eval_modules``, so it computes
+exactly the function it computes at evaluation: BatchNorm uses (and keeps) its running statistics, dropout
+and stochastic depth are off. That is also what makes a run on cached features (``transfer.features``)
+train identically to one on images. With ``bn="frozen"`` (the default) the BatchNorm layers of trainable
+*pretrained* groups are listed too: they keep the pretrained running statistics, while their affine weight
+and bias still train. Small fine-tuning batches would otherwise drag those statistics to noisy per-batch
+estimates (the bug of the classic PyTorch transfer-learning tutorial). ``bn="train"`` lets trainable
+groups update their statistics. Without pretrained weights (``pretrained=False``), or with ``scratch``,
+trainable BatchNorms always train.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from warmstart.engine.plan import ParamGroup, Phase
+from warmstart.errors import UserError, did_you_mean
+from warmstart.transfer.groups import LayerGroup
+
+KINDS = ("scratch", "transfer", "finetune-last", "finetune-all", "gradual")
+SYNTAX = ("scratch", "transfer", "finetune-last:K", "finetune-all", "gradual[:E]")
+BN_POLICIES = ("frozen", "train")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A parsed strategy spec. ``k``: blocks of ``finetune-last:K``; ``every``: epochs per step of ``gradual``."""
+
+    kind: str
+    k: int | None = None
+    every: int | None = None
+
+    @property
+    def spec(self) -> str:
+        if self.kind == "finetune-last":
+            return f"finetune-last:{self.k}"
+        if self.kind == "gradual":
+            return f"gradual:{self.every}"
+        return self.kind
+
+    @property
+    def needs_pretrained(self) -> bool:
+        """Whether the strategy only makes sense from pretrained weights (all but ``scratch``)."""
+        return self.kind != "scratch"
+
+    def __str__(self) -> str:
+        return self.spec
+
+    # ------------------------------------------------------------------ the plan
+
+    def phases(
+        self,
+        groups: list[LayerGroup],
+        *,
+        epochs: int,
+        lr: float,
+        backbone_lr: float | None = None,
+        lr_decay: float = 1.0,
+        bn: str = "frozen",
+        pretrained: bool = True,
+    ) -> list[Phase]:
+        """The training plan over ``groups`` (from ``layer_groups``; the head last) for ``epochs`` epochs."""
+        _check_positive_int("epochs", epochs)
+        _check_positive_float("lr", lr)
+        if backbone_lr is not None:
+            _check_positive_float("backbone lr", backbone_lr)
+        if not (isinstance(lr_decay, (int, float)) and 0 < lr_decay <= 1):
+            raise UserError(f"lr decay must be in (0, 1], got {lr_decay!r}")
+        if bn not in BN_POLICIES:
+            raise UserError(f'unknown BatchNorm policy "{bn}"{did_you_mean(bn, BN_POLICIES)}; choose one of: {", ".join(BN_POLICIES)}')
+        n = self._blocks(groups)
+        base = backbone_lr if backbone_lr is not None else lr / 10
+
+        def lr_of(i: int) -> float:  # i: index in groups
+            if self.kind == "scratch" or i == n:
+                return lr
+            return base * lr_decay ** (n - 1 - i)
+
+        def phase(n_trainable_blocks: int, ep: int, name: str) -> Phase:
+            first = n - n_trainable_blocks  # groups[first:] train
+            train = list(range(first, n + 1))
+            eval_modules = [m for g in groups[:first] for m in g.modules if m not in g.params]
+            if bn == "frozen" and pretrained and self.kind != "scratch":
+                eval_modules += [b for i in train[:-1] for b in groups[i].batchnorms]
+            return Phase(
+                epochs=ep,
+                groups=[ParamGroup(groups[i].name, list(groups[i].params), lr_of(i)) for i in train if groups[i].params],
+                eval_modules=eval_modules,
+                name=name,
+            )
+
+        if self.kind in ("scratch", "finetune-all"):
+            return [phase(n, epochs, self.kind)]
+        if self.kind == "transfer":
+            return [phase(0, epochs, "transfer")]
+        if self.kind == "finetune-last":
+            return [phase(self.k or 0, epochs, self.spec)]
+        return [phase(j, ep, "head" if j == 0 else f"unfreeze {groups[n - j].name}") for j, ep in self._gradual(n, epochs)]
+
+    def frozen_prefix(self, groups: list[LayerGroup], *, epochs: int | None = None) -> list[LayerGroup]:
+        """The leading groups frozen for the whole run (what a feature cache may precompute).
+
+        ``gradual`` needs ``epochs``: how far unfreezing gets depends on it.
+        """
+        n = self._blocks(groups)
+        if self.kind in ("scratch", "finetune-all"):
+            return []
+        if self.kind == "transfer":
+            return groups[:n]
+        if self.kind == "finetune-last":
+            return groups[: n - (self.k or 0)]
+        if epochs is None:
+            raise ValueError("frozen_prefix of a gradual strategy needs epochs")
+        _check_positive_int("epochs", epochs)
+        return groups[: n - self._gradual(n, epochs)[-1][0]]
+
+    # ------------------------------------------------------------------ helpers
+
+    def _blocks(self, groups: list[LayerGroup]) -> int:
+        """Number of groups below the head, validating ``groups`` and K against it."""
+        if not groups or groups[-1].name != "head":
+            raise ValueError("strategies need layer_groups(model): a non-empty list ending with the head group")
+        n = len(groups) - 1
+        if self.kind == "finetune-last" and not 1 <= (self.k or 0) <= n:
+            raise UserError(
+                f"finetune-last:{self.k}: K must be 1..{n}, the number of layer groups below the head "
+                f"({', '.join(g.name for g in groups[:-1])}); use finetune-all to train everything"
+            )
+        return n
+
+    def _gradual(self, n: int, epochs: int) -> list[tuple[int, int]]:
+        """(blocks unfrozen, epochs) per phase of gradual unfreezing."""
+        every = self.every or 1
+        out, left, j = [], epochs, 0
+        while left > 0:
+            ep = left if j == n else min(every, left)
+            out.append((j, ep))
+            left, j = left - ep, j + 1
+        return out
+
+
+def parse_strategy(spec: str) -> Strategy:
+    """Parse ``scratch | transfer | finetune-last:K | finetune-all | gradual[:E]``."""
+    text = str(spec).strip().lower()
+    name, sep, arg = text.partition(":")
+    if name not in KINDS:
+        hint = did_you_mean(name, KINDS)
+        raise UserError(f'unknown strategy "{spec}"{hint}; choose one of: {", ".join(SYNTAX)}')
+    if name in ("scratch", "transfer", "finetune-all"):
+        if sep:
+            raise UserError(f'strategy "{name}" takes no ":{arg}"; choose one of: {", ".join(SYNTAX)}')
+        return Strategy(name)
+    if name == "finetune-last":
+        if not arg:
+            raise UserError('finetune-last needs the number of blocks to train, e.g. "finetune-last:2"')
+        return Strategy(name, k=_parse_count(arg, spec, "K (blocks to fine-tune)"))
+    return Strategy(name, every=_parse_count(arg, spec, "E (epochs per unfreezing step)") if sep else 1)
+
+
+def _parse_count(arg: str, spec: str, what: str) -> int:
+    try:
+        v = int(arg)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise UserError(f'strategy "{spec}": {what} must be a positive integer, got "{arg}"')
+    return v
+
+
+def _check_positive_int(what: str, v) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise UserError(f"{what} must be a positive integer, got {v!r}")
+
+
+def _check_positive_float(what: str, v) -> None:
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
+        raise UserError(f"{what} must be a positive number, got {v!r}")
