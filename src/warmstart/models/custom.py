@@ -38,6 +38,11 @@ class Custom3Layer(nn.Module):
         self.relu = nn.ReLU()
         self.pool = nn.MaxPool2d(2)
 
+    def warmstart_stages(self) -> list:
+        """forward() as a sequence of submodule names and inline modules (for the feature cache)."""
+        return ["conv1", nn.ReLU(), nn.MaxPool2d(2), "conv2", nn.ReLU(), nn.MaxPool2d(2), "conv3", nn.ReLU(),
+                nn.Flatten(1), "fc1", nn.ReLU(), "fc2"]
+
     def forward(self, x: Tensor) -> Tensor:
         x = self.pool(self.relu(self.conv1(x)))
         x = self.pool(self.relu(self.conv2(x)))

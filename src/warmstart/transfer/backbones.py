@@ -96,6 +96,11 @@ def _under(key: str, module: str | None) -> bool:
 def _build_torchvision(arch: str, num_classes: int, weights: Weights) -> nn.Module:
     import torchvision
 
+    from warmstart.transfer.weights import own_models
+
+    if arch in own_models():
+        return own_models()[arch].build(num_classes)
+
     kwargs = dict(weights.meta.get("model_kwargs", {}))
     crop = weights.preprocess.crop
     if arch.startswith("vit_"):  # the position embedding fixes the input size

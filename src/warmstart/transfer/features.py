@@ -98,6 +98,9 @@ def _recipe(model: nn.Module) -> list[str | nn.Module]:
     }
     if type(model) in recipes:
         return recipes[type(model)]
+    stages = getattr(model, "warmstart_stages", None)  # warmstart's own models describe their forward
+    if callable(stages):
+        return stages()
     raise UserError(
         f"the feature cache does not know how {type(model).__name__} composes its layers (it supports "
         "torchvision MobileNetV2/V3, ResNet/ResNeXt, EfficientNet, RegNet, ConvNeXt, DenseNet, VGG, AlexNet, "

@@ -182,9 +182,9 @@ def resolve_weights(spec: str, arch: str | None = None, *, offline: bool | None 
 
 def check_arch(arch: str) -> None:
     """Raise a UserError (with did-you-mean) for an architecture torchvision does not have."""
-    if arch.startswith(TIMM_PREFIX):
+    if arch.startswith(TIMM_PREFIX) or arch in own_models():
         return
-    names = torchvision_archs()
+    names = torchvision_archs() + sorted(own_models())
     if arch not in names:
         raise UserError(str(unknown("architecture", arch, names)) + "; timm models are written timm:<name>")
 
@@ -382,7 +382,16 @@ def _meta_from_tv(arch: str, w) -> dict[str, Any]:
     return meta
 
 
+def own_models() -> dict:
+    """warmstart's own small models (warmstart.models.MODELS), by name."""
+    from warmstart.models import MODELS
+
+    return MODELS
+
+
 def _default_meta(arch: str) -> dict[str, Any]:
+    if arch in own_models():
+        return {"arch": arch, **own_models()[arch].meta, "source": f"preprocessing of warmstart's {arch} (no tensors)"}
     w = _tv_default_weights(arch)
     if w is None:
         return {"arch": arch, **FALLBACK_META, "source": "fallback preprocessing (no torchvision weights)"}
