@@ -111,7 +111,9 @@ def _looks_like_path(text: str) -> bool:
 # ---------------------------------------------------------------------------------------------- the report
 
 def flags(row: Mapping[str, Any]) -> list[str]:
-    """What stands out in a report row."""
+    """What stands out in a report row: ``tied`` (identical to an earlier layer), ``all-zero``/``zero`` (filters
+    with all-zero weights), ``duplicates`` (fewer distinct filters than filters), ``low-rank`` (a rank below what
+    the distinct, non-zero filters and the fan-in allow)."""
     n, shape = row["filters"], row["shape"]
     out = []
     if row.get("duplicate_of"):
@@ -122,7 +124,8 @@ def flags(row: Mapping[str, Any]) -> list[str]:
         out.append("zero")
     if row["distinct"] < n and row.get("zero_filters", 0) != n:
         out.append("duplicates")
-    if row["rank"] < min(n, math.prod(shape[1:])) and "all-zero" not in out:
+    # low rank beyond what duplicate and all-zero filters explain
+    if row["rank"] < min(row["distinct"], n - row.get("zero_filters", 0), math.prod(shape[1:])):
         out.append("low-rank")
     return out
 
