@@ -36,7 +36,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
