@@ -140,7 +140,7 @@ def test_to_text_dict_and_explanations(mobilenet):
     assert lines[0].split() == ["layer", "shape", "filters", "distinct", "max_cos", "rank", "duplicate_of"]
     assert lines[1].split() == ["features.0.0", "16x3x3x3", "16", "1", "1.0000", "1", "-"]
     assert explain_layer("conv1", row) == \
-        "conv1: 16 filters but only 1 distinct: every filter got the same gradient, so they never separated"
+        "conv1: 16 filters but only 1 distinct: all 16 are identical, so the layer computes one feature 16 times"
     healthy = report.to_dict()["features.2.block.2.0"]
     assert "symmetry is broken" in explain_layer("x", healthy)
     assert "only 7 of 10 units distinct" in explain_layer("fc", {**healthy, "filters": 10, "distinct": 7, "shape": [10, 4]})

@@ -174,6 +174,9 @@ def _classes(text: str | None) -> list[str] | None:
 @click.argument("data")
 @click.option("--strategy", default="transfer", show_default=True,
               help="scratch | transfer | finetune-last:K | finetune-all | gradual[:E]")
+@click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Scratch only: train K seeds for --restart-epochs, keep the best on validation, continue it.")
+@click.option("--restart-epochs", type=click.IntRange(min=1), default=1, show_default=True, help="Epochs per restart trial.")
 @model_options
 @engine_options()
 @data_options
@@ -191,8 +194,65 @@ def train(data, **o):
                         lr=o["lr"], backbone_lr=o["backbone_lr"], lr_decay=o["lr_decay"], bn=o["bn"], augment=o["augment"],
                         feature_cache=o["feature_cache"], classes=_classes(o["classes"]), out=o["out"], resume=bool(o["resume"]),
                         data_root=o["data_root"], val_fraction=o["val_fraction"], subset=o["subset"],
-                        skip_bad_images=o["skip_bad_images"], cfg=engine_config(o), options={"data": data, **o})
-    click.echo(json.dumps({k: summary[k] for k in ("strategy", "model", "best_val_accuracy", "final_val_accuracy", "train_seconds")}))
+                        skip_bad_images=o["skip_bad_images"], restarts=o["restarts"], restart_epochs=o["restart_epochs"],
+                        cfg=engine_config(o), options={"data": data, **o})
+    click.echo(json.dumps({k: summary[k] for k in ("strategy", "model", "best_val_accuracy", "final_val_accuracy", "train_seconds",
+                                                   "restarts") if k in summary}))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("data", required=False)
+@click.option("--init", default=None, help="Init spec of the random arm [default: conv=he_normal,conv.bias=zeros].")
+@click.option("--constant-linear", is_flag=True, help="Add a third arm, constant-linear, whose constant start extends to fc1.")
+@click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Random arm: train K seeds for --restart-epochs, keep the best on validation, continue it.")
+@click.option("--restart-epochs", type=click.IntRange(min=1), default=1, show_default=True, help="Epochs per restart trial.")
+@engine_options(epochs=1, lr=0.01, optimizer="sgd", schedule="constant")
+@data_options
+@out_options
+@with_resume("symmetry")
+def symmetry(data, **o):
+    """The lecture's symmetry exercise: custom_3_layer from a constant and a random start, filters counted.
+
+    DATA defaults to the unpacked CIFAR-10 (else the cifar10 data set under --data-root); images are resized to
+    32x32. --subset defaults to 250 images per class and split.
+    """
+    from warmstart.experiments.symmetry import DEFAULT_SUBSET, format_table
+    from warmstart.experiments.symmetry import symmetry as run_symmetry
+
+    summary = run_symmetry(data, init=o["init"], constant_linear=o["constant_linear"], epochs=o["epochs"],
+                           subset=o["subset"] or DEFAULT_SUBSET, restarts=o["restarts"], restart_epochs=o["restart_epochs"],
+                           out=o["out"], resume=bool(o["resume"]), data_root=o["data_root"], val_fraction=o["val_fraction"],
+                           skip_bad_images=o["skip_bad_images"], cfg=engine_config(o), options={"data": data, **o})
+    click.echo(format_table(summary))
+    for arm, a in summary["arms"].items():
+        if arm != "random":
+            click.echo("\n".join(f"{arm}: {a['layers'][n]['explanation']}" for n in ("conv1", "conv2", "conv3")))
+    if "restarts" in summary:
+        r = summary["restarts"]
+        click.echo(f"random = best of {r['k']}: seed {r['chosen_seed']}; val accuracy min {r['val_accuracy']['min']:.3f} "
+                   f"median {r['val_accuracy']['median']:.3f} max {r['val_accuracy']['max']:.3f}")
+    click.echo(f"{summary['seconds']:.1f} s")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("target", metavar="CHECKPOINT")
+@click.option("--weights", default=None, help="With a model name: a .pth/.safetensors state_dict of that model.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of a named model's random init.")
+@click.option("--tol", type=click.FloatRange(min=0), default=1e-6, show_default=True,
+              help="Filters within tol x the layer's largest |weight| count as identical.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--explain", is_flag=True, help="A sentence for every layer, not only the flagged ones.")
+def inspect(target, weights, seed, tol, as_json, explain):
+    """Symmetry report of a checkpoint, weights file, run directory or model name (e.g. mobilenet_v3_small).
+
+    Per conv/linear layer: filters, distinct filters, max cosine, rank, all-zero filters; duplicates flagged.
+    """
+    from warmstart.experiments.inspect import format_report
+    from warmstart.experiments.inspect import inspect as run_inspect
+
+    result = run_inspect(target, weights=weights, tol=tol, seed=seed)
+    click.echo(json.dumps(result, indent=2) if as_json else format_report(result, all_explanations=explain))
 
 
 # ----------------------------------------------------------------------------------------------- entry point

@@ -202,10 +202,21 @@ def train(data: str | Path, *, model: str = "mobilenet_v3_small", weights: str =
           lr_decay: float = 1.0, bn: str = "frozen", augment: str = "auto", feature_cache: str = "auto",
           classes: Sequence[str] | None = None, out: str | Path | None = None, resume: bool = False,
           data_root=None, val_fraction: float = 0.2, subset: int | None = None, skip_bad_images: bool = False,
+          restarts: int = 1, restart_epochs: int = 1,
           cfg: TrainConfig | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train ``model`` on DATA with ``strategy``; write a run directory; return its summary (summary.json)."""
+    """Train ``model`` on DATA with ``strategy``; write a run directory; return its summary (summary.json).
+
+    ``restarts`` > 1 (scratch only): the best of K random inits after ``restart_epochs`` each, trained on
+    (see :mod:`warmstart.experiments.restarts`); the trials' run directories are ``OUT/restarts/seed-N``.
+    """
+    from warmstart.experiments.restarts import best_of_k, check_restarts
+
     cfg = cfg or TrainConfig()
     strat = parse_strategy(strategy)
+    check_restarts(restarts, restart_epochs)
+    if restarts > 1 and strat.kind != "scratch":
+        raise UserError(f"--restarts {restarts} needs --strategy scratch: strategy {strat.spec} starts from the pretrained "
+                        "weights, one start only; drop --restarts or train from scratch")
     if augment not in ("auto", "on", "off"):
         from warmstart.errors import unknown
 
@@ -222,8 +233,22 @@ def train(data: str | Path, *, model: str = "mobilenet_v3_small", weights: str =
     out = Path(out) if out else default_out("train")
     run = Run(out, "train", {"options": options or {}, "preprocess": prepared.weights.preprocess.to_dict()},
               resume=resume, tensorboard=cfg.tensorboard).start()
-    _, _, summary = run_arm(prepared, run, arch=model, strategy=strat, epochs=epochs, cfg=cfg, lr=lr, backbone_lr=backbone_lr,
-                            lr_decay=lr_decay, bn=bn, init=init, augment=aug, feature_cache=feature_cache, resume=resume)
+    arm = dict(arch=model, strategy=strat, cfg=cfg, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn, init=init,
+               augment=aug, feature_cache=feature_cache, resume=resume)
+    best = None
+    if restarts > 1:
+        def trial(m: nn.Module, s: int) -> float:
+            sub = run.sub(f"restarts/seed-{s}", {"seed": s, "epochs": restart_epochs})
+            try:
+                return run_arm(prepared, sub, epochs=restart_epochs, model=m, **arm)[1].final_val_accuracy
+            finally:
+                sub.close()
+
+        best = best_of_k(restarts, cfg.seed, lambda s: build_model(model, prepared, strat, init=init, seed=s), trial)
+    _, _, summary = run_arm(prepared, run, epochs=epochs, model=best.model if best else None, **arm)
+    if best is not None:
+        summary["restarts"] = {**best.summary(), "restart_epochs": restart_epochs}
+        run.write_summary(summary)
     run.close()
     log(f"best val accuracy {summary['best_val_accuracy']:.4f} (epoch {summary['best_epoch']}), final {summary['final_val_accuracy']:.4f}; "
         f"{summary['train_seconds']:.1f} s; run directory {run.dir}")

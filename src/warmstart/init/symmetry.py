@@ -9,7 +9,9 @@ filter. For every convolution and linear layer (weight of dim >= 2) the report g
   nan for a single row);
 - ``rank``: the numerical rank of the flattened weight (singular values above ``rank_rtol`` times
   the largest): distinct filters can still span only a few directions;
-- ``duplicate_of``: an earlier layer with an identical weight, if any.
+- ``duplicate_of``: an earlier layer with an identical weight, if any;
+- ``zero_filters``: rows whose weight is all zero (bias not counted): dead filters, often what a
+  pruned or quantized file holds.
 
 Everything comes from float64 Gram matrices (one matmul per layer, in row chunks for large layers;
 the rank from the eigenvalues of the smaller Gram matrix); only row pairs the Gram matrix cannot rule
@@ -39,6 +41,7 @@ class LayerSymmetry:
     max_cosine: float
     rank: int
     duplicate_of: str | None = None
+    zero_filters: int = 0
 
     def to_dict(self) -> dict:
         return {**asdict(self), "shape": list(self.shape)}
@@ -62,7 +65,7 @@ class SymmetryReport:
         return len(self.layers)
 
     def to_dict(self) -> dict[str, dict]:
-        """{layer: {"filters", "distinct", "max_cosine", "rank", "duplicate_of", "shape"}}."""
+        """{layer: {"filters", "distinct", "max_cosine", "rank", "duplicate_of", "zero_filters", "shape"}}."""
         return {name: row.to_dict() for name, row in self.layers.items()}
 
     def to_text(self) -> str:
@@ -166,27 +169,48 @@ def symmetry_report(model_or_state_dict: nn.Module | Mapping[str, Tensor], tol: 
             distinct, max_cos = _rows_stats(rows, tol)
             twin = _twin(weight, w, tol, seen)
             seen.append((name, weight.detach(), float(w.norm())))  # the original tensor: no copy kept
-            layers[name] = LayerSymmetry(tuple(weight.shape), w.shape[0], distinct, max_cos, _rank(w, rank_rtol), twin)
+            zero = int((w == 0).all(1).sum())
+            layers[name] = LayerSymmetry(tuple(weight.shape), w.shape[0], distinct, max_cos, _rank(w, rank_rtol), twin, zero)
     return SymmetryReport(layers)
 
 
-def explain_layer(name: str, row: Mapping | LayerSymmetry) -> str:
-    """One sentence on what a report row means, e.g. why 32 filters are only 1."""
+def explain_layer(name: str, row: Mapping | LayerSymmetry, *, start: Mapping | LayerSymmetry | None = None) -> str:
+    """One sentence on what a report row means, e.g. why 32 filters are only 1.
+
+    Without ``start`` the sentence says only what the weights show (identical filters, all-zero
+    filters, low rank), true of a fresh model, a trained one or a pretrained file alike. With
+    ``start``, the same layer's row before training, it can also say why: filters that started
+    identical and still are got the same gradient at every step.
+    """
     row = row.to_dict() if isinstance(row, LayerSymmetry) else row
-    n, distinct, rank = row["filters"], row["distinct"], row["rank"]
+    start = start.to_dict() if isinstance(start, LayerSymmetry) else start
+    n, distinct, rank, zero = row["filters"], row["distinct"], row["rank"], row.get("zero_filters", 0)
     shape = row.get("shape")
     unit = "filters" if shape is None or len(shape) > 2 else "units"
+    one = unit[:-1]
     full = min(n, math.prod(shape[1:])) if shape is not None else n
+    started_equal = start is not None and start["distinct"] == 1 and n > 1
     if row.get("duplicate_of"):
         return f"{name}: identical to {row['duplicate_of']}: the two layers hold the same weights (copied or tied)"
+    if n > 1 and zero == n:
+        return f"{name}: all {n} {unit} have all-zero weights: the layer passes on nothing but its bias"
+    zeros = (f" ({zero} of the {n} {'has' if zero == 1 else 'have'} all-zero weights)") if zero else ""
     if n > 1 and distinct == 1:
-        return f"{name}: {n} {unit} but only 1 distinct: every {unit[:-1]} got the same gradient, so they never separated"
+        if started_equal:
+            return f"{name}: {n} {unit} but only 1 distinct: they started identical, got the same gradient at every step and never separated"
+        return f"{name}: {n} {unit} but only 1 distinct: all {n} are identical, so the layer computes one feature {n} times"
     if distinct < n:
-        return (f"{name}: only {distinct} of {n} {unit} distinct: {n - distinct} are copies that get the same "
-                f"gradient as their twin and add nothing")
+        copies = n - distinct
+        return (f"{name}: only {distinct} of {n} {unit} distinct: {copies} "
+                f"{'is an exact copy' if copies == 1 else 'are exact copies'} of another {one} and "
+                f"{'adds' if copies == 1 else 'add'} nothing{zeros}")
+    if started_equal:
+        sentence = (f"{name}: started as 1 distinct {one}, ended with all {n} distinct: a layer downstream treats them "
+                    f"differently, so their gradients differed")
+        return sentence + (f"; yet rank {rank} of a possible {full}: they span only {rank} directions" if rank < full else "")
     if rank < full:
-        return (f"{name}: all {n} {unit} distinct, but rank {rank} of a possible {full}: they differ, yet span only "
-                f"{rank} directions (the symmetry below them was never broken)")
-    if row["max_cosine"] > 0.99:
-        return f"{name}: all {n} {unit} distinct, but some are nearly parallel (max cosine {row['max_cosine']:.3f})"
-    return f"{name}: all {n} {unit} distinct (max cosine {row['max_cosine']:.2f}, full rank {rank}): symmetry is broken"
+        why = f"{zero} of them {'has' if zero == 1 else 'have'} all-zero weights" if zero else "some are combinations of others"
+        return f"{name}: all {n} {unit} distinct, but rank {rank} of a possible {full}: they span only {rank} directions ({why})"
+    if row["max_cosine"] is not None and row["max_cosine"] > 0.99:
+        return f"{name}: all {n} {unit} distinct, but some are nearly parallel (max cosine {row['max_cosine']:.3f}){zeros}"
+    return f"{name}: all {n} {unit} distinct (max cosine {row['max_cosine']:.2f}, full rank {rank}): symmetry is broken{zeros}"
