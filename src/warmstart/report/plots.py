@@ -60,25 +60,32 @@ def confusion_matrix(cm: Sequence[Sequence[int]], classes: Sequence[str], path: 
 
 
 def filter_grid(weights: Mapping[str, torch.Tensor], path: Path, max_filters: int = 32, title: str = "") -> Path:
-    """First-layer filters side by side for each named state (e.g. 'before', 'after'); each filter scaled on its own."""
+    """First-layer filters side by side for each named state (e.g. 'before', 'after'); each filter scaled on its own.
+
+    Each state is one mosaic image (filters tiled with a 1-pixel gap), so drawing stays cheap for many filters.
+    """
     names = list(weights)
     cols = min(16, max_filters)
-    rows_per = int(np.ceil(min(max_filters, max(w.shape[0] for w in weights.values())) / cols))
-    fig, axes = plt.subplots(rows_per * len(names), cols, figsize=(cols * 0.55, rows_per * len(names) * 0.62 + 0.4), squeeze=False)
-    for k, name in enumerate(names):
+    mosaics = []
+    for name in names:
         w = weights[name].detach().float().cpu()[:max_filters]
-        for idx in range(rows_per * cols):
-            ax = axes[k * rows_per + idx // cols][idx % cols]
-            ax.set_axis_off()
-            if idx >= w.shape[0]:
-                continue
+        n, k = w.shape[0], w.shape[-1]
+        rows = int(np.ceil(n / cols))
+        mosaic = np.ones(((k + 1) * rows - 1, (k + 1) * cols - 1, 3))
+        for idx in range(n):
             f = w[idx]
-            img = f.permute(1, 2, 0).numpy() if f.shape[0] == 3 else f.mean(0).numpy()
+            img = f.permute(1, 2, 0).numpy() if f.shape[0] == 3 else np.repeat(f.mean(0).numpy()[..., None], 3, axis=2)
             lo, hi = img.min(), img.max()
             img = (img - lo) / (hi - lo) if hi > lo else np.full_like(img, 0.5)
-            ax.imshow(img, cmap=None if img.ndim == 3 else "gray", interpolation="nearest")
-            if idx == 0:
-                ax.set_title(name, fontsize=8, loc="left")
+            r, c = divmod(idx, cols)
+            mosaic[r * (k + 1): r * (k + 1) + k, c * (k + 1): c * (k + 1) + k] = img
+        mosaics.append(mosaic)
+    fig, axes = plt.subplots(len(names), 1, figsize=(cols * 0.55, sum(m.shape[0] for m in mosaics) / mosaics[0].shape[1] * cols * 0.55 + 0.5 * len(names)),
+                             squeeze=False)
+    for ax, name, mosaic in zip(axes[:, 0], names, mosaics):
+        ax.imshow(mosaic, interpolation="nearest")
+        ax.set_title(name, fontsize=9, loc="left")
+        ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=9)
     return _save(fig, path)
