@@ -89,16 +89,22 @@ def restrict_classes(splits: DataSplits, classes: Sequence[str]) -> DataSplits:
                       val_is_test=splits.val_is_test)
 
 
-def build_model(arch: str, prepared: Prepared, strategy: Strategy, *, init: str | None, seed: int) -> nn.Module:
-    """The model of one arm: pretrained with a new head, or (scratch) randomly initialised by ``init``."""
+def build_model(arch: str, prepared: Prepared, strategy: Strategy, *, init: str | None, seed: int,
+                batch_size: int = 32) -> nn.Module:
+    """The model of one arm: pretrained with a new head, or (scratch) randomly initialised by ``init``.
+
+    ``init`` ``lsuv`` is measured on one training batch (``batch_size`` images drawn with ``seed``).
+    """
     torch.manual_seed(seed)
     n = prepared.splits.num_classes
     if strategy.kind == "scratch":
         model = create_model(arch, n, resolve_weights("none", arch))
         if init:
-            from warmstart.init import apply_init
+            from warmstart.init.data_init import init_model, is_lsuv, sample_batch
 
-            apply_init(model, init, generator=torch.Generator().manual_seed(seed))
+            batch = sample_batch(prepared.train_plain, batch_size, seed=seed, normalize=Normalizer.of(prepared.weights.preprocess))[0] \
+                if is_lsuv(init) else None
+            init_model(model, init, batch=batch, generator=seed)
         return model
     if not prepared.weights.pretrained:
         raise UserError(f"strategy {strategy.spec} reuses pretrained layers but --weights is none; "
@@ -109,8 +115,13 @@ def build_model(arch: str, prepared: Prepared, strategy: Strategy, *, init: str 
 def run_arm(prepared: Prepared, run: Run, *, arch: str, strategy: Strategy, epochs: int, cfg: TrainConfig,
             lr: float | None = None, backbone_lr: float | None = None, lr_decay: float = 1.0, bn: str = "frozen",
             init: str | None = None, augment: bool = False, feature_cache: str = "auto", resume: bool = False,
-            model: nn.Module | None = None, callbacks: Sequence = ()) -> tuple[nn.Module, FitResult, dict[str, Any]]:
+            model: nn.Module | None = None, callbacks: Sequence = (), diagnostics: bool = False
+            ) -> tuple[nn.Module, FitResult, dict[str, Any]]:
     """Train one (model, strategy) arm into ``run``; returns the model, the fit result and the summary.
+
+    ``diagnostics`` records per-layer signal statistics of the trained network at init and after every epoch
+    (:class:`~warmstart.experiments.diagnostics.SignalDiagnostics`: signal.json/csv and PNGs in the run
+    directory, TensorBoard histograms with ``cfg.tensorboard``).
 
     ``augment`` trains on random crops + flips (``prepared`` must have been made with augmentation); it turns
     the feature cache off, since every epoch then needs the frozen layers again.
@@ -120,7 +131,8 @@ def run_arm(prepared: Prepared, run: Run, *, arch: str, strategy: Strategy, epoc
 
         raise unknown("feature cache mode", feature_cache, FEATURE_CACHE)
     t0 = time.perf_counter()
-    model = model if model is not None else build_model(arch, prepared, strategy, init=init, seed=cfg.seed)
+    model = model if model is not None else build_model(arch, prepared, strategy, init=init, seed=cfg.seed,
+                                                        batch_size=cfg.batch_size)
     groups = layer_groups(model)
     lr = lr if lr is not None else DEFAULT_LR[cfg.optimizer]
     phases = strategy.phases(groups, epochs=epochs, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn,
@@ -147,8 +159,22 @@ def run_arm(prepared: Prepared, run: Run, *, arch: str, strategy: Strategy, epoc
         normalize = None
     else:
         val_set = prepared.val
-    result = fit(net, train_set, val_set, phases, cfg, num_classes=prepared.splits.num_classes, run=run,
-                 normalize=normalize, resume=resume, callbacks=callbacks)
+    diag = None
+    if diagnostics and run.main:
+        from warmstart.experiments.diagnostics import SignalDiagnostics
+        from warmstart.init.data_init import sample_batch
+
+        probe = sample_batch(prepared.train_plain if not use_cache else train_set, cfg.batch_size, seed=cfg.seed, normalize=normalize)
+        diag = SignalDiagnostics(probe, run.dir, tensorboard=run.tensorboard() if cfg.tensorboard else None)
+        if not (resume and diag.restore(len(run.rows))):
+            diag.start(net)
+        callbacks = [*callbacks, diag]
+    try:
+        result = fit(net, train_set, val_set, phases, cfg, num_classes=prepared.splits.num_classes, run=run,
+                     normalize=normalize, resume=resume, callbacks=callbacks)
+    finally:
+        if diag is not None:
+            diag.finish(title=arch)
     model.to("cpu")
     trainable = {n for ph in phases for n in ph.trainable}
     summary = {
@@ -203,11 +229,13 @@ def train(data: str | Path, *, model: str = "mobilenet_v3_small", weights: str =
           classes: Sequence[str] | None = None, out: str | Path | None = None, resume: bool = False,
           data_root=None, val_fraction: float = 0.2, subset: int | None = None, skip_bad_images: bool = False,
           restarts: int = 1, restart_epochs: int = 1,
-          cfg: TrainConfig | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
+          cfg: TrainConfig | None = None, options: dict[str, Any] | None = None, diagnostics: bool = False) -> dict[str, Any]:
     """Train ``model`` on DATA with ``strategy``; write a run directory; return its summary (summary.json).
 
     ``restarts`` > 1 (scratch only): the best of K random inits after ``restart_epochs`` each, trained on
     (see :mod:`warmstart.experiments.restarts`); the trials' run directories are ``OUT/restarts/seed-N``.
+    ``diagnostics``: per-layer signal statistics at the start and after every epoch of the final run (see
+    :func:`run_arm`; with restarts the start is the chosen trial's model).
     """
     from warmstart.experiments.restarts import best_of_k, check_restarts
 
@@ -217,6 +245,10 @@ def train(data: str | Path, *, model: str = "mobilenet_v3_small", weights: str =
     if restarts > 1 and strat.kind != "scratch":
         raise UserError(f"--restarts {restarts} needs --strategy scratch: strategy {strat.spec} starts from the pretrained "
                         "weights, one start only; drop --restarts or train from scratch")
+    if init:
+        from warmstart.init.data_init import check_init
+
+        check_init(init)  # a bad spec fails before anything is written
     if augment not in ("auto", "on", "off"):
         from warmstart.errors import unknown
 
@@ -244,8 +276,9 @@ def train(data: str | Path, *, model: str = "mobilenet_v3_small", weights: str =
             finally:
                 sub.close()
 
-        best = best_of_k(restarts, cfg.seed, lambda s: build_model(model, prepared, strat, init=init, seed=s), trial)
-    _, _, summary = run_arm(prepared, run, epochs=epochs, model=best.model if best else None, **arm)
+        best = best_of_k(restarts, cfg.seed,
+                         lambda s: build_model(model, prepared, strat, init=init, seed=s, batch_size=cfg.batch_size), trial)
+    _, _, summary = run_arm(prepared, run, epochs=epochs, model=best.model if best else None, diagnostics=diagnostics, **arm)
     if best is not None:
         summary["restarts"] = {**best.summary(), "restart_epochs": restart_epochs}
         run.write_summary(summary)
