@@ -255,6 +255,37 @@ def inspect(target, weights, seed, tol, as_json, explain):
     click.echo(json.dumps(result, indent=2) if as_json else format_report(result, all_explanations=explain))
 
 
+@cli.command("depth", context_settings=CONTEXT)
+@click.argument("data", default="digits", required=False)
+@click.option("--arch", type=click.Choice(["mlp", "cnn"]), default="mlp", show_default=True, help="Plain MLP or plain 3x3 CNN.")
+@click.option("--depth", "depth_", type=int, default=30, show_default=True, help="Hidden weight layers.")
+@click.option("--width", type=int, default=None, help="Units (MLP) or channels (CNN) per layer [default: 128].")
+@click.option("--activation", default="relu", show_default=True, help="relu | tanh | sigmoid")
+@click.option("--arms", default="xavier,he,default,orthogonal,lsuv", show_default=True,
+              help="Init schemes to compare (orthogonal gets the activation's gain; lsuv is measured on a training batch).")
+@click.option("--image-size", type=int, default=None, help="Image side in pixels [default: 8 for digits, else 32].")
+@click.option("--quick", is_flag=True, help="10 epochs unless --epochs is given (the demo's setting).")
+@engine_options(epochs=30, lr=0.01, batch_size=32, optimizer="sgd", schedule="constant")
+@data_options
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory [default: runs/depth-<time>].")
+def depth_command(data, depth_, **o):
+    """Train one deep plain net (no BatchNorm, no residuals) per init scheme and show which ones train.
+
+    DATA defaults to digits (scikit-learn's bundled 8x8 digits). Plain SGD, as He et al. 2015: Adam-like
+    optimizers rescale the vanishing gradients and hide the effect.
+    """
+    from warmstart.engine.console import set_quiet
+    from warmstart.experiments.depth import depth as run_depth, report_text
+
+    set_quiet(o["quiet"])
+    given = click.get_current_context().get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE
+    summary = run_depth(data, out=o["out"], arch=o["arch"], depth=depth_, width=o["width"], activation=o["activation"],
+                        arms=o["arms"], epochs=o["epochs"] if given or not o["quick"] else None, image_size=o["image_size"],
+                        quick=o["quick"], data_root=o["data_root"], val_fraction=o["val_fraction"], subset=o["subset"],
+                        skip_bad_images=o["skip_bad_images"], cfg=engine_config(o), options={"data": data, "depth": depth_, **o})
+    click.echo(report_text(summary))
+
+
 # ----------------------------------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: turn every user error into one `error:` line and exit code 2."""

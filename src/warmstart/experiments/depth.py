@@ -1,0 +1,491 @@
+"""`warmstart depth`: why the initial weight scale matters -- the same deep plain net, one arm per init scheme.
+
+A plain net (:mod:`warmstart.models.plain`: ``--depth`` weight layers of ``--width`` units or channels, one
+nonlinearity after each, no BatchNorm, no residuals) multiplies the variance of its signal at every ReLU
+layer by ``fan_in * Var(w) / 2``: x1 for He, x1/2 for Xavier (Glorot), x1/6 for PyTorch's default init. At
+depth 30 that is ``0.5^30 ~ 1e-9`` for Xavier: activations and gradients vanish and plain SGD cannot move
+the early layers, so the loss stays at chance, ``ln(classes)``. He keeps the scale, LSUV measures it on a
+batch -- they train (He et al. 2015, fig. 3; Glorot & Bengio 2010, fig. 6-7).
+
+Every arm gets the same data, batch order, seed and budget: SGD with momentum 0.9, constant learning rate
+0.01, batch 32 (as He et al.). An adaptive optimizer (Adam, AdamW) divides each weight's step by the size of
+its gradients and so hides vanishing gradients: the command warns when one is chosen.
+
+Data: DATA (default ``digits``, scikit-learn's bundled 8x8 handwritten digits, 10 classes) through the data
+layer, images at ``image_size`` (default: 8 for digits, 32 otherwise). Grey images (three equal channels)
+are fed as one channel. Inputs are standardised with the training split's statistics: **per feature** for
+the MLP (each pixel of each channel to mean 0, std 1; constant pixels, such as the digits' blank corners,
+become 0) and per channel for the CNN.
+
+The run directory::
+
+    config.json  summary.json  loss_curves.png  layer_std_init.png
+    <arm>/config.json metrics.csv summary.json signal.json signal.csv signal_*.png [events/]
+
+``summary.json``: ``{"depth", "classes", "arms": {arm: {"final_train_loss", "val_accuracy", "act_std_ratio",
+"grad_std_ratio", ...}}, "seconds", ...}``. ``act_std_ratio``: std of the last hidden layer's output / the
+first's, at init, on a probe batch of training images; ``grad_std_ratio``: std of dLoss/d(output) at the
+first hidden layer / at the last. Non-finite values (an exploding arm) are written as ``null``; an arm whose
+loss became NaN or infinite is marked ``"diverged": true`` with ``final_train_loss`` ``null``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from warmstart.data import ImageDataset, Preprocess, describe_splits, load_data
+from warmstart.engine.config import TrainConfig
+from warmstart.engine.console import log, warn
+from warmstart.engine.loop import FitResult, fit, resolve_device
+from warmstart.engine.plan import single_phase
+from warmstart.engine.run import Run, default_out, read_config, read_summary
+from warmstart.errors import TrainingDiverged, UserError, did_you_mean, unknown
+from warmstart.experiments.diagnostics import SignalDiagnostics
+from warmstart.init.data_init import LSUV, check_init, init_model, sample_batch
+from warmstart.init.lsuv import LSUVWarning
+from warmstart.init.schemes import SCHEMES
+from warmstart.models.plain import ACTIVATIONS, PlainNet, plain_cnn, plain_mlp
+
+ARCHS = ("mlp", "cnn")
+NAMED_ARMS = ("xavier", "he", "default", "orthogonal", "lsuv")
+DEFAULT_ARMS = ",".join(NAMED_ARMS)
+DEFAULT_DEPTH, DEFAULT_WIDTH, DEFAULT_EPOCHS = 30, 128, 30
+QUICK_EPOCHS = 10
+NATIVE_SIZE = {"digits": 8}
+DEFAULT_IMAGE_SIZE = 32
+PROBE_IMAGES = 256
+CHANCE_MARGIN = 0.05
+"""An arm whose final train loss is within this of ln(classes) (or above) "stayed at chance"."""
+SMALL_LAYER_MACS = 5e7
+"""On the CPU, nets whose layers take fewer multiply-adds per step than this run on one thread."""
+LOSS_PNG, LAYERS_PNG = "loss_curves.png", "layer_std_init.png"
+SGD_NOTE = ("plain SGD as in He et al. 2015; an adaptive optimizer (Adam, AdamW) divides each weight's step by the "
+            "size of its gradients and so hides the vanishing gradients this experiment shows")
+
+
+def default_config(**override: Any) -> TrainConfig:
+    """The training recipe of every arm: SGD, momentum 0.9, lr 0.01, batch 32, constant schedule (He et al.)."""
+    return TrainConfig(**{"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "batch_size": 32, "schedule": "constant",
+                          **override})
+
+
+# ------------------------------------------------------------------------------------------ arms
+def split_arms(text: str | Sequence[str]) -> list[str]:
+    """``"he,normal(0.01),lsuv"`` -> ``["he", "normal(0.01)", "lsuv"]`` (commas inside parentheses kept)."""
+    if not isinstance(text, str):
+        parts = [str(a) for a in text]
+    else:
+        parts, depth, start = [], 0, 0
+        for i, ch in enumerate(text):
+            depth += (ch == "(") - (ch == ")")
+            if ch == "," and depth == 0:
+                parts.append(text[start:i])
+                start = i + 1
+        parts.append(text[start:])
+    arms = [p.strip() for p in parts]
+    if not arms or any(not a for a in arms):
+        raise UserError(f'--arms "{text if isinstance(text, str) else ",".join(parts)}": empty arm (a stray comma?); '
+                        f"give init schemes separated by commas, e.g. {DEFAULT_ARMS}")
+    seen = set()
+    for a in arms:
+        if a in seen:
+            raise UserError(f'--arms: "{a}" is given twice; every arm must be a different init scheme')
+        seen.add(a)
+    return arms
+
+
+def arm_spec(arm: str, activation: str = "relu") -> str:
+    """The init spec of an arm: ``orthogonal`` gets the gain of ``activation`` (sqrt 2 for ReLU), ``lsuv``
+    stays LSUV, and any scheme of an init spec (``lecun``, ``he_uniform``, ``normal(0.01)``...) is itself."""
+    key = arm.strip()
+    if key.lower() == LSUV:
+        return LSUV
+    if key == "orthogonal":
+        return f"orthogonal({nn.init.calculate_gain(activation):.6g})"
+    name = key.split("(")[0].split("=")[0].strip()
+    if "=" not in key and name not in SCHEMES:
+        known = sorted(set(NAMED_ARMS) | set(SCHEMES))
+        raise UserError(f'unknown arm "{arm}"{did_you_mean(name, known)}; an arm is an init scheme: '
+                        f"{', '.join(NAMED_ARMS)}, or any scheme of an init spec (lecun, he_uniform, normal(0.01), ...)")
+    check_init(key)
+    return key
+
+
+# ------------------------------------------------------------------------------------------ data
+class Standardize(nn.Module):
+    """Image batch -> float, the first ``channels`` channels, ``(x - mean) / std`` with training statistics.
+
+    ``mean``/``std`` have shape (C, H, W) (per feature, the MLP) or (C, 1, 1) (per channel, the CNN). A
+    feature with zero spread keeps std 1 (it becomes 0). uint8 and float batches are both accepted.
+    """
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.channels = int(mean.shape[0])
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("std", torch.where(std > 1e-6, std, torch.ones_like(std)).float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x[:, : self.channels].float() - self.mean) / self.std
+
+    @classmethod
+    def from_dataset(cls, dataset: ImageDataset, *, per_feature: bool, chunk: int = 4096) -> "Standardize":
+        """Statistics of ``dataset`` (uint8 C x H x W images); grey images (equal channels) keep one channel."""
+        n, total, total_sq, grey = 0, None, None, True
+        for start in range(0, len(dataset), chunk):
+            x = torch.stack([dataset[i][0] for i in range(start, min(start + chunk, len(dataset)))])
+            grey = grey and bool((x[:, 1:] == x[:, :1]).all())
+            xd = x.double()
+            s, sq = xd.sum(0), xd.square().sum(0)
+            total, total_sq = (s, sq) if total is None else (total + s, total_sq + sq)
+            n += len(x)
+        assert total is not None and total_sq is not None
+        if not per_feature:
+            pixels = total[0].numel()
+            total, total_sq = total.sum((1, 2), keepdim=True), total_sq.sum((1, 2), keepdim=True)
+            n *= pixels
+        mean = total / n
+        std = (total_sq / n - mean.square()).clamp_min(0).sqrt()
+        if grey:
+            mean, std = mean[:1], std[:1]
+        return cls(mean, std)
+
+
+@dataclass
+class DepthData:
+    train: ImageDataset
+    val: ImageDataset
+    classes: list[str]
+    source: str
+    standardize: Standardize
+    image_size: int
+
+    @property
+    def channels(self) -> int:
+        return self.standardize.channels
+
+
+def load_depth_data(data: str | Path, *, arch: str, image_size: int | None = None, data_root=None,
+                    val_fraction: float = 0.2, subset: int | None = None, skip_bad_images: bool = False,
+                    seed: int = 0) -> DepthData:
+    """DATA -> decoded train/val images at ``image_size`` and the standardisation for ``arch``."""
+    splits = load_data(data, data_root=data_root, val_fraction=val_fraction, subset=subset, seed=seed,
+                       skip_bad_images=skip_bad_images)
+    size = image_size or NATIVE_SIZE.get(splits.name, DEFAULT_IMAGE_SIZE)
+    pre = Preprocess(resize=size, crop=size)
+    train = ImageDataset(splits.train, pre, train=True, skip_bad_images=skip_bad_images)
+    val = ImageDataset(splits.val, pre, skip_bad_images=skip_bad_images)
+    std = Standardize.from_dataset(train, per_feature=arch == "mlp")
+    log(describe_splits(splits) + f"; {size}x{size} pixels, {std.channels} channel{'s' if std.channels > 1 else ''}, "
+        f"standardised per {'feature' if arch == 'mlp' else 'channel'}")
+    return DepthData(train, val, list(splits.classes), splits.source, std, size)
+
+
+# ------------------------------------------------------------------------------------------ models
+def build_net(arch: str, depth: int, width: int, data: DepthData, activation: str) -> PlainNet:
+    if arch == "mlp":
+        return plain_mlp(depth, width, data.channels * data.image_size**2, len(data.classes), activation)
+    return plain_cnn(depth, width, data.channels, len(data.classes), activation)
+
+
+def predicted_nonlinearity(activation: str) -> str | None:
+    """The variance law's nonlinearity: ReLU halves E[x^2]; tanh is ~linear near 0; sigmoid has no simple law."""
+    return {"relu": "relu", "tanh": "linear"}.get(activation)
+
+
+@contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` intra-op threads (None: leave torch's setting), restored afterwards."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def layer_macs(arch: str, width: int, image_size: int, batch_size: int) -> float:
+    """Multiply-adds of one hidden layer for one batch (forward)."""
+    return float(batch_size) * width * width * (9 * image_size**2 if arch == "cnn" else 1)
+
+
+# ------------------------------------------------------------------------------------------ experiment
+def _check(arch: str, depth: int, width: int, activation: str, epochs: int, image_size: int | None) -> str:
+    if arch not in ARCHS:
+        raise unknown("architecture (--arch)", str(arch), ARCHS)
+    for flag, value in (("depth", depth), ("width", width), ("epochs", epochs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"--{flag} must be a whole number >= 1, got {value!r}"
+                            + ("; the experiment is about deep nets: try --depth 30" if flag == "depth" else ""))
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise UserError(f"--image-size must be a whole number of pixels >= 1, got {image_size!r}")
+    key = str(activation).strip().lower()
+    if key not in ACTIVATIONS:
+        raise unknown("activation", str(activation), ACTIVATIONS)
+    return key
+
+
+def _finite(v: float | None) -> float | None:
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
+def depth(data: str | Path = "digits", *, out: str | Path | None = None, arch: str = "mlp", depth: int = DEFAULT_DEPTH,
+          width: int | None = None, activation: str = "relu", arms: str | Sequence[str] = DEFAULT_ARMS,
+          epochs: int | None = None, image_size: int | None = None, quick: bool = False, data_root=None,
+          val_fraction: float = 0.2, subset: int | None = None, skip_bad_images: bool = False,
+          cfg: TrainConfig | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train the same plain ``depth``-layer net once per init scheme in ``arms``; write a run directory.
+
+    ``width``/``epochs`` default to 128/30 (``quick``: 10 epochs, ~1/3 of the time; every arm still shows its
+    trend). ``cfg`` defaults to :func:`default_config`
+    (SGD, lr 0.01, momentum 0.9, batch 32, constant schedule). Everything is validated before the run
+    directory is created. Returns the summary (summary.json).
+    """
+    t0 = time.perf_counter()
+    width = width if width is not None else DEFAULT_WIDTH
+    epochs = epochs if epochs is not None else (QUICK_EPOCHS if quick else DEFAULT_EPOCHS)
+    activation = _check(arch, depth, width, activation, epochs, image_size)
+    arm_names = split_arms(arms)
+    specs = {arm: arm_spec(arm, activation) for arm in arm_names}
+    cfg = cfg or default_config()
+    if cfg.optimizer != "sgd":
+        warn(f"--optimizer {cfg.optimizer}: the paper's effect needs {SGD_NOTE}; use --optimizer sgd")
+    device = resolve_device(cfg.device)
+    data_ = load_depth_data(data, arch=arch, image_size=image_size, data_root=data_root, val_fraction=val_fraction,
+                            subset=subset, skip_bad_images=skip_bad_images, seed=cfg.seed)
+    classes = len(data_.classes)
+    threads = 1 if device.type == "cpu" and layer_macs(arch, width, data_.image_size, cfg.batch_size) < SMALL_LAYER_MACS else None
+    opts = options if options is not None else {
+        "data": str(data), "arch": arch, "depth": depth, "width": width, "activation": activation, "arms": ",".join(arm_names),
+        "epochs": epochs, "image_size": image_size, "quick": quick, "data_root": data_root, "val_fraction": val_fraction,
+        "subset": subset, "skip_bad_images": skip_bad_images, **cfg.to_dict()}
+    run = Run(Path(out) if out else default_out("depth"), "depth",
+              {"options": opts, "arms": specs, "data": data_.source, "image_size": data_.image_size,
+               "channels": data_.channels, "standardize": "per feature" if arch == "mlp" else "per channel",
+               "probe_images": min(PROBE_IMAGES, len(data_.train)), "threads": threads or torch.get_num_threads(),
+               "train": cfg.to_dict()}, tensorboard=cfg.tensorboard).start()
+    log(f"{depth}-layer plain {arch.upper()}, width {width}, {activation}; arms {', '.join(arm_names)}; "
+        f"{epochs} epochs of {cfg.optimizer} lr {cfg.lr:g} batch {cfg.batch_size}"
+        + (" (one CPU thread: small layers)" if threads == 1 else ""))
+    probe = sample_batch(data_.train, PROBE_IMAGES, seed=cfg.seed, normalize=data_.standardize)
+    lsuv_batch = sample_batch(data_.train, cfg.batch_size, seed=cfg.seed + 1, normalize=data_.standardize)
+
+    results: dict[str, dict[str, Any]] = {}
+    histories: dict[str, list[dict[str, Any]]] = {}
+    inits = {}
+    with cpu_threads(threads):
+        for arm in arm_names:
+            row, history, init_stats = _run_arm(run, arm, specs[arm], data_, arch=arch, depth=depth, width=width,
+                                                activation=activation, epochs=epochs, cfg=cfg, probe=probe,
+                                                lsuv_batch=lsuv_batch)
+            results[arm], histories[arm], inits[arm] = row, history, init_stats
+    _plots(run, histories, inits, depth=depth, arch=arch, classes=classes)
+    summary = {
+        "depth": depth, "classes": classes, "arms": results, "seconds": round(time.perf_counter() - t0, 3),
+        "arch": arch, "width": width, "activation": activation, "epochs": epochs, "chance_loss": math.log(classes),
+        "optimizer": cfg.optimizer, "lr": cfg.lr, "batch_size": cfg.batch_size, "data": data_.source,
+        "train_images": len(data_.train), "val_images": len(data_.val), "device": str(device),
+    }
+    summary["reading"] = reading(summary)
+    run.write_summary(summary)
+    run.close()
+    log(f"run directory {run.dir} ({summary['seconds']:.1f} s)")
+    return summary
+
+
+def _run_arm(run: Run, arm: str, spec: str, data: DepthData, *, arch: str, depth: int, width: int, activation: str,
+             epochs: int, cfg: TrainConfig, probe: tuple[torch.Tensor, torch.Tensor],
+             lsuv_batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[dict[str, Any], list[dict[str, Any]], Any]:
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    model = build_net(arch, depth, width, data, activation)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LSUVWarning)
+        init = init_model(model, spec, batch=lsuv_batch[0], generator=cfg.seed)
+    for w in caught:
+        warn(f"{arm}: {w.message}")
+    sub = run.sub(_dirname(arm), {"arm": arm, "init": spec})
+    diag = SignalDiagnostics(probe, sub.dir, nonlinearity=predicted_nonlinearity(activation),
+                             tensorboard=sub.tensorboard() if cfg.tensorboard else None)
+    init_stats = diag.start(model)
+    log(f"arm {arm} (init {spec}): std of layer outputs, last/first hidden {init_stats.act_std_ratio:.3g}, "
+        f"gradients first/last {init_stats.grad_std_ratio:.3g}")
+    history: list[dict[str, Any]] = []
+
+    def record(_model: nn.Module, row: dict[str, Any]) -> None:
+        history.append(row)
+        sub.log_epoch(row)
+
+    diverged, result = False, None
+    try:
+        result = fit(model, data.train, data.val, single_phase(model, epochs, cfg.lr), cfg, num_classes=len(data.classes),
+                     normalize=data.standardize, callbacks=[record, diag])
+    except TrainingDiverged as e:
+        diverged = True
+        warn(f"arm {arm}: {e}")
+    finally:
+        diag.finish(title=arm)
+        sub.close()
+    last = history[-1] if history else {}
+    row = {
+        "final_train_loss": None if diverged else _finite(last.get("train_loss")),
+        "val_accuracy": None if diverged else _finite(result.final_val_accuracy if result else None),
+        "act_std_ratio": _finite(init_stats.act_std_ratio), "grad_std_ratio": _finite(init_stats.grad_std_ratio),
+        "init": spec, "diverged": diverged, "best_val_accuracy": _finite(result.best_val_accuracy) if result else None,
+        "final_val_loss": None if diverged else _finite(last.get("val_loss")),
+        "train_loss": [round(float(h["train_loss"]), 6) for h in history], "epochs_run": len(history),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    if init.lsuv is not None:
+        row["lsuv_iterations"] = sum(layer.iterations for layer in init.lsuv)
+    sub.write_summary({"arm": arm, **row, "init_details": init.to_dict()})
+    return row, history, init_stats
+
+
+def _dirname(arm: str) -> str:
+    """A folder name for an arm: ``normal(0.01)`` -> ``normal_0.01``."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in arm).strip("_.")
+    return safe or "arm"
+
+
+# ------------------------------------------------------------------------------------------ output
+def _names(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def reading(summary: dict[str, Any]) -> str:
+    """One line: which arms trained and which stayed at chance (loss ~ ln classes) or diverged."""
+    chance = math.log(summary["classes"])
+    trained, stuck, diverged = [], [], []
+    for arm, r in summary["arms"].items():
+        loss = r.get("final_train_loss")
+        if r.get("diverged") or loss is None:
+            diverged.append(arm)
+        elif loss >= chance - CHANCE_MARGIN:
+            stuck.append(arm)
+        else:
+            trained.append((loss, arm))
+    parts = []
+    if trained:
+        trained.sort()
+        parts.append(f"{_names([a for _, a in trained])} trained (final train loss {', '.join(f'{l:.2f}' for l, _ in trained)})")
+    if stuck:
+        parts.append(f"{_names(stuck)} stayed at chance (loss ≈ ln {summary['classes']} = {chance:.3f})")
+    if diverged:
+        parts.append(f"{_names(diverged)} diverged (the loss became NaN or infinite)")
+    return "; ".join(parts) + "."
+
+
+def table(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """The result table: columns and one row per arm."""
+    cols = ["arm", "init", "final train loss", "val accuracy", "act std ratio", "grad std ratio"]
+    rows = [[arm, r.get("init", arm), r["final_train_loss"], r["val_accuracy"], r["act_std_ratio"], r["grad_std_ratio"]]
+            for arm, r in summary["arms"].items()]
+    return cols, rows
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The table as aligned text (for the terminal)."""
+    cols, rows = table(summary)
+
+    def cell(v: Any) -> str:
+        if v is None:
+            return "-"
+        return f"{v:.3g}" if isinstance(v, float) and (abs(v) < 1e-2 or abs(v) >= 1e3) and v != 0 else \
+            f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    cells = [cols] + [[cell(v) for v in r] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
+    return "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+                     for r in cells)
+
+
+def report_text(summary: dict[str, Any]) -> str:
+    """What the command prints: a header, the table, the reading, and the optimizer note."""
+    head = (f"{summary['depth']}-layer plain {summary['arch'].upper()} (width {summary['width']}, {summary['activation']}), "
+            f"{summary['epochs']} epochs of {summary['optimizer']} lr {summary['lr']:g}, {summary['classes']} classes "
+            f"(chance loss ln {summary['classes']} = {summary['chance_loss']:.3f}); {summary['seconds']:.1f} s")
+    note = SGD_NOTE[0].upper() + SGD_NOTE[1:] if summary["optimizer"] == "sgd" else \
+        f"Trained with {summary['optimizer']}: it rescales small gradients, so this is not the paper's setting ({SGD_NOTE})"
+    return "\n".join([head, "", format_table(summary), "", "Reading: " + summary["reading"], note + "."])
+
+
+def _plots(run: Run, histories: dict[str, list[dict[str, Any]]], inits: dict[str, Any], *, depth: int, arch: str,
+           classes: int) -> None:
+    from warmstart.report.signal_plots import plot_layer_stats
+
+    plot_losses(histories, run.dir / LOSS_PNG, classes=classes, title=f"{depth}-layer plain {arch.upper()}: training")
+    plot_layer_stats(inits, run.dir / LAYERS_PNG, title=f"{depth}-layer plain {arch.upper()} at init: measured (solid), "
+                                                        "predicted (dashed)")
+
+
+def plot_losses(histories: dict[str, Sequence[dict[str, Any]]], path: Path, *, classes: int, title: str = "") -> Path:
+    """Train loss per epoch per arm (log y, chance ln(classes) dashed) and validation accuracy (chance 1/classes)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from warmstart.engine.io import atomic_path
+
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for i, (arm, hist) in enumerate(histories.items()):
+        ep = [int(h["epoch"]) for h in hist]
+        loss = [float(h["train_loss"]) if math.isfinite(float(h["train_loss"])) and float(h["train_loss"]) > 0 else math.nan
+                for h in hist]
+        ax_loss.plot(ep, loss, "-o", ms=2.5, color=f"C{i % 10}", label=arm)
+        ax_acc.plot(ep, [float(h["val_accuracy"]) for h in hist], "-o", ms=2.5, color=f"C{i % 10}", label=arm)
+    ax_loss.axhline(math.log(classes), ls="--", color="0.4", lw=1, label=f"chance: ln {classes}")
+    ax_acc.axhline(1 / classes, ls="--", color="0.4", lw=1, label=f"chance: 1/{classes}")
+    ax_loss.set(yscale="log", xlabel="epoch", ylabel="train loss", title="train loss (log scale)")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02), title="validation accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    with atomic_path(path, "figure") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    return Path(path)
+
+
+def sections(run_dir: str | Path) -> list:
+    """The report section of a depth run, rebuilt from its run directory alone."""
+    from warmstart.report.html import Figure, Section, Table
+
+    run_dir = Path(run_dir)
+    summary, config = read_summary(run_dir), read_config(run_dir)
+    cols, rows = table(summary)
+    chance = summary.get("chance_loss", math.log(summary["classes"]))
+    setup = (f"The same {summary['depth']}-layer plain {summary.get('arch', 'mlp').upper()} (width {summary.get('width')}, "
+             f"{summary.get('activation', 'relu')}, no BatchNorm, no residual connections) trained once per init scheme on "
+             f"{summary.get('data', 'the data')}, with the same data, batch order, seed and budget: {summary.get('epochs')} epochs "
+             f"of {summary.get('optimizer')} (lr {summary.get('lr')}, batch {summary.get('batch_size')}). Each ReLU layer "
+             "multiplies the variance of the signal by fan_in·Var(w)/2: ×1 for He, ×1/2 for Xavier, ×1/6 for PyTorch's default; "
+             f"over {summary['depth']} layers the difference decides whether anything reaches the first layers.")
+    ratios = ("act std ratio: std of the last hidden layer's output / the first's, at init; grad std ratio: std of the "
+              "gradient at the first hidden layer / at the last. Values far below 1 mean the signal vanishes.")
+    argv = config.get("argv") or []
+    return [Section(
+        title=f"Depth: {summary['depth']} layers, one arm per init scheme",
+        paragraphs=[setup, "Reading: " + summary.get("reading", reading(summary)),
+                    (SGD_NOTE[0].upper() + SGD_NOTE[1:] + ".") if summary.get("optimizer") == "sgd" else
+                    f"Trained with {summary.get('optimizer')}, which rescales small gradients: not the paper's setting."],
+        tables=[Table(cols, rows, caption=f"Chance loss ln {summary['classes']} = {chance:.3f}. {ratios}")],
+        figures=[Figure(run_dir / LOSS_PNG, "Train loss per epoch (log scale) and validation accuracy, per init scheme."),
+                 Figure(run_dir / LAYERS_PNG, "At init, per layer: std of the layer output (solid: measured on a batch of "
+                                              "training images, dashed: predicted) and of the gradient w.r.t. it.")],
+        command=" ".join(argv) if argv else "warmstart depth",
+        anchor="depth",
+    )]
+
