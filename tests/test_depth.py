@@ -1,0 +1,186 @@
+"""`warmstart depth` through the real CLI on scikit-learn's bundled digits: the He et al. fig. 3 ordering,
+diagnostics files, TensorBoard histograms, the report section, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from warmstart.cli import main
+from warmstart.experiments.depth import sections, split_arms
+from warmstart.experiments.diagnostics import load_signal
+
+LN10 = math.log(10)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_cli(args: list[str]) -> int:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    return int(exc.value.code or 0)
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """depth() picks one thread for small nets itself; make sure it puts the setting back."""
+    before = torch.get_num_threads()
+    yield
+    assert torch.get_num_threads() == before
+
+
+@pytest.fixture(scope="module")
+def depth_run(tmp_path_factory):
+    """Depth 30, width 128, 5 epochs, four arms: the reduced budget of the default command."""
+    out = tmp_path_factory.mktemp("depth") / "run"
+    capture = pytest.MonkeyPatch()
+    import io
+    import sys
+
+    stdout = io.StringIO()
+    capture.setattr(sys, "stdout", stdout)
+    try:
+        code = run_cli(["depth", "--epochs", "5", "--arms", "xavier,he,default,lsuv", "--out", str(out), "-q"])
+    finally:
+        capture.undo()
+    assert code == 0
+    return out, stdout.getvalue()
+
+
+def test_deep_plain_net_trains_with_he_and_lsuv_only(depth_run):
+    out, _ = depth_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"depth", "classes", "arms", "seconds"} <= set(summary)
+    assert summary["depth"] == 30 and summary["classes"] == 10 and summary["seconds"] > 0
+    arms = summary["arms"]
+    assert list(arms) == ["xavier", "he", "default", "lsuv"]
+    for r in arms.values():
+        assert {"final_train_loss", "val_accuracy", "act_std_ratio", "grad_std_ratio"} <= set(r)
+        assert all(isinstance(r[k], float) for k in ("final_train_loss", "val_accuracy", "act_std_ratio", "grad_std_ratio"))
+    # xavier (x1/2 per ReLU layer) and PyTorch's default (x1/6) lose the signal: the loss stays at ln 10
+    for arm in ("xavier", "default"):
+        assert abs(arms[arm]["final_train_loss"] - LN10) < 0.05, arm
+        assert arms[arm]["val_accuracy"] < 0.2, arm
+    # he (x1) and lsuv (measured to unit variance) keep it and train
+    for arm in ("he", "lsuv"):
+        assert arms[arm]["final_train_loss"] < LN10 - 0.5, arm
+        assert arms[arm]["val_accuracy"] > 0.3, arm
+    # at init: the activation std ratio over 29 layers is (1/2)^(29/2) ~ 4e-5 for xavier, ~1 for he
+    assert arms["xavier"]["act_std_ratio"] < 1e-3 < 0.3 < arms["he"]["act_std_ratio"] < 3
+    assert arms["xavier"]["grad_std_ratio"] < 1e-3 < 0.3 < arms["he"]["grad_std_ratio"] < 3
+    assert arms["default"]["grad_std_ratio"] < 1e-6  # x1/6 per layer backwards: ~1e-11
+    assert arms["xavier"]["train_loss"][-1] == pytest.approx(arms["xavier"]["final_train_loss"], abs=1e-5)
+    assert len(arms["he"]["train_loss"]) == 5
+
+
+def test_prints_table_and_reading(depth_run):
+    _, stdout = depth_run
+    lines = stdout.splitlines()
+    assert any(line.startswith("arm") and "final train loss" in line for line in lines)
+    reading = next(line for line in lines if line.startswith("Reading:"))
+    assert "xavier and default stayed at chance (loss ≈ ln 10 = 2.303)" in reading
+    trained = reading.split(" trained")[0]
+    assert "he" in trained and "lsuv" in trained
+    assert "SGD" in stdout and "Adam" in stdout
+
+
+def test_diagnostics_files_per_arm(depth_run):
+    out, _ = depth_run
+    assert (out / "loss_curves.png").read_bytes()[:8] == PNG_MAGIC
+    assert (out / "layer_std_init.png").read_bytes()[:8] == PNG_MAGIC
+    config = json.loads((out / "config.json").read_text())
+    assert config["arms"]["lsuv"] == "lsuv" and config["options"]["epochs"] == 5 and config["channels"] == 1
+    for arm in ("xavier", "he", "default", "lsuv"):
+        d = out / arm
+        snapshots = load_signal(d / "signal.json")
+        assert [s.tag for s in snapshots] == ["init"] + [f"epoch {e}" for e in range(1, 6)]
+        assert all(len(s) == 31 for s in snapshots)  # 30 hidden layers + the head
+        with open(d / "signal.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == 6 * 31 and {"tag", "out_var", "pred_var", "grad_out_std"} <= set(rows[0])
+        for name in ("signal_layers.png", "signal_histograms_init.png", "signal_histograms_final.png"):
+            assert (d / name).read_bytes()[:8] == PNG_MAGIC
+        metrics = list(csv.DictReader(open(d / "metrics.csv", newline="")))
+        assert len(metrics) == 5
+    # the prediction beside the measurement: xavier halves the variance per ReLU layer, he keeps it
+    x0, h0 = load_signal(out / "xavier")[0], load_signal(out / "he")[0]
+    for stats, factor in ((x0, 0.5), (h0, 1.0)):
+        pred = [layer.pred_var for layer in stats.hidden]
+        assert pred[20] / pred[10] == pytest.approx(factor**10, rel=0.3)
+        measured = [layer.out_var for layer in stats.hidden]
+        assert measured[25] == pytest.approx(pred[25], rel=0.8)  # one network at width 128: a random walk around it
+
+
+def test_lsuv_arm_starts_at_unit_variance(depth_run):
+    """LSUV scales each layer on one training batch; on the (larger, different) probe batch every hidden
+    layer's output variance is still ~1."""
+    out, _ = depth_run
+    init = load_signal(out / "lsuv")[0]
+    variances = [layer.out_var for layer in init.hidden]
+    assert max(abs(v - 1) for v in variances) < 0.3
+    summary = json.loads((out / "lsuv" / "summary.json").read_text())
+    assert summary["init_details"]["spec"] == "lsuv" and len(summary["init_details"]["lsuv"]) == 31
+
+
+def test_report_section_from_run_dir(depth_run):
+    out, _ = depth_run
+    (section,) = sections(out)
+    assert [row[0] for row in section.tables[0].rows] == ["xavier", "he", "default", "lsuv"]
+    assert any(p.startswith("Reading:") and "stayed at chance" in p for p in section.paragraphs)
+    assert [f.path.name for f in section.figures] == ["loss_curves.png", "layer_std_init.png"]
+    assert all(f.path.is_file() for f in section.figures)
+    assert "depth" in section.command
+
+
+def test_cnn_tanh_tensorboard_and_adamw_warning(tmp_path, capsys):
+    """A tiny plain CNN, any activation, TensorBoard histograms per layer; adamw is allowed with a warning."""
+    out = tmp_path / "cnn"
+    code = run_cli(["depth", "--arch", "cnn", "--depth", "3", "--width", "4", "--epochs", "1", "--activation", "tanh",
+                    "--arms", "orthogonal,normal(0.1),lsuv", "--subset", "8", "--optimizer", "adamw", "--lr", "0.001",
+                    "--tensorboard", "--out", str(out), "-q"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "warning: --optimizer adamw" in captured.err
+    assert "not the paper's setting" in captured.out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["depth"] == 3 and summary["arch"] == "cnn" and list(summary["arms"]) == ["orthogonal", "normal(0.1)", "lsuv"]
+    assert summary["arms"]["orthogonal"]["init"] == "orthogonal(1.66667)"  # tanh's gain 5/3
+    assert json.loads((out / "config.json").read_text())["standardize"] == "per channel"
+    assert (out / "normal_0.1" / "signal.json").is_file()
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "lsuv" / "events"), size_guidance={"histograms": 0, "scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"signal/out/layers.0", "signal/act/layers.2", "signal/out/head"} <= set(tags["histograms"])
+    assert [e.step for e in events.Histograms("signal/out/layers.1")] == [0, 1]
+    assert "signal/grad_out_std/layers.0" in tags["scalars"] and "train_loss" in tags["scalars"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--arms", "xavier,hee"], 'unknown arm "hee" (did you mean "he"?)'),
+    (["--arms", "he,,lsuv"], "empty arm"),
+    (["--arms", "he,he"], "given twice"),
+    (["--arms", "normal(-1)"], "normal"),
+    (["--depth", "0"], "--depth must be a whole number >= 1, got 0"),
+    (["--width", "-3"], "--width must be a whole number >= 1"),
+    (["--activation", "rleu"], 'unknown activation "rleu" (did you mean "relu"?)'),
+    (["--arch", "rnn"], "invalid value for '--arch'"),
+    (["/no/such/folder"], "/no/such/folder"),
+])
+def test_bad_input_is_one_error_line_and_writes_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "never"
+    data = [a for a in args if a.startswith("/")]
+    opts = [a for a in args if not a.startswith("/")]
+    assert run_cli(["depth", *data, *opts, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not out.exists()
+
+
+def test_split_arms_keeps_scheme_arguments():
+    assert split_arms("he, normal(0.01),he_uniform(fan_in, relu)") == ["he", "normal(0.01)", "he_uniform(fan_in, relu)"]
