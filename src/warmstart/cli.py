@@ -259,7 +259,7 @@ def inspect(target, weights, seed, tol, as_json, explain):
 @click.argument("data", default="digits", required=False)
 @click.option("--arch", type=click.Choice(["mlp", "cnn"]), default="mlp", show_default=True, help="Plain MLP or plain 3x3 CNN.")
 @click.option("--depth", "depth_", type=int, default=30, show_default=True, help="Hidden weight layers.")
-@click.option("--width", type=int, default=None, help="Units (MLP) or channels (CNN) per layer [default: 128].")
+@click.option("--width", type=int, default=None, help="Units (MLP) or channels (CNN) per layer [default: 128 for mlp, 32 for cnn].")
 @click.option("--activation", default="relu", show_default=True, help="relu | tanh | sigmoid")
 @click.option("--arms", default="xavier,he,default,orthogonal,lsuv", show_default=True,
               help="Init schemes to compare (orthogonal gets the activation's gain; lsuv is measured on a training batch).")
