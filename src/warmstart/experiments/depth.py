@@ -402,8 +402,8 @@ def reading(summary: dict[str, Any]) -> str:
 def table(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """The result table: columns and one row per arm."""
     cols = ["arm", "init", "final train loss", "val accuracy", "act std ratio", "grad std ratio"]
-    rows = [[arm, r.get("init", arm), r["final_train_loss"], r["val_accuracy"], r["act_std_ratio"], r["grad_std_ratio"]]
-            for arm, r in summary["arms"].items()]
+    keys = ("final_train_loss", "val_accuracy", "act_std_ratio", "grad_std_ratio")
+    rows = [[arm, r.get("init", arm), *("-" if r.get(k) is None else r[k] for k in keys)] for arm, r in summary["arms"].items()]
     return cols, rows
 
 
