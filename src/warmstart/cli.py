@@ -104,7 +104,8 @@ def with_resume(command: str) -> Callable[[Callable], Callable]:
                         continue
                     given = ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
                     if given and json.loads(json.dumps(v)) != saved_opts[k]:
-                        raise UserError(f"--resume {resume}: --{k.replace('_', '-')} is {v!r} here but {saved_opts[k]!r} in that run; "
+                        was = "not given" if saved_opts[k] is None else repr(saved_opts[k])
+                        raise UserError(f"--resume {resume}: --{k.replace('_', '-')} is {v!r} here but {was} in that run; "
                                         "drop the option to continue it, or start a new run with another --out")
                 opts = {**opts, **{k: v for k, v in saved_opts.items() if k in opts and k not in ("resume", "out", "quiet")}}
                 opts["out"] = resume
@@ -198,11 +199,24 @@ def train(data, **o):
 # ----------------------------------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: turn every user error into one `error:` line and exit code 2."""
+    # library warnings become "warning: ..." lines for this command only; the logger is restored afterwards, so
+    # repeated in-process calls (tests, notebooks) neither stack handlers nor hide warnings from other handlers
+    logger = logging.getLogger("warmstart")
+    before = (logger.level, logger.propagate)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("warning: %(message)s"))
-    logging.getLogger("warmstart").addHandler(handler)
-    logging.getLogger("warmstart").setLevel(logging.WARNING)
-    logging.getLogger("warmstart").propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        _main(argv)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(before[0])
+        logger.propagate = before[1]
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         rv = cli.main(args=argv, prog_name="warmstart", standalone_mode=False)
         sys.exit(rv if isinstance(rv, int) else 0)
