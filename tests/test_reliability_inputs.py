@@ -8,6 +8,7 @@ directory given with --out must not exist afterwards: everything is validated be
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -486,3 +487,15 @@ def test_odd_but_valid_images_are_accepted_and_converted(tmp_path, hymenoptera):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["train_images"] + summary["val_images"] == len(files) == 16
     assert summary["classes"] == ["ants", "bees"]
+
+
+def test_the_cli_leaves_logging_as_it_found_it(caplog):
+    """Repeated in-process calls neither stack `warning:` handlers nor hide library warnings from other handlers."""
+    logger = logging.getLogger("warmstart")
+    before = (list(logger.handlers), logger.level, logger.propagate)
+    for _ in range(2):
+        assert cli("train", "digts").code == 2
+    assert (list(logger.handlers), logger.level, logger.propagate) == before
+    with caplog.at_level("WARNING", logger="warmstart.data"):
+        logging.getLogger("warmstart.data").warning("still seen")
+    assert [r.getMessage() for r in caplog.records] == ["still seen"]
