@@ -357,6 +357,16 @@ def _(t: Ctx) -> Case:
                 unchanged=t.finished, out=False)
 
 
+@case("--resume of another command's run")
+def _(t: Ctx) -> Case:
+    run = t.tmp / "other"
+    shutil.copytree(t.finished, run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "command": "compare"}))
+    return Case([t.good, "--resume", run], [f"--resume {run}: that run was made by 'warmstart compare', not 'train'"],
+                unchanged=run, out=False)
+
+
 @case("--resume of a folder that is no run")
 def _(t: Ctx) -> Case:
     return Case([t.good, "--resume", t.good], [f"{t.good} is not a warmstart run directory (no config.json)"],
