@@ -363,7 +363,8 @@ def _(t: Ctx) -> Case:
     shutil.copytree(t.finished, run)
     config = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**config, "command": "compare"}))
-    return Case([t.good, "--resume", run], [f"--resume {run}: that run was made by 'warmstart compare', not 'train'"],
+    return Case([t.good, "--resume", run], [f"--resume {run}: that run was made by 'warmstart compare', not 'train'; continue it with "
+                                            f"'warmstart compare --resume {run}'"],
                 unchanged=run, out=False)
 
 

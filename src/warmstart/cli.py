@@ -97,7 +97,8 @@ def with_resume(command: str) -> Callable[[Callable], Callable]:
 
                 saved = read_config(resume)
                 if saved.get("command") != command:
-                    raise UserError(f"--resume {resume}: that run was made by 'warmstart {saved.get('command')}', not '{command}'")
+                    raise UserError(f"--resume {resume}: that run was made by 'warmstart {saved.get('command')}', not '{command}'; "
+                                    f"continue it with 'warmstart {saved.get('command')} --resume {resume}'")
                 saved_opts = saved.get("options", {})
                 for k, v in opts.items():
                     if k in ("resume", "out", "quiet") or k not in saved_opts:
