@@ -368,6 +368,18 @@ def _(t: Ctx) -> Case:
                 unchanged=run, out=False)
 
 
+@case("DATA missing, no --resume")
+def _(t: Ctx) -> Case:
+    return Case([*FAST], ["missing argument 'DATA' (or continue a run with --resume RUN_DIR) (see 'warmstart train --help')"])
+
+
+@case("--resume with other DATA")
+def _(t: Ctx) -> Case:
+    other = t.folder("other")
+    return Case([other, "--resume", t.finished], [f"--resume {t.finished}: DATA is '{other}' here but '{t.good}' in that run"],
+                unchanged=t.finished, out=False)
+
+
 @case("--resume of a folder that is no run")
 def _(t: Ctx) -> Case:
     return Case([t.good, "--resume", t.good], [f"{t.good} is not a warmstart run directory (no config.json)"],

@@ -79,7 +79,7 @@ def test_full_disk_while_checkpointing_then_resume(folder, tmp_path, monkeypatch
         state = checkpoint.load(run / "checkpoint.pt")
         assert [h["epoch"] for h in state["history"]] == [1]
 
-        resumed = cli("train", folder, "--resume", run, "-q")
+        resumed = cli("train", "--resume", run, "-q")  # DATA and every option come from the run's config.json
         assert resumed.code == 0, resumed.err
         straight = cli(*args, "--out", tmp_path / "straight")
         assert straight.code == 0, straight.err

@@ -106,7 +106,9 @@ def with_resume(command: str) -> Callable[[Callable], Callable]:
                     given = ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
                     if given and json.loads(json.dumps(v)) != saved_opts[k]:
                         was = "not given" if saved_opts[k] is None else repr(saved_opts[k])
-                        raise UserError(f"--resume {resume}: --{k.replace('_', '-')} is {v!r} here but {was} in that run; "
+                        param = next((p for p in ctx.command.params if p.name == k), None)
+                        what = k.upper() if isinstance(param, click.Argument) else f"--{k.replace('_', '-')}"
+                        raise UserError(f"--resume {resume}: {what} is {v!r} here but {was} in that run; "
                                         "drop the option to continue it, or start a new run with another --out")
                 opts = {**opts, **{k: v for k, v in saved_opts.items() if k in opts and k not in ("resume", "out", "quiet")}}
                 opts["out"] = resume
@@ -173,7 +175,7 @@ def _classes(text: str | None) -> list[str] | None:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("data")
+@click.argument("data", required=False)
 @click.option("--strategy", default="transfer", show_default=True,
               help="scratch | transfer | finetune-last:K | finetune-all | gradual[:E]")
 @model_options
@@ -185,8 +187,11 @@ def train(data, **o):
     """Train a classifier on DATA: from scratch, by transfer (frozen backbone, new head) or by fine-tuning.
 
     DATA is a folder with train/ and val/ (or test/) class subfolders, one folder of class subfolders, a CSV
-    (path,label[,split]), or a data set name (digits, cifar10, mnist, fashion-mnist, ...).
+    (path,label[,split]), or a data set name (digits, cifar10, mnist, fashion-mnist, ...). With --resume RUN_DIR
+    it may be left out: the run continues on its own DATA.
     """
+    if data is None:
+        raise click.UsageError("missing argument 'DATA' (or continue a run with --resume RUN_DIR)", click.get_current_context())
     from warmstart.experiments.train import train as run_train
 
     summary = run_train(data, model=o["model"], weights=o["weights"], strategy=o["strategy"], epochs=o["epochs"], init=o["init"],
