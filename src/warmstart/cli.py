@@ -97,14 +97,18 @@ def with_resume(command: str) -> Callable[[Callable], Callable]:
 
                 saved = read_config(resume)
                 if saved.get("command") != command:
-                    raise UserError(f"--resume {resume}: that run was made by 'warmstart {saved.get('command')}', not '{command}'")
+                    raise UserError(f"--resume {resume}: that run was made by 'warmstart {saved.get('command')}', not '{command}'; "
+                                    f"continue it with 'warmstart {saved.get('command')} --resume {resume}'")
                 saved_opts = saved.get("options", {})
                 for k, v in opts.items():
                     if k in ("resume", "out", "quiet") or k not in saved_opts:
                         continue
                     given = ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
                     if given and json.loads(json.dumps(v)) != saved_opts[k]:
-                        raise UserError(f"--resume {resume}: --{k.replace('_', '-')} is {v!r} here but {saved_opts[k]!r} in that run; "
+                        was = "not given" if saved_opts[k] is None else repr(saved_opts[k])
+                        param = next((p for p in ctx.command.params if p.name == k), None)
+                        what = k.upper() if isinstance(param, click.Argument) else f"--{k.replace('_', '-')}"
+                        raise UserError(f"--resume {resume}: {what} is {v!r} here but {was} in that run; "
                                         "drop the option to continue it, or start a new run with another --out")
                 opts = {**opts, **{k: v for k, v in saved_opts.items() if k in opts and k not in ("resume", "out", "quiet")}}
                 opts["out"] = resume
@@ -171,7 +175,7 @@ def _classes(text: str | None) -> list[str] | None:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("data")
+@click.argument("data", required=False)
 @click.option("--strategy", default="transfer", show_default=True,
               help="scratch | transfer | finetune-last:K | finetune-all | gradual[:E]")
 @click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True,
@@ -186,8 +190,11 @@ def train(data, **o):
     """Train a classifier on DATA: from scratch, by transfer (frozen backbone, new head) or by fine-tuning.
 
     DATA is a folder with train/ and val/ (or test/) class subfolders, one folder of class subfolders, a CSV
-    (path,label[,split]), or a data set name (digits, cifar10, mnist, fashion-mnist, ...).
+    (path,label[,split]), or a data set name (digits, cifar10, mnist, fashion-mnist, ...). With --resume RUN_DIR
+    it may be left out: the run continues on its own DATA.
     """
+    if data is None:
+        raise click.UsageError("missing argument 'DATA' (or continue a run with --resume RUN_DIR)", click.get_current_context())
     from warmstart.experiments.train import train as run_train
 
     summary = run_train(data, model=o["model"], weights=o["weights"], strategy=o["strategy"], epochs=o["epochs"], init=o["init"],
@@ -289,11 +296,24 @@ def depth_command(data, depth_, **o):
 # ----------------------------------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: turn every user error into one `error:` line and exit code 2."""
+    # library warnings become "warning: ..." lines for this command only; the logger is restored afterwards, so
+    # repeated in-process calls (tests, notebooks) neither stack handlers nor hide warnings from other handlers
+    logger = logging.getLogger("warmstart")
+    before = (logger.level, logger.propagate)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("warning: %(message)s"))
-    logging.getLogger("warmstart").addHandler(handler)
-    logging.getLogger("warmstart").setLevel(logging.WARNING)
-    logging.getLogger("warmstart").propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        _main(argv)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(before[0])
+        logger.propagate = before[1]
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         rv = cli.main(args=argv, prog_name="warmstart", standalone_mode=False)
         sys.exit(rv if isinstance(rv, int) else 0)

@@ -230,47 +230,17 @@ def _sort_labels(labels: set[str]) -> list[str]:
 
 
 def _from_csv(csv_path: Path, val_fraction: float, seed: int, skip_missing: bool):
-    base = csv_path.parent
     try:
         f = open(csv_path, newline="", encoding="utf-8-sig")
     except OSError as e:
         raise UserError(f"{csv_path}: cannot read ({e.strerror})") from None
-    with f:
-        reader = csv.DictReader(f)
-        header = {(h or "").strip().lower(): h for h in (reader.fieldnames or [])}
-        for col in ("path", "label"):
-            if col not in header:
-                found = ", ".join(h for h in header if h) or "nothing"
-                raise UserError(f'{csv_path}: no "{col}" column in the header row (found: {found}); '
-                                "the first row must name the columns path,label[,split]")
-        has_split = "split" in header
-        rows: list[tuple[str, str, str]] = []
-        missing: list[str] = []
-        for row in reader:
-            line = reader.line_num
-            rel = (row.get(header["path"]) or "").strip()
-            label = (row.get(header["label"]) or "").strip()
-            if not rel and not label and not any((v or "").strip() for v in row.values() if isinstance(v, str)):
-                continue  # a blank row
-            if not rel:
-                raise UserError(f"{csv_path} line {line}: blank path; every row needs path,label")
-            if not label:
-                raise UserError(f"{csv_path} line {line}: blank label for {rel}; give every image a class")
-            split = "train"
-            if has_split:
-                raw = (row.get(header["split"]) or "").strip().lower()
-                if raw not in _SPLIT_VALUES:
-                    raise UserError(f"{csv_path} line {line}: " + str(unknown("split", raw, ("train", "val", "test"))))
-                split = _SPLIT_VALUES[raw]
-            full = Path(rel).expanduser()
-            full = full if full.is_absolute() else base / full
-            if not full.is_file():
-                if skip_missing:
-                    missing.append(f"line {line}: {full}")
-                    continue
-                raise UserError(f"{csv_path} line {line}: no such file {rel} (looked for {full}); fix the path "
-                                "(relative to the CSV's folder) or pass --skip-bad-images")
-            rows.append((str(full), label, split))
+    try:
+        with f:
+            rows, missing = _csv_rows(f, csv_path, skip_missing)
+    except UnicodeDecodeError as e:
+        raise UserError(f"{csv_path}: not UTF-8 text (byte {e.start} cannot be decoded); save the CSV as UTF-8") from None
+    except csv.Error as e:
+        raise UserError(f"{csv_path}: not a readable CSV ({e}); write one row path,label[,split] per line") from None
     if missing:
         log.warning(f"skipped {len(missing)} CSV rows whose file does not exist (first: {missing[0]})")
     if not rows:
@@ -305,6 +275,55 @@ def _from_csv(csv_path: Path, val_fraction: float, seed: int, skip_missing: bool
                 if k not in present and (role != "test"):
                     raise UserError(f'{csv_path}: class "{c}" has no {role} rows; every split needs every class')
     return src, classes, f"{csv_path} (CSV; {how})", val_is_test
+
+
+def _csv_rows(f, csv_path: Path, skip_missing: bool) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """(path, label, split) of every row, validated; rows whose file is missing, when skipping them."""
+    base = csv_path.parent
+    reader = csv.DictReader(f)
+    header = {(h or "").strip().lower(): h for h in (reader.fieldnames or [])}
+    for col in ("path", "label"):
+        if col not in header:
+            found = ", ".join(h for h in header if h) or "nothing"
+            raise UserError(f'{csv_path}: no "{col}" column in the header row (found: {found}); '
+                            "the first row must name the columns path,label[,split]")
+    has_split = "split" in header
+    rows: list[tuple[str, str, str]] = []
+    missing: list[str] = []
+    for row in reader:
+        line = reader.line_num
+        rel = (row.get(header["path"]) or "").strip()
+        label = (row.get(header["label"]) or "").strip()
+        if not rel and not label and not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+            continue  # a blank row
+        if not rel:
+            raise UserError(f"{csv_path} line {line}: blank path; every row needs path,label")
+        if not label:
+            raise UserError(f"{csv_path} line {line}: blank label for {rel}; give every image a class")
+        split = "train"
+        if has_split:
+            raw = (row.get(header["split"]) or "").strip().lower()
+            if raw not in _SPLIT_VALUES:
+                raise UserError(f"{csv_path} line {line}: " + str(unknown("split", raw, ("train", "val", "test"))))
+            split = _SPLIT_VALUES[raw]
+        full = base / rel
+        try:
+            full = Path(rel).expanduser()
+            full = full if full.is_absolute() else base / full
+            is_file = full.is_file()
+        except (OSError, ValueError, RuntimeError) as e:  # a name too long, a NUL byte, ~unknown_user
+            if not skip_missing:
+                raise UserError(f"{csv_path} line {line}: unusable path {rel[:60]!r}{'...' if len(rel) > 60 else ''} "
+                                f"({getattr(e, 'strerror', None) or e}); fix the path or pass --skip-bad-images") from None
+            is_file = False
+        if not is_file:
+            if skip_missing:
+                missing.append(f"line {line}: {full}")
+                continue
+            raise UserError(f"{csv_path} line {line}: no such file {rel} (looked for {full}); fix the path "
+                            "(relative to the CSV's folder) or pass --skip-bad-images")
+        rows.append((str(full), label, split))
+    return rows, missing
 
 
 def stratified_split(labels: Sequence[int], val_fraction: float, seed: int, classes: Sequence[str] | None = None,

@@ -231,6 +231,10 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence
 
             # ---- evaluate, record, checkpoint ----
             val = evaluate(model, val_set, num_classes, cfg=cfg, device=device, normalize=normalize, world=world)
+            if not math.isfinite(val["loss"]):  # the last step blew the weights up: this epoch is no good checkpoint
+                raise TrainingDiverged(
+                    f"validation loss became {val['loss']} after epoch {epoch + 1} (lr {sched.get_last_lr()[0]:.3g}); "
+                    f"training stopped{_kept(run)}; lower --lr or add --grad-clip")
             epoch += 1
             row = {"epoch": epoch, "phase": phase.name, "train_loss": float(loss_sum) / max(1, int(count)),
                    "train_accuracy": int(correct) / max(1, int(count)), "val_loss": val["loss"],
@@ -239,22 +243,26 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence
             history.append(row)
             log(f"epoch {epoch}/{total_epochs} [{phase.name}] train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}"
                 f" | val loss {val['loss']:.4f} acc {val['accuracy']:.3f} | {seconds:.1f} s, {row['images_per_second']:.0f} img/s")
-            if val["accuracy"] > best_acc:
+            improved = val["accuracy"] > best_acc
+            if improved:
                 best_acc, best_epoch = val["accuracy"], epoch
-                if run is not None and run.main:
-                    ckpt.save({"model": model.state_dict()}, run.best_path)
             if val["loss"] < best_loss:
                 best_loss, bad_epochs = val["loss"], 0
             else:
                 bad_epochs += 1
             last_in_phase = pe + 1 == phase.epochs
             if run is not None:
-                run.log_epoch(row)
-                if run.main:
-                    ckpt.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                               "phase": pi + 1 if last_in_phase else pi, "phase_epoch": 0 if last_in_phase else pe + 1,
-                               "history": history, "best_val_accuracy": best_acc, "best_epoch": best_epoch,
-                               "best_val_loss": best_loss, "bad_epochs": bad_epochs}, run.checkpoint_path)
+                try:
+                    if improved and run.main:
+                        ckpt.save({"model": model.state_dict()}, run.best_path)
+                    run.log_epoch(row)
+                    if run.main:
+                        ckpt.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                   "phase": pi + 1 if last_in_phase else pi, "phase_epoch": 0 if last_in_phase else pe + 1,
+                                   "history": history, "best_val_accuracy": best_acc, "best_epoch": best_epoch,
+                                   "best_val_loss": best_loss, "bad_epochs": bad_epochs}, run.checkpoint_path)
+                except UserError as e:  # e.g. a full disk: say where the run can continue from
+                    raise UserError(f"{e}; training stopped in epoch {epoch}{_resumable(run, epoch - 1)}") from None
             for cb in callbacks:
                 cb(model, row)
             if cfg.early_stopping and bad_epochs >= cfg.early_stopping:
@@ -269,6 +277,12 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence
                      final_val_accuracy=final["accuracy"], confusion=final["confusion"],
                      per_class_accuracy=final["per_class_accuracy"], train_seconds=round(train_time, 3),
                      train_images_per_second=round(seen / train_time, 1) if train_time else 0.0, stopped_early=stopped_early)
+
+
+def _resumable(run, saved_epoch: int) -> str:
+    if run.checkpoint_path.exists() and saved_epoch > 0:
+        return f"; once that is fixed, --resume {run.dir} continues after epoch {saved_epoch}"
+    return f"; once that is fixed, --resume {run.dir} starts it again from epoch 1"
 
 
 def _kept(run) -> str:

@@ -112,6 +112,14 @@ def build_model(arch: str, prepared: Prepared, strategy: Strategy, *, init: str 
     return create_model(arch, n, prepared.weights)
 
 
+def plan(model: nn.Module, strategy: Strategy, *, epochs: int, cfg: TrainConfig, lr: float | None = None,
+         backbone_lr: float | None = None, lr_decay: float = 1.0, bn: str = "frozen") -> list:
+    """The phases ``strategy`` trains ``model`` in (validates K, learning rates and the BN policy)."""
+    lr = lr if lr is not None else DEFAULT_LR[cfg.optimizer]
+    return strategy.phases(layer_groups(model), epochs=epochs, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn,
+                           pretrained=bool(getattr(model, "warmstart_pretrained", False)))
+
+
 def run_arm(prepared: Prepared, run: Run, *, arch: str, strategy: Strategy, epochs: int, cfg: TrainConfig,
             lr: float | None = None, backbone_lr: float | None = None, lr_decay: float = 1.0, bn: str = "frozen",
             init: str | None = None, augment: bool = False, feature_cache: str = "auto", resume: bool = False,
@@ -134,9 +142,7 @@ def run_arm(prepared: Prepared, run: Run, *, arch: str, strategy: Strategy, epoc
     model = model if model is not None else build_model(arch, prepared, strategy, init=init, seed=cfg.seed,
                                                         batch_size=cfg.batch_size)
     groups = layer_groups(model)
-    lr = lr if lr is not None else DEFAULT_LR[cfg.optimizer]
-    phases = strategy.phases(groups, epochs=epochs, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn,
-                             pretrained=bool(getattr(model, "warmstart_pretrained", False)))
+    phases = plan(model, strategy, epochs=epochs, cfg=cfg, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn)
     frozen = strategy.frozen_prefix(groups, epochs=epochs) if strategy.kind != "scratch" else []
     if augment and prepared.train_aug is None:
         raise ValueError("run_arm(augment=True) needs prepare(..., augment=True)")
@@ -245,6 +251,9 @@ def train(data: str | Path, *, model: str = "mobilenet_v3_small", weights: str =
     if restarts > 1 and strat.kind != "scratch":
         raise UserError(f"--restarts {restarts} needs --strategy scratch: strategy {strat.spec} starts from the pretrained "
                         "weights, one start only; drop --restarts or train from scratch")
+    if init and strat.kind != "scratch":
+        raise UserError(f"--init {init} initialises a model trained from scratch, but --strategy {strat.spec} starts from "
+                        "pretrained weights (its new head gets torchvision's own init); drop --init or use --strategy scratch")
     if init:
         from warmstart.init.data_init import check_init
 
@@ -262,6 +271,11 @@ def train(data: str | Path, *, model: str = "mobilenet_v3_small", weights: str =
     prepared = prepare(data, arch=model, weights="none" if strat.kind == "scratch" and weights == "imagenet" else weights,
                        augment=aug, data_root=data_root, val_fraction=val_fraction, subset=subset,
                        seed=cfg.seed, skip_bad_images=skip_bad_images, classes=classes)
+    # everything that can still be wrong (weights that do not fit, the init spec, K of finetune-last, the device)
+    # fails here, before the run directory exists
+    net = build_model(model, prepared, strat, init=init, seed=cfg.seed, batch_size=cfg.batch_size)
+    plan(net, strat, epochs=epochs, cfg=cfg, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn)
+    resolve_device(cfg.device)
     out = Path(out) if out else default_out("train")
     run = Run(out, "train", {"options": options or {}, "preprocess": prepared.weights.preprocess.to_dict()},
               resume=resume, tensorboard=cfg.tensorboard).start()
@@ -278,7 +292,7 @@ def train(data: str | Path, *, model: str = "mobilenet_v3_small", weights: str =
 
         best = best_of_k(restarts, cfg.seed,
                          lambda s: build_model(model, prepared, strat, init=init, seed=s, batch_size=cfg.batch_size), trial)
-    _, _, summary = run_arm(prepared, run, epochs=epochs, model=best.model if best else None, diagnostics=diagnostics, **arm)
+    _, _, summary = run_arm(prepared, run, epochs=epochs, model=best.model if best else net, diagnostics=diagnostics, **arm)
     if best is not None:
         summary["restarts"] = {**best.summary(), "restart_epochs": restart_epochs}
         run.write_summary(summary)

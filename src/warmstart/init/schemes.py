@@ -247,7 +247,13 @@ def _text(name: str, args: tuple, defaults: tuple) -> str:
     args = list(args)
     while args and args[-1] == defaults[len(args) - 1]:
         args.pop()
-    return f"{name}({', '.join(format(a, 'g') if isinstance(a, float) else str(a) for a in args)})" if args else name
+    return f"{name}({', '.join(_float_text(a) if isinstance(a, float) else str(a) for a in args)})" if args else name
+
+
+def _float_text(x: float) -> str:
+    """Short (``0.01``, ``2``) where that is exact, else every digit: the text must parse back to ``x``."""
+    short = format(x, "g")
+    return short if float(short) == x else repr(x)
 
 
 def constant(value: float) -> Scheme:

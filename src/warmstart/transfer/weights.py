@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from urllib.parse import urlparse
 import torch
 
 from warmstart.data.transforms import Preprocess
+from warmstart.engine.checkpoint import safe_torch_load
 from warmstart.errors import UserError, unknown
 
 WeightsKind = Literal["imagenet", "file", "none"]
@@ -149,7 +149,7 @@ def resolve_weights(spec: str, arch: str | None = None, *, offline: bool | None 
     low = spec.lower()
     if low in ("none", "imagenet"):
         if not arch:
-            raise UserError(f'--weights {low} needs an architecture (e.g. --arch mobilenet_v3_small)')
+            raise UserError(f'--weights {low} needs an architecture (e.g. --model mobilenet_v3_small)')
         check_arch(arch)
         if arch.startswith(TIMM_PREFIX):
             return _resolve_timm(low, arch)
@@ -175,7 +175,7 @@ def resolve_weights(spec: str, arch: str | None = None, *, offline: bool | None 
         if meta["arch"] != arch:
             raise UserError(
                 f'weights file {path} is for "{meta["arch"]}" (its {path.with_suffix(".json").name} says so), '
-                f'not for the requested architecture "{arch}"; pass --arch {meta["arch"]} or other weights'
+                f'not for the requested architecture "{arch}"; pass --model {meta["arch"]} or other weights'
             )
     return Weights(arch=meta["arch"], kind="file", path=path.absolute(), meta=meta)
 
@@ -252,16 +252,9 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as e:
             raise UserError(f"cannot read safetensors file {path}: {e}") from None
     else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(
-                f"refusing to load {path}: not a plain state_dict (it would run code when unpickled: {first}); "
-                "save the weights with torch.save(model.state_dict(), path) or as .safetensors"
-            ) from None
-        except (RuntimeError, EOFError, OSError) as e:
-            raise UserError(f"cannot read weights file {path}: {e}") from None
+        obj = safe_torch_load(path, what="weights file",
+                              todo="save the weights with torch.save(model.state_dict(), path) or as .safetensors",
+                              damaged="the file is damaged or not a PyTorch weights file")
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not obj:
