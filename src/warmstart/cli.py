@@ -136,14 +136,15 @@ def cli() -> None:
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory [default: runs/demo-<time>].")
 @click.option("--quick", is_flag=True, help="An even shorter run (smoke test).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N | mps")
 @click.option("--quiet", "-q", is_flag=True)
-def demo(out, quick, seed, quiet):
+def demo(out, quick, seed, device, quiet):
     """Run every experiment briefly, offline, on scikit-learn's bundled digits; print the report's path."""
     from warmstart.engine.console import set_quiet
     from warmstart.experiments.demo import demo as run_demo
 
     set_quiet(quiet)
-    report = run_demo(out=out, quick=quick, seed=seed)
+    report = run_demo(out=out, quick=quick, seed=seed, device=device)
     click.echo(str(report))
 
 
