@@ -192,6 +192,17 @@ def test_reading_measures_gaps_against_the_noise():
     s = aggregate(_records({"transfer": [0.9], "finetune-all": [0.95]}, {"transfer": 1.0, "finetune-all": 2.0}),
                   strategies=["transfer", "finetune-all"], val_images=n)
     assert any("--seeds 3" in t for t in reading(s))
+    # a single seed and a lead of two images: reported as a lead that may be luck, not as a win
+    s = aggregate(_records({"transfer": [139 / n], "finetune-all": [141 / n]}, {"transfer": 1.0, "finetune-all": 2.0}),
+                  strategies=["transfer", "finetune-all"], val_images=n)
+    text = reading(s)
+    assert any("leads **transfer** by only 1.3 pp (2 of 153" in t and "may be luck" in t for t in text), text
+    assert not any("beat" in t for t in text)
+    # a strategy at chance level is named as such
+    s = aggregate(_records({"scratch": [0.5, 0.49], "transfer": [0.9, 0.91]}, {"scratch": 1.0, "transfer": 1.0}),
+                  strategies=["scratch", "transfer"], val_images=n)
+    s.update(classes=["ants", "bees"], epochs=5)
+    assert any("**scratch** stays at chance level (1 in 2 = 50 %)" in t for t in reading(s))
 
 
 # ----------------------------------------------------------------------------------------------- a real browser

@@ -41,6 +41,7 @@ DEFAULT_STRATEGIES = ("scratch", "transfer", "finetune-all")
 ARM = "arm.json"          # written last in an arm's directory: the arm is complete
 MAX_SEEDS = 100
 MISCLASSIFIED_SHOWN = 24
+SMALL_GAP_IMAGES = 3      # with one seed, a lead of at most this many validation images is called possibly luck
 SOURCE_SEED_OFFSET = 100  # demo: the source network's seed, relative to the compare's
 FIGURES = {"learning_curves": "learning_curves.png", "tradeoff": "accuracy_vs_time.png", "confusion": "confusion.png",
            "misclassified": "misclassified.png", "filters": "conv1_filters.png"}
@@ -134,9 +135,17 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
     _check_plans(prepared, model, strats, epochs=epochs, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn, cfg=cfg)
 
     out = Path(out) if out else default_out("compare")
-    setup = {"options": options or {}, "preprocess": prepared.weights.preprocess.to_dict(),
+    if options is None:  # called as a library: record the call, so config.json still says how to rerun it
+        options = {"data": str(data), "strategies": ",".join(s.spec for s in strats), "seeds": ",".join(map(str, seed_list)),
+                   "model": model, "weights": weights, "epochs": epochs, "init": init, "lr": lr, "backbone_lr": backbone_lr,
+                   "lr_decay": lr_decay, "bn": bn, "augment": augment, "feature_cache": feature_cache,
+                   "classes": ",".join(classes) if classes else None, "data_root": str(data_root) if data_root else None,
+                   "val_fraction": val_fraction, "subset": subset, "skip_bad_images": skip_bad_images,
+                   **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "lr"}}
+    setup = {"options": options, "preprocess": prepared.weights.preprocess.to_dict(),
              "strategies": [s.spec for s in strats], "seeds": seed_list}
     run = Run(out, "compare", setup, resume=resume, tensorboard=cfg.tensorboard).start()
+    _warm_up(prepared, model, cfg)
     records: list[dict[str, Any]] = []
     total = len(strats) * len(seed_list)
     for seed in seed_list:
@@ -148,8 +157,7 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
     summary = aggregate(records, strategies=[s.spec for s in strats], val_images=len(prepared.val))
     summary.update(data=prepared.splits.source, data_name=_short(data), model=model, weights=prepared.weights.where,
                    epochs=epochs, seeds=seed_list, classes=prepared.splits.classes, train_images=len(prepared.train_plain),
-                   val_is_test=prepared.splits.val_is_test, augment=augs, optimizer=cfg.optimizer,
-                   lr=lr if lr is not None else DEFAULT_LR[cfg.optimizer], batch_size=cfg.batch_size,
+                   val_is_test=prepared.splits.val_is_test, augment=augs, optimizer=cfg.optimizer, lr=lr, batch_size=cfg.batch_size,
                    device=str(resolve_device(cfg.device)), figures={})
     if run.main:
         _figures(run.dir, summary, prepared, model, cfg)
@@ -164,6 +172,27 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
     log(f"best: {summary['best']} {pm(b['final_val_accuracy']['mean'], b['final_val_accuracy']['std'], b['seeds'])} final val "
         f"accuracy; report {run.dir / 'report.html'}")
     return summary
+
+
+def _warm_up(prepared: Prepared, arch: str, cfg: TrainConfig) -> None:
+    """On a GPU, one untimed forward/backward pass before the first arm: otherwise the first arm's time would
+    include the device's start-up (context, kernel loading, library handles), a second or more on CUDA."""
+    device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        return
+    from warmstart.data import Normalizer
+    from warmstart.transfer.backbones import create_model
+    from warmstart.transfer.weights import resolve_weights
+
+    net = create_model(arch, prepared.splits.num_classes, resolve_weights("none", arch)).to(device)
+    n = min(len(prepared.train_plain), max(2, cfg.batch_size))
+    x = Normalizer.of(prepared.weights.preprocess).to(device)(torch.stack([prepared.train_plain[i][0] for i in range(n)]).to(device))
+    net(x).float().logsumexp(1).mean().backward()
+    net.eval()
+    with torch.inference_mode():
+        net(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _check_plans(prepared: Prepared, arch: str, strats: list[Strategy], *, epochs: int, lr, backbone_lr, lr_decay, bn,
@@ -284,10 +313,13 @@ def reading(summary: dict[str, Any]) -> list[str]:
                 f"in {ratio:.2f} × the training time ({seconds(t[best])} vs {seconds(t[k])})" if ratio <= 0.95 else
                 f"in about the same time ({seconds(t[best])} vs {seconds(t[k])})")
         gap = f"{d:.1f} pp ({images} of {n_val} validation images)"
-        if d > noise and images >= 1:
+        if d > noise and images >= 1 and (se is not None or images > SMALL_GAP_IMAGES):
             why = (f"larger than the noise: 2 × the standard error over seeds is {2 * se:.1f} pp, one image {one:.2f} pp"
                    if se is not None else f"one image is {one:.2f} pp; with one seed the seed-to-seed noise is not measured")
             out.append(f"**{best}** beat **{k}** by {gap} {cost}; {why}.")
+        elif d > noise and images >= 1:
+            out.append(f"**{best}** leads **{k}** by only {gap} {cost}: with one seed, a gap of {images} "
+                       f"image{'s' if images != 1 else ''} may be luck (`--seeds 3` tells).")
         else:
             why = (f"within noise (2 × the standard error over seeds: {2 * se:.1f} pp; one image: {one:.2f} pp)" if se is not None
                    else f"within noise ({images} image{'s' if images != 1 else ''} of {n_val}; one seed, so the seed-to-seed "
@@ -300,6 +332,14 @@ def reading(summary: dict[str, Any]) -> list[str]:
     else:
         out.append(f"One seed per strategy: a gap of a few images may be luck; `--seeds 3` measures the seed-to-seed noise "
                    f"(one validation image is {one:.2f} pp here).")
+    k_classes = len(summary.get("classes") or [])
+    if k_classes >= 2:
+        chance = 100.0 / k_classes
+        stuck = [k for k in rank if acc[k] <= chance + one]
+        if stuck:
+            out.append(f"{', '.join(f'**{k}**' for k in stuck)} stay{'s' if len(stuck) == 1 else ''} at chance level "
+                       f"(1 in {k_classes} = {chance:.0f} %): {'it' if len(stuck) == 1 else 'they'} learned nothing usable in "
+                       f"{summary.get('epochs', 'these')} epochs.")
     peak = 100 * b["best_val_accuracy"]["mean"]
     if peak - acc[best] >= one:
         out.append(f"**{best}** peaked at {peak:.1f} % (epoch {_epochs(b['best_epochs'])}) and ended at {acc[best]:.1f} %: "
@@ -358,7 +398,7 @@ def _figures(run_dir: Path, summary: dict[str, Any], prepared: Prepared, arch: s
         cls = prepared.splits.classes
         plots.image_grid([prepared.val[i][0] for i in shown],
                          [f"true: {cls[prepared.val.labels[i]]}\npred: {cls[preds[i]]}" for i in shown],
-                         run_dir / FIGURES["misclassified"], cols=8)
+                         run_dir / FIGURES["misclassified"], cols=min(8, len(shown)))
         figs["misclassified"] = FIGURES["misclassified"]
 
     filters = {}
@@ -445,9 +485,9 @@ def sections(run_dir: str | Path) -> list:
         tp, tot = p["trainable_params"], p["total_params"]
         rows.append([spec, pm(f["mean"], f["std"], n), pm(bv["mean"], bv["std"], n), _epochs(p["best_epochs"]),
                      pm(ts["mean"], ts["std"], n, scale=1.0, unit=" s"), f"{p['train_images_per_second']['mean']:,.0f}",
-                     f"{tp:,}", _share(tp, tot)])
-    cols = ["strategy", "final val accuracy", "best val accuracy", "best epoch" + (" (per seed)" if multi else ""), "train time / run", "images/s",
-            "trainable params", "of all"]
+                     f"{tp:,} ({_share(tp, tot)})"])
+    cols = ["strategy", "final val accuracy", "best val accuracy", "best epoch" + (" (per seed)" if multi else ""),
+            "train time / run", "images/s", "trainable params"]
     fc = [spec for spec in order if per[spec].get("feature_seconds")]
     caption = (f"{'Mean ± std over ' + str(b['seeds']) + ' seeds' if multi else 'One seed'}; {n_val} validation images "
                f"(one image = {100 / max(1, n_val):.2f} pp). Final = the weights each run keeps; best = its best epoch, "
@@ -457,7 +497,8 @@ def sections(run_dir: str | Path) -> list:
 
     aug = s.get("augment", {})
     setup = (f"Every strategy trains `{s.get('model')}` for {s.get('epochs')} epochs on the same {s.get('train_images')} training "
-             f"images with the same preprocessing, optimizer ({s.get('optimizer')}, lr {s.get('lr')} for the head) and "
+             f"images with the same preprocessing, optimizer ({s.get('optimizer')}, "
+             + (f"lr {s['lr']:g} for the head" if s.get("lr") else "train's default learning rates") + ") and "
              f"batch size ({s.get('batch_size')}); pretrained weights: `{s.get('weights')}`. Seeds: "
              f"{', '.join(map(str, s.get('seeds', [])))} (initialisation, batch order, augmentation; the train/val split is "
              f"fixed). Augmentation (random crops + flips): "
@@ -475,7 +516,7 @@ def sections(run_dir: str | Path) -> list:
         figures.append(Figure(run_dir / figs["learning_curves"], "Loss and accuracy per epoch, per strategy (solid: validation, "
                               "dashed: training" + ("; lines: mean over seeds, shading: ± std" if multi else "") + ").",
                               wide=True))
-    out = [Section(f"Compare: {title(s)}", reading=s.get("reading") or reading(s), paragraphs=[setup], tables=[main_table],
+    out = [Section(f"Compare: {title(s)}", reading=reading(s), paragraphs=[setup], tables=[main_table],
                    figures=figures, highlights=highlights, command=command_of(read_config(run_dir)), anchor=anchor)]
 
     br = s.get("best_run", {})
@@ -499,7 +540,7 @@ def sections(run_dir: str | Path) -> list:
     if "filters" in figs:
         changes = {k: p.get("conv1_change") for k, p in per.items() if p.get("conv1_change") is not None}
         frozen = [k for k, c in changes.items() if c == 0]
-        moved = [f"{k} {100 * c:.1f} %" for k, c in changes.items() if c]
+        moved = [f"{k} {_sig(100 * c)} %" for k, c in changes.items() if c]
         text = ("Relative change of the first layer's weights, ‖after − before‖ / ‖before‖: " + ", ".join(moved) + ". "
                 if moved else "")
         if frozen:
@@ -519,6 +560,14 @@ def sections(run_dir: str | Path) -> list:
                                                           "summary.json, model.safetensors usable as --weights).")],
                        level=3, anchor=anchor + "-runs"))
     return out
+
+
+def _sig(x: float) -> str:
+    """Two significant digits, no exponent: 33.6 -> '34', 4.93 -> '4.9', 0.0312 -> '0.031'."""
+    if x == 0:
+        return "0"
+    digits = max(0, 1 - math.floor(math.log10(abs(x))))
+    return f"{x:.{digits}f}"
 
 
 def _share(part: int, total: int) -> str:

@@ -79,7 +79,7 @@ code{padding:.1em .3em} pre{padding:.6em .8em;overflow-x:auto;white-space:pre-wr
 table{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:.93em}
 caption{caption-side:top;text-align:left;color:var(--mute);font-size:.86em;padding-bottom:.35em;max-width:900px}
 th,td{border-bottom:1px solid var(--line);padding:.35em .8em;text-align:right;white-space:nowrap}
-th{background:var(--soft);font-weight:600;border-bottom:2px solid #cfd6dd}
+th{background:var(--soft);font-weight:600;border-bottom:2px solid #cfd6dd;white-space:normal;vertical-align:bottom}
 td:first-child,th:first-child{text-align:left} tr.hl td{font-weight:650;background:#f1f7f1}
 .figs{display:flex;flex-wrap:wrap;gap:1.2em;align-items:flex-start}
 figure{margin:.8em 0;max-width:100%} figure.wide{flex-basis:100%} figure img{max-width:100%;height:auto;border:1px solid var(--line);border-radius:4px;display:block}
