@@ -203,6 +203,10 @@ def test_reading_measures_gaps_against_the_noise():
                   strategies=["scratch", "transfer"], val_images=n)
     s.update(classes=["ants", "bees"], epochs=5)
     assert any("**scratch** stays at chance level (1 in 2 = 50 %)" in t for t in reading(s))
+    s["strategies"]["scratch"].update(final_train_loss=0.69, final_train_accuracy=0.52)    # did not even fit the training set
+    assert any("even its training loss ended at 0.69" in t and "lower `--lr`" in t for t in reading(s))
+    s["strategies"]["scratch"].update(final_train_loss=0.05, final_train_accuracy=0.99)    # memorised it
+    assert any("it fits the training images (99 % train accuracy)" in t for t in reading(s))
 
 
 # ----------------------------------------------------------------------------------------------- a real browser

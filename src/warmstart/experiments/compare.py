@@ -226,6 +226,7 @@ def _arm(prepared: Prepared, run: Run, arch: str, strat: Strategy, seed: int, *,
     net, _, s = run_arm(prepared, sub, arch=arch, strategy=strat, epochs=epochs, cfg=cfg, lr=lr, backbone_lr=backbone_lr,
                         lr_decay=lr_decay, bn=bn, init=init, augment=augment, feature_cache=feature_cache, resume=sub.resume, model=net)
     _, after = _conv1(net)
+    last = (read_history(sub.dir) or [{}])[-1]
     change = None
     if before is not None and after is not None:
         change = float((after - before).norm() / before.norm().clamp_min(1e-12))
@@ -236,7 +237,8 @@ def _arm(prepared: Prepared, run: Run, arch: str, strat: Strategy, seed: int, *,
                 save_file({"before": before.contiguous(), "after": after.contiguous()}, str(tmp))
     record = {"strategy": strat.spec, "seed": seed, "best_val_accuracy": s["best_val_accuracy"],
               "final_val_accuracy": s["final_val_accuracy"], "train_seconds": s["train_seconds"], "dir": name,
-              "best_epoch": s["best_epoch"], "epochs_run": len(read_history(sub.dir)) or epochs,
+              "best_epoch": s["best_epoch"], "epochs_run": int(last.get("epoch", epochs)),
+              "final_train_loss": last.get("train_loss"), "final_train_accuracy": last.get("train_accuracy"),
               "train_images_per_second": s["train_images_per_second"], "trainable_params": s["trainable_params"],
               "total_params": s["total_params"], "feature_seconds": s["feature_seconds"], "feature_cache": s["feature_cache"],
               "augment": s["augment"], "stopped_early": s["stopped_early"], "conv1": {"layer": layer, "change": change},
@@ -272,6 +274,9 @@ def aggregate(records: Sequence[dict[str, Any]], *, strategies: Sequence[str], v
             m, sd = mean_std([r[key] for r in rs])
             agg[key] = {"mean": m, "std": sd}
         agg["best_epochs"] = [r["best_epoch"] for r in rs]
+        for key in ("final_train_loss", "final_train_accuracy"):
+            vals = [r[key] for r in rs if r.get(key) is not None]
+            agg[key] = mean_std(vals)[0] if vals else None
         agg["trainable_params"] = rs[0]["trainable_params"]
         agg["total_params"] = rs[0]["total_params"]
         agg["feature_seconds"] = max(r.get("feature_seconds", 0.0) for r in rs)
@@ -335,11 +340,19 @@ def reading(summary: dict[str, Any]) -> list[str]:
     k_classes = len(summary.get("classes") or [])
     if k_classes >= 2:
         chance = 100.0 / k_classes
-        stuck = [k for k in rank if acc[k] <= chance + one]
-        if stuck:
-            out.append(f"{', '.join(f'**{k}**' for k in stuck)} stay{'s' if len(stuck) == 1 else ''} at chance level "
-                       f"(1 in {k_classes} = {chance:.0f} %): {'it' if len(stuck) == 1 else 'they'} learned nothing usable in "
-                       f"{summary.get('epochs', 'these')} epochs.")
+        for k in (k for k in rank if acc[k] <= chance + one):
+            text = f"**{k}** stays at chance level (1 in {k_classes} = {chance:.0f} %)"
+            loss, train_acc = per[k].get("final_train_loss"), per[k].get("final_train_accuracy")
+            if loss is not None and loss >= 0.9 * math.log(k_classes):
+                text += (f": even its training loss ended at {loss:.2f}, chance's ln {k_classes} = {math.log(k_classes):.2f}, so it "
+                         "did not learn the training images either. A learning rate too high for training from scratch (or too "
+                         "few epochs) does this: try a lower `--lr`.")
+            elif train_acc is not None and 100 * train_acc >= chance + 30:
+                text += (f": it fits the training images ({100 * train_acc:.0f} % train accuracy) but nothing of it carries over "
+                         "to new images: too little data to learn features from.")
+            else:
+                text += f": it learned nothing usable in {summary.get('epochs', 'these')} epochs."
+            out.append(text)
     peak = 100 * b["best_val_accuracy"]["mean"]
     if peak - acc[best] >= one:
         out.append(f"**{best}** peaked at {peak:.1f} % (epoch {_epochs(b['best_epochs'])}) and ended at {acc[best]:.1f} %: "
@@ -502,7 +515,9 @@ def sections(run_dir: str | Path) -> list:
              f"batch size ({s.get('batch_size')}); pretrained weights: `{s.get('weights')}`. Seeds: "
              f"{', '.join(map(str, s.get('seeds', [])))} (initialisation, batch order, augmentation; the train/val split is "
              f"fixed). Augmentation (random crops + flips): "
-             + ", ".join(f"{k} {'on' if v else 'off'}" for k, v in aug.items()) + f". Data: {s.get('data')}.")
+             + (("on" if any(aug.values()) else "off") + " for every strategy" if len(set(aug.values())) == 1 else
+                ", ".join(f"{k} {'on' if v else 'off'}" for k, v in aug.items()))
+             + f". Data: {s.get('data')}. Run directory: `{run_dir.name}`.")
     highlights = [("best strategy", f"**{best}**"), ("final val accuracy", pm(b["final_val_accuracy"]["mean"],
                                                                                b["final_val_accuracy"]["std"], b["seeds"])),
                   ("train time / run", seconds(b["train_seconds"]["mean"])),

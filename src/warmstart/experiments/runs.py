@@ -90,7 +90,7 @@ def run_sections(run_dir: str | Path) -> list:
                Figure(run_dir / "confusion.png", "Confusion matrix on the validation images, final epoch.")]
     highlights = [("final val accuracy", pct(s["final_val_accuracy"])), ("best epoch", str(s.get("best_epoch", "")) +
                    (f" of {len(hist)}" if hist else "")), ("train time", seconds(float(s.get("train_seconds", 0))))]
-    return [Section(f"Train: {s.get('strategy')} · {s.get('model')} · {data_name(s.get('data', ''))}", paragraphs=[setup],
+    return [Section(f"Train: {s.get('strategy')} · {s.get('model')} · {data_name(s.get('data', ''))} ({run_dir.name})", paragraphs=[setup],
                     tables=[table], figures=figures, highlights=highlights, command=command_of(config),
                     anchor=f"train-{run_dir.name}")]
 

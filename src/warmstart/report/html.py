@@ -6,8 +6,8 @@ and ``report.md`` beside each other. Inside a section the order is fixed, most i
 1. ``highlights``: a few big numbers (label, value), e.g. the winner and its accuracy;
 2. ``reading``: the automatic interpretation, in a highlighted box (a paragraph that starts with
    ``Reading:`` gets the same box);
-3. ``paragraphs`` (the setup), ``tables`` (numbered, caption on top, numbers right-aligned in tabular
-   figures, ``highlight``-ed rows in bold), ``figures`` (numbered, captioned; ``wide`` ones take the full
+3. ``paragraphs`` (the setup), ``tables`` (numbered, caption on top; columns of numbers right-aligned in
+   tabular figures, text left-aligned; ``highlight``-ed rows in bold), ``figures`` (numbered, captioned; ``wide`` ones take the full
    text width, the others sit side by side), and the command that made it.
 
 ``level=3`` makes a section a subsection of the one before (smaller heading, not in the navigation).
@@ -35,6 +35,11 @@ class Table:
     caption: str = ""
     cls: str = ""
     highlight: Sequence[int] = ()   # indices of rows shown in bold (e.g. the winner)
+
+    def numeric(self) -> list[bool]:
+        """Per column: whether every non-empty cell reads as a number (right-aligned; text is left-aligned)."""
+        return [bool(self.rows) and all(_looks_numeric(_cell(r[i])) for r in self.rows if i < len(r) and _cell(r[i]).strip())
+                for i in range(len(self.columns))]
 
 
 @dataclass
@@ -80,7 +85,7 @@ table{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:.93em
 caption{caption-side:top;text-align:left;color:var(--mute);font-size:.86em;padding-bottom:.35em;max-width:900px}
 th,td{border-bottom:1px solid var(--line);padding:.35em .8em;text-align:right;white-space:nowrap}
 th{background:var(--soft);font-weight:600;border-bottom:2px solid #cfd6dd;white-space:normal;vertical-align:bottom}
-td:first-child,th:first-child{text-align:left} tr.hl td{font-weight:650;background:#f1f7f1}
+td.txt,th.txt{text-align:left} td.num,th.num{text-align:right} tr.hl td{font-weight:650;background:#f1f7f1}
 .figs{display:flex;flex-wrap:wrap;gap:1.2em;align-items:flex-start}
 figure{margin:.8em 0;max-width:100%} figure.wide{flex-basis:100%} figure img{max-width:100%;height:auto;border:1px solid var(--line);border-radius:4px;display:block}
 figcaption{color:var(--mute);font-size:.86em;max-width:720px;margin-top:.3em} .n{font-weight:600;color:var(--ink)}
@@ -102,6 +107,13 @@ def _cell(v: Any) -> str:
     if isinstance(v, int):
         return f"{v:,}" if abs(v) >= 1e4 else str(v)
     return str(v)
+
+
+_NUMBER = re.compile(r"^[<>~≈]?\s*[-+−]?[\d.,]+(\s|%|$)")
+
+
+def _looks_numeric(text: str) -> bool:
+    return bool(_NUMBER.match(text.strip()))
 
 
 def inline(text: str) -> str:
@@ -139,9 +151,13 @@ def render_html(title: str, sections: Sequence[Section], subtitle: str = "") -> 
             n_tab += 1
             cap = f"<caption><span class='n'>Table {n_tab}.</span> {inline(t.caption)}</caption>" if t.caption else ""
             out.append(f"<div class='tablewrap'><table class='{html.escape(t.cls)}'>{cap}")
-            out.append("<thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in t.columns) + "</tr></thead><tbody>")
+            num = t.numeric()
+            al = [" class=num" if n else " class=txt" for n in num]
+            out.append("<thead><tr>" + "".join(f"<th{al[i]}>{html.escape(c)}</th>" for i, c in enumerate(t.columns))
+                       + "</tr></thead><tbody>")
             hl = set(t.highlight)
-            out.extend(f"<tr{' class=hl' if j in hl else ''}>" + "".join(f"<td>{inline(_cell(v))}</td>" for v in r) + "</tr>"
+            out.extend(f"<tr{' class=hl' if j in hl else ''}>" + "".join(f"<td{al[i] if i < len(al) else ''}>{inline(_cell(v))}</td>"
+                                                                        for i, v in enumerate(r)) + "</tr>"
                        for j, r in enumerate(t.rows))
             out.append("</tbody></table></div>")
         figs = [f for f in s.figures if Path(f.path).is_file()]
@@ -161,14 +177,15 @@ def render_html(title: str, sections: Sequence[Section], subtitle: str = "") -> 
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    """A pipe table whose columns line up in plain text too (first column left, the others right)."""
+    """A pipe table whose columns line up in plain text too (numbers right-aligned, text left-aligned)."""
+    num = Table(list(columns), [list(r) for r in rows]).numeric()
     cells = [[str(c) for c in columns]] + [[_cell(v) for v in r] for r in rows]
     widths = [max(3, *(len(r[i]) for r in cells if i < len(r))) for i in range(len(columns))]
 
     def line(r):
-        return "| " + " | ".join((c.ljust(w) if i == 0 else c.rjust(w)) for i, (c, w) in enumerate(zip(r, widths))) + " |"
+        return "| " + " | ".join((c.rjust(w) if num[i] else c.ljust(w)) for i, (c, w) in enumerate(zip(r, widths))) + " |"
 
-    rule = "|" + "|".join((":" + "-" * (w + 1)) if i == 0 else ("-" * (w + 1) + ":") for i, w in enumerate(widths)) + "|"
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if num[i] else (":" + "-" * (w + 1)) for i, w in enumerate(widths)) + "|"
     return [line(cells[0]), rule] + [line(r) for r in cells[1:]]
 
 
