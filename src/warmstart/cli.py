@@ -294,6 +294,49 @@ def depth_command(data, depth_, **o):
     click.echo(report_text(summary))
 
 
+@cli.command(context_settings=CONTEXT)
+@click.argument("data")
+@click.option("--strategies", default="scratch,transfer,finetune-all", show_default=True,
+              help="Comma-separated: scratch, transfer, finetune-last:K, finetune-all, gradual[:E].")
+@click.option("--seeds", default="1", show_default=True,
+              help="Seeds per strategy: a count (--seed, --seed+1, ...) or a list such as 0,1,2; several give mean ± std.")
+@model_options
+@engine_options()
+@data_options
+@out_options
+@with_resume("compare")
+def compare(data, **o):
+    """Train several strategies x seeds on DATA under the same data, preprocessing and budget; write one report.
+
+    OUT gets one sub-directory per run (each a complete train run), summary.json, report.html (one
+    self-contained file) and report.md.
+    """
+    from warmstart.experiments.compare import compare as run_compare
+
+    s = run_compare(data, strategies=o["strategies"], seeds=o["seeds"], model=o["model"], weights=o["weights"], epochs=o["epochs"],
+                    init=o["init"], lr=o["lr"], backbone_lr=o["backbone_lr"], lr_decay=o["lr_decay"], bn=o["bn"],
+                    augment=o["augment"], feature_cache=o["feature_cache"], classes=_classes(o["classes"]), out=o["out"],
+                    resume=bool(o["resume"]), data_root=o["data_root"], val_fraction=o["val_fraction"], subset=o["subset"],
+                    skip_bad_images=o["skip_bad_images"], cfg=engine_config(o), options={"data": data, **o})
+    for spec in s["ranking"]:
+        p = s["strategies"][spec]
+        f, t = p["final_val_accuracy"], p["train_seconds"]
+        click.echo(f"{spec:<18} final val accuracy {100 * f['mean']:5.1f} %" + (f" ± {100 * f['std']:.1f}" if p["seeds"] > 1 else "")
+                   + f"   {t['mean']:8.1f} s/run")
+    click.echo(f"best: {s['best']}; report: {Path(s['report'])}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for report.html and report.md.")
+@click.option("--title", default=None, help="The report's title.")
+def report(run_dirs, out, title):
+    """Rebuild one report from existing run directories (e.g. runs made on different machines)."""
+    from warmstart.experiments.report import report as build
+
+    click.echo(str(build(run_dirs, out=out, title=title)))
+
+
 # ----------------------------------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: turn every user error into one `error:` line and exit code 2."""

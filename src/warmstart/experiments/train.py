@@ -229,6 +229,15 @@ def _plots(run: Run, result: FitResult, classes: list[str]) -> None:
     confusion_matrix(result.confusion, classes, run.dir / "confusion.png", title="validation, final epoch")
 
 
+def default_augment(strategy: Strategy, augment: str) -> bool:
+    """Whether an arm trains on augmented images: ``augment`` = on | off | auto.
+
+    auto: on for every strategy that trains convolutions; off for transfer, whose frozen features can then
+    be computed once (feature cache). ``compare`` applies the same rule to each of its arms.
+    """
+    return augment == "on" or (augment == "auto" and strategy.kind != "transfer")
+
+
 def train(data: str | Path, *, model: str = "mobilenet_v3_small", weights: str = "imagenet", strategy: str = "transfer",
           epochs: int = 5, init: str | None = None, lr: float | None = None, backbone_lr: float | None = None,
           lr_decay: float = 1.0, bn: str = "frozen", augment: str = "auto", feature_cache: str = "auto",
@@ -262,9 +271,7 @@ def train(data: str | Path, *, model: str = "mobilenet_v3_small", weights: str =
         from warmstart.errors import unknown
 
         raise unknown("augment mode", augment, ("auto", "on", "off"))
-    # augmentation: on for every strategy that trains convolutions; off for transfer, whose frozen
-    # features can then be computed once (feature cache)
-    aug = augment == "on" or (augment == "auto" and strat.kind != "transfer")
+    aug = default_augment(strat, augment)
     if aug and strat.kind not in ("scratch", "finetune-all") and feature_cache in ("memory", "disk"):
         log("augmentation is on, so the feature cache is off: every epoch sees new crops and must run the frozen layers again")
     # scratch needs only the preprocessing of "imagenet" weights, not their tensors (nothing to download)
@@ -300,3 +307,10 @@ def train(data: str | Path, *, model: str = "mobilenet_v3_small", weights: str =
     log(f"best val accuracy {summary['best_val_accuracy']:.4f} (epoch {summary['best_epoch']}), final {summary['final_val_accuracy']:.4f}; "
         f"{summary['train_seconds']:.1f} s; run directory {run.dir}")
     return summary
+
+
+def sections(run_dir: str | Path) -> list:
+    """The report section of a train run, rebuilt from its run directory alone (``warmstart report``)."""
+    from warmstart.experiments.runs import run_sections
+
+    return run_sections(run_dir)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -22,8 +23,13 @@ def _save(fig, path: Path) -> Path:
     return Path(path)
 
 
-def learning_curves(histories: Mapping[str, Sequence[Mapping]], path: Path, title: str = "") -> Path:
-    """Train/val loss and accuracy per epoch, one colour per arm (solid = val, dashed = train)."""
+def learning_curves(histories: Mapping[str, Sequence[Mapping]], path: Path, title: str = "",
+                    spread: Mapping[str, Sequence[Mapping]] | None = None) -> Path:
+    """Train/val loss and accuracy per epoch, one colour per arm (solid = val, dashed = train).
+
+    ``spread`` (optional, per arm, per epoch: the std of ``val_loss`` / ``val_accuracy``, e.g. over seeds)
+    shades mean ± std around the validation curves.
+    """
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 3.8))
     for i, (name, hist) in enumerate(histories.items()):
         if not hist:
@@ -34,6 +40,12 @@ def learning_curves(histories: Mapping[str, Sequence[Mapping]], path: Path, titl
         ax_l.plot(ep, [float(h["val_loss"]) for h in hist], "-o", color=c, ms=3, label=name)
         ax_a.plot(ep, [float(h["train_accuracy"]) for h in hist], "--", color=c, alpha=0.7)
         ax_a.plot(ep, [float(h["val_accuracy"]) for h in hist], "-o", color=c, ms=3, label=name)
+        sd = (spread or {}).get(name)
+        if sd:
+            for ax, key in ((ax_l, "val_loss"), (ax_a, "val_accuracy")):
+                m = np.array([float(h[key]) for h in hist])
+                e = np.array([float(s.get(key, 0.0)) for s in sd][: len(m)] + [0.0] * max(0, len(m) - len(sd)))
+                ax.fill_between(ep, m - e, m + e, color=c, alpha=0.15, lw=0)
     ax_l.set(xlabel="epoch", ylabel="loss", title="loss (solid: val, dashed: train)")
     ax_a.set(xlabel="epoch", ylabel="accuracy", title="accuracy (solid: val, dashed: train)", ylim=(0, 1.02))
     for ax in (ax_l, ax_a):
@@ -113,4 +125,33 @@ def bar_chart(values: Mapping[str, float], path: Path, ylabel: str, title: str =
            color=[f"C{i}" for i in range(len(names))], capsize=4)
     ax.set(ylabel=ylabel, title=title)
     ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def tradeoff(points: Mapping[str, tuple[float, float, float, float]], path: Path, *, xlabel: str, ylabel: str,
+             title: str = "", band: tuple[float, float, str] | None = None, percent: bool = False) -> Path:
+    """One point per arm at (x, y) with error bars (xerr, yerr): e.g. accuracy against training time.
+
+    ``points``: name -> (x, y, xerr, yerr); colours follow the order of ``points`` (as in
+    :func:`learning_curves`). ``band`` = (low, high, label) shades a horizontal band, e.g. "within noise of
+    the best". The x axis is logarithmic when the x values span more than a factor of 20.
+    """
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    xs = [p[0] for p in points.values()]
+    if band is not None:
+        ax.axhspan(band[0], band[1], color="0.85", alpha=0.6, lw=0, label=band[2])
+    for i, (name, (x, y, xe, ye)) in enumerate(points.items()):
+        ax.errorbar([x], [y], xerr=[xe] if xe else None, yerr=[ye] if ye else None, fmt="o", ms=7, color=f"C{i}",
+                    capsize=4)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(7, 5), fontsize=8, color=f"C{i}")
+    if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
+        ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    ax.set_xlim(lo, hi + 0.12 * (hi - lo) if ax.get_xscale() == "linear" else hi * 1.6)  # room for the labels
+    if percent:
+        ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    if band is not None:
+        ax.legend(loc="best", fontsize=7)
     return _save(fig, path)
