@@ -45,7 +45,8 @@ def demo(out: str | Path | None = None, *, quick: bool = False, seed: int = 0, d
 
     log("demo 1/3: symmetry — constant vs random starts of the lecture's 3-layer CNN")
     t = time.perf_counter()
-    sym = symmetry_mod.symmetry("digits", out=out / "symmetry", quick=True, constant_linear=True,
+    sym = symmetry_mod.symmetry("digits", out=out / "symmetry", subset=symmetry_mod.QUICK_SUBSET, epochs=1 if quick else 3,
+                                constant_linear=True,
                                 cfg=TrainConfig(optimizer="sgd", lr=symmetry_mod.DEFAULT_LR, schedule="constant", seed=seed,
                                                 device=device, quiet=True))
     timings["symmetry"] = time.perf_counter() - t
