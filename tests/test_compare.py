@@ -109,7 +109,7 @@ def test_resume_reuses_complete_arms(compared, tmp_path):
     shutil.copytree(compared, copy)
     before = json.loads((copy / "summary.json").read_text())
     (copy / arm_name("finetune-all", 1) / "arm.json").unlink()   # this arm is "unfinished": it resumes from its checkpoint
-    assert cli("compare", "digits", "--resume", copy, "-q") == 0
+    assert cli("compare", "--resume", copy, "-q") == 0
     after = json.loads((copy / "summary.json").read_text())
     assert [(r["strategy"], r["seed"], r["final_val_accuracy"]) for r in after["runs"]] == \
            [(r["strategy"], r["seed"], r["final_val_accuracy"]) for r in before["runs"]]
@@ -147,6 +147,8 @@ def test_report_refuses_what_it_cannot_render(tmp_path, capsys):
     (["--seeds", "two"], "--seeds must be a count"),
     (["--seeds", "0,0"], "twice"),
     (["--classes", "5,x"], "'x' is not a class"),
+    (["--strategies", "transfer", "--init", "he"], "add scratch to --strategies"),
+    (["--strategies", "scratch", "--init", "conv=he_nromal"], 'did you mean "he_normal"'),
 ])
 def test_bad_options_fail_before_anything_is_written(tmp_path, capsys, source, args, message):
     out = tmp_path / "out"

@@ -295,7 +295,7 @@ def depth_command(data, depth_, **o):
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("data")
+@click.argument("data", required=False)
 @click.option("--strategies", default="scratch,transfer,finetune-all", show_default=True,
               help="Comma-separated: scratch, transfer, finetune-last:K, finetune-all, gradual[:E].")
 @click.option("--seeds", default="1", show_default=True,
@@ -309,8 +309,10 @@ def compare(data, **o):
     """Train several strategies x seeds on DATA under the same data, preprocessing and budget; write one report.
 
     OUT gets one sub-directory per run (each a complete train run), summary.json, report.html (one
-    self-contained file) and report.md.
+    self-contained file) and report.md. With --resume RUN_DIR, DATA may be left out; finished runs are kept.
     """
+    if data is None:
+        raise click.UsageError("missing argument 'DATA' (or continue a run with --resume RUN_DIR)", click.get_current_context())
     from warmstart.experiments.compare import compare as run_compare
 
     s = run_compare(data, strategies=o["strategies"], seeds=o["seeds"], model=o["model"], weights=o["weights"], epochs=o["epochs"],

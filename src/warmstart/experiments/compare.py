@@ -33,8 +33,8 @@ from warmstart.engine.loop import resolve_device
 from warmstart.engine.run import CONFIG, Run, default_out, read_config, read_summary
 from warmstart.errors import UserError, unknown
 from warmstart.experiments.runs import command_of, mean_std, pct, pm, read_history, seconds
-from warmstart.experiments.train import (DEFAULT_LR, FEATURE_CACHE, MODEL_FILE, Prepared, build_model, default_augment,
-                                         prepare, run_arm)
+from warmstart.experiments.train import (FEATURE_CACHE, MODEL_FILE, Prepared, build_model, default_augment, plan, prepare,
+                                         run_arm)
 from warmstart.transfer.strategies import Strategy, parse_strategy
 
 DEFAULT_STRATEGIES = ("scratch", "transfer", "finetune-all")
@@ -122,6 +122,13 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
         raise unknown("feature cache mode", feature_cache, FEATURE_CACHE)
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise UserError(f"--epochs must be a whole number >= 1, got {epochs!r}")
+    if init:
+        if all(s.needs_pretrained for s in strats):
+            raise UserError(f"--init {init} initialises the scratch arms, but --strategies has none (the others start from "
+                            "pretrained weights); add scratch to --strategies or drop --init")
+        from warmstart.init.data_init import check_init
+
+        check_init(init)  # a bad spec fails before anything is written
     reusing = [s.spec for s in strats if s.needs_pretrained]
     if reusing and str(weights).strip().lower() == "none":
         raise UserError(f"--strategies {', '.join(reusing)} reuse pretrained layers but --weights is none; pass --weights imagenet "
@@ -133,6 +140,7 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
                        val_fraction=val_fraction, subset=subset, seed=seed_list[0], skip_bad_images=skip_bad_images,
                        classes=classes)
     _check_plans(prepared, model, strats, epochs=epochs, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn, cfg=cfg)
+    resolve_device(cfg.device)
 
     out = Path(out) if out else default_out("compare")
     if options is None:  # called as a library: record the call, so config.json still says how to rerun it
@@ -199,13 +207,11 @@ def _check_plans(prepared: Prepared, arch: str, strats: list[Strategy], *, epoch
                  cfg: TrainConfig) -> None:
     """Build every strategy's plan on a throwaway model, so a bad K or LR fails before anything is written."""
     from warmstart.transfer.backbones import create_model
-    from warmstart.transfer.groups import layer_groups
     from warmstart.transfer.weights import resolve_weights
 
-    groups = layer_groups(create_model(arch, prepared.splits.num_classes, resolve_weights("none", arch)))
+    net = create_model(arch, prepared.splits.num_classes, resolve_weights("none", arch))
     for s in strats:
-        s.phases(groups, epochs=epochs, lr=lr if lr is not None else DEFAULT_LR[cfg.optimizer], backbone_lr=backbone_lr,
-                 lr_decay=lr_decay, bn=bn, pretrained=s.needs_pretrained)
+        plan(net, s, epochs=epochs, cfg=cfg, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn)
 
 
 def _arm(prepared: Prepared, run: Run, arch: str, strat: Strategy, seed: int, *, epochs: int, cfg: TrainConfig, lr, backbone_lr,
@@ -221,7 +227,7 @@ def _arm(prepared: Prepared, run: Run, arch: str, strat: Strategy, seed: int, *,
     # resuming, an arm that never started gets a fresh directory (and config.json) of its own
     sub = Run(run.dir / name, "compare", {**setup, "arm": {"strategy": strat.spec, "seed": seed}},
               resume=resume and (run.dir / name / CONFIG).is_file(), tensorboard=cfg.tensorboard).start()
-    net = build_model(arch, prepared, strat, init=init, seed=seed)
+    net = build_model(arch, prepared, strat, init=init, seed=seed, batch_size=cfg.batch_size)
     layer, before = _conv1(net)
     net, _, s = run_arm(prepared, sub, arch=arch, strategy=strat, epochs=epochs, cfg=cfg, lr=lr, backbone_lr=backbone_lr,
                         lr_decay=lr_decay, bn=bn, init=init, augment=augment, feature_cache=feature_cache, resume=sub.resume, model=net)
