@@ -147,6 +147,11 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence
         callbacks: Sequence[Callback] = ()) -> FitResult:
     device = resolve_device(cfg.device)
     world = init_from_env(device.type)
+    if device.type == "cuda":  # one GPU per rank under torchrun: its LOCAL_RANK-th
+        device = torch.device("cuda", world.local_rank if world.distributed else
+                              device.index if device.index is not None else torch.cuda.current_device())
+        if not cfg.deterministic:
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels once
     seed_everything(cfg.seed, cfg.deterministic)
     model.to(device)
     if cfg.channels_last:
@@ -197,15 +202,17 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             correct = torch.zeros((), dtype=torch.long, device=device)
             count = torch.zeros((), dtype=torch.long, device=device)
+            # the first non-finite loss: checked at once on the CPU; on a GPU at the end of the epoch (before
+            # anything of it is saved), since reading it every step would make the CPU wait for the GPU
+            bad = torch.full((2,), -1.0, dtype=torch.float64, device=device)  # (step, loss)
             for step, (x, y) in enumerate(progress(loader, total=len(loader), desc=f"epoch {epoch + 1}")):
                 x, y = _to(x, device, normalize, cfg.channels_last), y.to(device, non_blocking=True)
                 with amp_ctx:
                     out = net(x)
                     loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} (lr {sched.get_last_lr()[0]:.3g}); "
-                        f"training stopped{_kept(run)}; lower --lr or add --grad-clip")
+                _note_nonfinite(bad, loss.detach(), step)
+                if device.type == "cpu" or step + 1 == len(loader):
+                    _raise_if_diverged(bad, epoch, sched, run)
                 opt.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -269,6 +276,21 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence
                      final_val_accuracy=final["accuracy"], confusion=final["confusion"],
                      per_class_accuracy=final["per_class_accuracy"], train_seconds=round(train_time, 3),
                      train_images_per_second=round(seen / train_time, 1) if train_time else 0.0, stopped_early=stopped_early)
+
+
+def _note_nonfinite(bad: torch.Tensor, loss: torch.Tensor, step: int) -> None:
+    """Record ``(step, loss)`` in ``bad`` if ``loss`` is the first non-finite one; on the device, no sync."""
+    first = ~torch.isfinite(loss) & (bad[0] < 0)
+    bad[1] = torch.where(first, loss.to(bad.dtype), bad[1])
+    bad[0] = torch.where(first, float(step), bad[0])  # a Python scalar: no host-to-device copy
+
+
+def _raise_if_diverged(bad: torch.Tensor, epoch: int, sched, run) -> None:
+    step, value = bad.tolist()
+    if step >= 0:
+        raise TrainingDiverged(
+            f"loss became {value} at epoch {epoch + 1}, step {int(step) + 1} (lr {sched.get_last_lr()[0]:.3g}); "
+            f"training stopped{_kept(run)}; lower --lr or add --grad-clip")
 
 
 def _kept(run) -> str:

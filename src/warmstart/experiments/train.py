@@ -22,6 +22,7 @@ from torch import nn
 from warmstart.data import DataSplits, ImageDataset, Normalizer, describe_splits, load_data
 from warmstart.engine.config import TrainConfig
 from warmstart.engine.console import log
+from warmstart.engine.distributed import init_from_env
 from warmstart.engine.loop import FitResult, fit, resolve_device
 from warmstart.engine.run import Run, default_out
 from warmstart.errors import UserError
@@ -35,6 +36,9 @@ from warmstart.transfer.weights import Weights, resolve_weights, save_weights
 DEFAULT_LR = {"adamw": 1e-3, "sgd": 1e-2}
 FEATURE_CACHE = ("auto", "memory", "disk", "off")
 MODEL_FILE = "model.safetensors"
+#: --feature-cache auto keeps features in memory up to this many bytes (float32), e.g. 262,144 images of
+#: MobileNetV3-Small's 1024 features; above it they go to disk as a float16 memory map (2 bytes per value)
+FEATURE_MEMORY_LIMIT = 1 << 30
 
 
 @dataclass
@@ -179,13 +183,11 @@ def _features(prepared: Prepared, trunk, dataset, which: str, layer: str, cfg: T
     key = cache_key(w.fingerprint, w.preprocess, f"{prepared.splits.fingerprint}:{which}", layer)
     if key in prepared.features:
         return prepared.features[key]
-    n_bytes_guess = len(dataset) * 4 * 4096
-    path = None
-    if mode == "disk" or (mode == "auto" and n_bytes_guess > (1 << 30)):
-        path = run.dir / "features" / f"{which}-{key}.npy"
+    # auto: in memory (float32) up to FEATURE_MEMORY_LIMIT, else memory-mapped float16 on disk in the run directory
+    path = run.dir / "features" / f"{which}-{key}.npy" if mode in ("disk", "auto") else None
     device = resolve_device(cfg.device)
     cache = FeatureCache.build(trunk, dataset, normalize=Normalizer.of(w.preprocess), batch_size=max(64, cfg.batch_size),
-                               device=device, path=path)
+                               device=device, path=path, memory_limit=FEATURE_MEMORY_LIMIT if mode == "auto" else None)
     prepared.features[key] = cache
     return cache
 
@@ -205,6 +207,8 @@ def train(data: str | Path, *, model: str = "mobilenet_v3_small", weights: str =
           cfg: TrainConfig | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``model`` on DATA with ``strategy``; write a run directory; return its summary (summary.json)."""
     cfg = cfg or TrainConfig()
+    # under torchrun: join the process group first, so that only rank 0 logs and writes the run directory
+    init_from_env(resolve_device(cfg.device).type)
     strat = parse_strategy(strategy)
     if augment not in ("auto", "on", "off"):
         from warmstart.errors import unknown
