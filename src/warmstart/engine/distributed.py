@@ -69,6 +69,12 @@ def broadcast_object(obj):
     return obj
 
 
+def cores_per_rank() -> int:
+    """CPU cores this process may use, shared fairly between the ranks torchrun starts on this machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
 def shard_range(n: int, w: World | None = None) -> range:
     """The contiguous block of ``range(n)`` that rank ``w.rank`` of ``w.size`` owns (sizes differ by at most 1)."""
     w = w or world()

@@ -106,12 +106,24 @@ def _autocast(device: torch.device, amp: str):
     return torch.autocast(device_type=device.type, dtype=dtype), scaler
 
 
-def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, *, cfg: TrainConfig, device: torch.device,
-             normalize: nn.Module | None = None, world: World = World()) -> dict[str, Any]:
-    """Loss, accuracy, per-class accuracy and confusion matrix; each rank evaluates every size-th sample."""
+def eval_loader(dataset: Dataset, cfg: TrainConfig, device: torch.device, world: World = World(), *,
+                persistent: bool = False) -> DataLoader:
+    """The DataLoader :func:`evaluate` reads: this rank's every size-th sample, in order.
+
+    ``persistent`` keeps its worker processes between evaluations (``fit`` evaluates every epoch).
+    """
     shard = Subset(dataset, range(world.rank, len(dataset), world.size)) if world.distributed else dataset
-    loader = DataLoader(shard, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size, shuffle=False,
-                        num_workers=cfg.workers, pin_memory=device.type == "cuda")
+    return DataLoader(shard, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size, shuffle=False, num_workers=cfg.workers,
+                      pin_memory=device.type == "cuda", persistent_workers=persistent and cfg.workers > 0)
+
+
+def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, *, cfg: TrainConfig, device: torch.device,
+             normalize: nn.Module | None = None, world: World = World(), loader: DataLoader | None = None) -> dict[str, Any]:
+    """Loss, accuracy, per-class accuracy and confusion matrix; each rank evaluates every size-th sample.
+
+    ``loader``: an :func:`eval_loader` of ``dataset`` to reuse (its workers stay up between calls).
+    """
+    loader = loader if loader is not None else eval_loader(dataset, cfg, device, world)
     was_training = model.training
     model.eval()
     amp_ctx, _ = _autocast(device, cfg.amp)
@@ -173,6 +185,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence
         log(f"resuming {run.dir} after epoch {len(history)} of {total_epochs}")
 
     epoch, seen, train_time, stopped_early = len(history), 0, 0.0, False
+    val_loader = eval_loader(val_set, cfg, device, world, persistent=True)
     amp_ctx, scaler = _autocast(device, cfg.amp)
     for pi in range(start_phase, len(phases)):
         phase = phases[pi]
@@ -237,7 +250,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence
             seen += int(count)
 
             # ---- evaluate, record, checkpoint ----
-            val = evaluate(model, val_set, num_classes, cfg=cfg, device=device, normalize=normalize, world=world)
+            val = evaluate(model, val_set, num_classes, cfg=cfg, device=device, normalize=normalize, world=world, loader=val_loader)
             epoch += 1
             row = {"epoch": epoch, "phase": phase.name, "train_loss": float(loss_sum) / max(1, int(count)),
                    "train_accuracy": int(correct) / max(1, int(count)), "val_loss": val["loss"],
@@ -271,7 +284,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence
         if stopped_early:
             break
 
-    final = val if seen else evaluate(model, val_set, num_classes, cfg=cfg, device=device, normalize=normalize, world=world)
+    final = val if seen else evaluate(model, val_set, num_classes, cfg=cfg, device=device, normalize=normalize, world=world,
+                                      loader=val_loader)
     return FitResult(history=history, best_val_accuracy=max(best_acc, 0.0), best_epoch=best_epoch,
                      final_val_accuracy=final["accuracy"], confusion=final["confusion"],
                      per_class_accuracy=final["per_class_accuracy"], train_seconds=round(train_time, 3),

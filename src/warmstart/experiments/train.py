@@ -22,7 +22,7 @@ from torch import nn
 from warmstart.data import DataSplits, ImageDataset, Normalizer, describe_splits, load_data
 from warmstart.engine.config import TrainConfig
 from warmstart.engine.console import log
-from warmstart.engine.distributed import init_from_env
+from warmstart.engine.distributed import cores_per_rank, init_from_env
 from warmstart.engine.loop import FitResult, fit, resolve_device
 from warmstart.engine.run import Run, default_out
 from warmstart.errors import UserError
@@ -63,9 +63,10 @@ def prepare(data: str | Path, *, arch: str, weights: str, augment: bool, data_ro
         splits = restrict_classes(splits, classes)
     log(describe_splits(splits) + (" (validation = the data set's test split)" if splits.val_is_test else ""))
     pre = w.preprocess
-    plain = ImageDataset(splits.train, pre, train=True, skip_bad_images=skip_bad_images)
+    threads = cores_per_rank()  # decoding scales with cores (PIL releases the GIL)
+    plain = ImageDataset(splits.train, pre, train=True, skip_bad_images=skip_bad_images, workers=threads)
     aug = plain.with_augmentation(scale=(0.35, 1.0)) if augment else None
-    val = ImageDataset(splits.val, pre, skip_bad_images=skip_bad_images)
+    val = ImageDataset(splits.val, pre, skip_bad_images=skip_bad_images, workers=threads)
     return Prepared(splits, w, plain, aug, val, {})
 
 

@@ -298,21 +298,25 @@ class FeatureCache(torch.utils.data.Dataset):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npy")
                 npd = np.float16 if dtype == torch.float16 else np.float32
-                np.lib.format.open_memmap(tmp, mode="w+", dtype=npd, shape=(n, *shape)).flush()
+                np.lib.format.open_memmap(tmp, mode="w+", dtype=npd, shape=(n, *shape)).flush()  # header + sparse rows
             shared = Path(broadcast_object(str(tmp)))
             barrier()
             if not shared.is_file():
                 raise UserError(f"rank {w.rank} cannot see the feature cache {shared} that rank 0 created: under torchrun on "
                                 "several machines put --out on a filesystem they all share, or use --feature-cache memory")
-            out = np.load(shared, mmap_mode="r+")
-            for lo, f, y in _batches(trunk, dataset, rows, normalize, batch_size, device, num_workers):
-                arr = f.numpy().astype(out.dtype)
-                if not np.isfinite(arr).all() and np.isfinite(f.numpy()).all():
-                    raise UserError(f"features overflow {dtype} in the feature cache {path}; build it with dtype=torch.float32")
-                out[rows.start + lo : rows.start + lo + len(arr)] = arr
-                labels[lo : lo + len(f)] = y
-            out.flush()
-            del out  # closes the memory map
+            # plain positioned writes, batch by batch (no memory map while building: the process holds one batch)
+            with open(shared, "r+b") as out:
+                np.lib.format.read_magic(out)
+                header = np.lib.format.read_array_header_1_0(out)  # (shape, fortran_order, dtype)
+                start, npd = out.tell(), header[2]
+                row_bytes = math.prod(shape) * npd.itemsize
+                for lo, f, y in _batches(trunk, dataset, rows, normalize, batch_size, device, num_workers):
+                    arr = f.numpy().astype(npd)
+                    if not np.isfinite(arr).all() and np.isfinite(f.numpy()).all():
+                        raise UserError(f"features overflow {dtype} in the feature cache {path}; build it with dtype=torch.float32")
+                    out.seek(start + (rows.start + lo) * row_bytes)
+                    out.write(np.ascontiguousarray(arr).tobytes())
+                    labels[lo : lo + len(f)] = y
             y_all = all_gather_rows(labels, n).numpy()
             barrier()  # every rank has written its rows
             if w.main:
