@@ -86,7 +86,8 @@ from pathlib import Path
 import torch
 scratch, out, data, weights, strategy, batch = sys.argv[1:]
 rows = {}
-for run in sorted(Path(scratch).iterdir()):
+order = ["fp32", "bf16", "fp16", "fp32+channels_last", "bf16+channels_last", "bf16+channels_last,workers=0", "transfer"]
+for run in sorted(Path(scratch).iterdir(), key=lambda p: order.index(p.name) if p.name in order else len(order)):
     if not (run / "summary.json").is_file():
         rows[run.name] = {"failed": True}
         continue
@@ -104,6 +105,10 @@ print(f"{'config':34s} {'img/s':>9s} {'vs fp32':>8s} {'val acc':>8s}")
 for k, r in rows.items():
     if r.get("failed"):
         print(f"{k:34s} failed")
+        continue
+    if k == "transfer":
+        print(f"{k:34s} {r['seconds']:.1f} s in all, {r['feature_seconds']:.1f} s of it the one pass of the frozen layers;"
+              f" val acc {r['final_val_accuracy']:.3f}")
         continue
     rel = f"{r['train_images_per_second'] / ref:.2f}x" if ref else ""
     print(f"{k:34s} {r['train_images_per_second']:9.0f} {rel:>8s} {r['final_val_accuracy']:8.3f}")

@@ -23,7 +23,7 @@ from warmstart.data import DataSplits, ImageDataset, Normalizer, describe_splits
 from warmstart.engine.config import TrainConfig
 from warmstart.engine.console import log
 from warmstart.engine.distributed import cores_per_rank, init_from_env
-from warmstart.engine.loop import FitResult, fit, resolve_device
+from warmstart.engine.loop import FitResult, amp_dtype, fast_cpu_channels_last, fit, resolve_device
 from warmstart.engine.run import Run, default_out
 from warmstart.errors import UserError
 from warmstart.transfer.backbones import create_model
@@ -188,7 +188,9 @@ def _features(prepared: Prepared, trunk, dataset, which: str, layer: str, cfg: T
     path = run.dir / "features" / f"{which}-{key}.npy" if mode in ("disk", "auto") else None
     device = resolve_device(cfg.device)
     cache = FeatureCache.build(trunk, dataset, normalize=Normalizer.of(w.preprocess), batch_size=max(64, cfg.batch_size),
-                               device=device, path=path, memory_limit=FEATURE_MEMORY_LIMIT if mode == "auto" else None)
+                               device=device, path=path, memory_limit=FEATURE_MEMORY_LIMIT if mode == "auto" else None,
+                               channels_last=cfg.channels_last or fast_cpu_channels_last(device),
+                               autocast=amp_dtype(device, cfg.amp))
     prepared.features[key] = cache
     return cache
 

@@ -1,7 +1,8 @@
-"""Feature caches at scale: past a size threshold they go to disk (float16 memory map), built batch by batch.
+"""Feature caches fast and at scale.
 
 A million images must not need a million x D floats in RAM: above ``memory_limit`` bytes (float32) the
-cache is a memory-mapped float16 file that building writes one batch at a time.
+cache is a memory-mapped float16 file that building writes one batch at a time. The one pass of the frozen
+layers may run on channels-last batches and under autocast; the features stay those of the trunk.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def test_building_a_disk_cache_streams_batches(tmp_path):
     script = textwrap.dedent(f"""
         import resource, sys, torch
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from test_feature_cache_scale import Scalars, _trunk
+        from test_feature_cache_perf import Scalars, _trunk
         from warmstart.transfer.features import FeatureCache
         torch.set_num_threads(1)
         data, trunk = Scalars(60_000), _trunk(1024)
@@ -72,3 +73,35 @@ def test_building_a_disk_cache_streams_batches(tmp_path):
     # batch, not the 246 MB of float32 features, nor even the 123 MB float16 file
     assert grew < fp32_bytes / 4, f"peak RSS grew by {grew / 1e6:.0f} MB"
     assert (tmp_path / "f.npy").stat().st_size >= 60_000 * 1024 * 2
+
+
+def _conv_trunk() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 16, 3, groups=8),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+class Images(torch.utils.data.Dataset):
+    def __init__(self, n: int) -> None:
+        self.x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.x[i], i % 2
+
+
+def _norm(x: torch.Tensor) -> torch.Tensor:
+    return x.float() / 127.5 - 1
+
+
+def test_channels_last_and_autocast_give_the_trunks_features():
+    trunk, data = _conv_trunk(), Images(12)
+    plain = FeatureCache.build(trunk, data, normalize=_norm, batch_size=5).tensors()[0]
+    fast = FeatureCache.build(trunk, data, normalize=_norm, batch_size=5, channels_last=True).tensors()[0]
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
+    assert all(p.is_contiguous() for p in trunk.parameters())  # only the batches change layout, not the model
+    half = FeatureCache.build(trunk, data, normalize=_norm, batch_size=5, autocast=torch.bfloat16).tensors()[0]
+    assert half.dtype == torch.float32 and not torch.equal(half, plain)  # it did run in bfloat16
+    torch.testing.assert_close(half, plain, rtol=0.05, atol=0.02)
