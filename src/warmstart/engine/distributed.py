@@ -1,7 +1,8 @@
 """torch.distributed, when launched by torchrun; a no-op world of one otherwise.
 
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; we join the process group (NCCL on GPUs, gloo on CPU).
-Rank 0 alone logs and writes files; metrics are summed across ranks; each rank trains on its shard.
+Rank 0 alone logs and writes files; metrics are summed across ranks; each rank trains on its shard; a
+feature cache is computed shard by shard (:func:`shard_range`) and all-gathered (:func:`all_gather_rows`).
 Multi-node is the same code: ``torchrun --nnodes=2 --node_rank=R --rdzv_endpoint=HOST:PORT ...``.
 """
 
@@ -35,15 +36,21 @@ def world() -> World:
     return World()
 
 
-def init_from_env(device_type: str) -> World:
-    """Join the process group torchrun describes (idempotent); a World of one without torchrun."""
+def init_from_env(device_type: str | None = None) -> World:
+    """Join the process group torchrun describes (idempotent); a World of one without torchrun.
+
+    The backend follows ``device_type``: NCCL for ``"cuda"``, gloo otherwise; ``None`` (the device is not
+    known yet, e.g. :meth:`Run.start <warmstart.engine.run.Run.start>`) joins with gloo for CPU tensors and,
+    where there is a GPU, NCCL for CUDA tensors. Each rank then uses GPU ``LOCAL_RANK``.
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
         return World()
+    cuda = device_type == "cuda" or (device_type is None and torch.cuda.is_available())
     if not dist.is_initialized():
-        backend = "nccl" if device_type == "cuda" else "gloo"
+        backend = "nccl" if device_type == "cuda" else "cpu:gloo,cuda:nccl" if cuda else "gloo"
         dist.init_process_group(backend=backend)
     w = world()
-    if device_type == "cuda":
+    if cuda:
         torch.cuda.set_device(w.local_rank)
     return w
 
@@ -60,6 +67,36 @@ def broadcast_object(obj):
         dist.broadcast_object_list(box, src=0)
         return box[0]
     return obj
+
+
+def cores_per_rank() -> int:
+    """CPU cores this process may use, shared fairly between the ranks torchrun starts on this machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+def shard_range(n: int, w: World | None = None) -> range:
+    """The contiguous block of ``range(n)`` that rank ``w.rank`` of ``w.size`` owns (sizes differ by at most 1)."""
+    w = w or world()
+    return range(n * w.rank // w.size, n * (w.rank + 1) // w.size)
+
+
+def all_gather_rows(block: torch.Tensor, n: int) -> torch.Tensor:
+    """Concatenate every rank's ``block`` (rank order) into one tensor of ``n`` rows, on every rank.
+
+    ``block`` is this rank's :func:`shard_range` of the rows (any dtype, on the CPU); blocks are padded to one
+    size for the collective. NCCL gathers on the GPU, gloo on the CPU; the result is on the CPU.
+    """
+    w = world()
+    if not w.distributed:
+        return block
+    rows = [len(shard_range(n, World(r, w.size))) for r in range(w.size)]
+    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    padded = torch.zeros((max(rows), *block.shape[1:]), dtype=block.dtype, device=on)
+    padded[: len(block)] = block.to(on)
+    parts = [torch.empty_like(padded) for _ in range(w.size)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:k].cpu() for p, k in zip(parts, rows)])
 
 
 def barrier() -> None:

@@ -10,6 +10,7 @@ and rank 0 alone writes.
 from __future__ import annotations
 
 import math
+import platform
 import random
 import time
 from contextlib import nullcontext
@@ -96,22 +97,45 @@ def train_mode(model: nn.Module, phase: Phase) -> None:
             modules[name].eval()
 
 
-def _autocast(device: torch.device, amp: str):
+def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    """The autocast dtype ``--amp`` means on ``device`` (None: full float32); auto = bf16 on CUDA, none elsewhere."""
     if amp == "auto":
         amp = "bf16" if device.type == "cuda" else "none"
-    if amp == "none":
+    return None if amp == "none" else torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def fast_cpu_channels_last(device: torch.device) -> bool:
+    """Whether convolutions on ``device`` run faster on channels-last inputs: x86 CPUs with oneDNN (measured in
+    benchmarks/RESULTS.md: 1.4x-1.8x for MobileNetV3-Small inference)."""
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _autocast(device: torch.device, amp: str):
+    dtype = amp_dtype(device, amp)
+    if dtype is None:
         return nullcontext(), None
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" and device.type == "cuda" else None
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 and device.type == "cuda" else None
     return torch.autocast(device_type=device.type, dtype=dtype), scaler
 
 
-def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, *, cfg: TrainConfig, device: torch.device,
-             normalize: nn.Module | None = None, world: World = World()) -> dict[str, Any]:
-    """Loss, accuracy, per-class accuracy and confusion matrix; each rank evaluates every size-th sample."""
+def eval_loader(dataset: Dataset, cfg: TrainConfig, device: torch.device, world: World = World(), *,
+                persistent: bool = False) -> DataLoader:
+    """The DataLoader :func:`evaluate` reads: this rank's every size-th sample, in order.
+
+    ``persistent`` keeps its worker processes between evaluations (``fit`` evaluates every epoch).
+    """
     shard = Subset(dataset, range(world.rank, len(dataset), world.size)) if world.distributed else dataset
-    loader = DataLoader(shard, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size, shuffle=False,
-                        num_workers=cfg.workers, pin_memory=device.type == "cuda")
+    return DataLoader(shard, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size, shuffle=False, num_workers=cfg.workers,
+                      pin_memory=device.type == "cuda", persistent_workers=persistent and cfg.workers > 0)
+
+
+def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, *, cfg: TrainConfig, device: torch.device,
+             normalize: nn.Module | None = None, world: World = World(), loader: DataLoader | None = None) -> dict[str, Any]:
+    """Loss, accuracy, per-class accuracy and confusion matrix; each rank evaluates every size-th sample.
+
+    ``loader``: an :func:`eval_loader` of ``dataset`` to reuse (its workers stay up between calls).
+    """
+    loader = loader if loader is not None else eval_loader(dataset, cfg, device, world)
     was_training = model.training
     model.eval()
     amp_ctx, _ = _autocast(device, cfg.amp)
@@ -147,6 +171,11 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence
         callbacks: Sequence[Callback] = ()) -> FitResult:
     device = resolve_device(cfg.device)
     world = init_from_env(device.type)
+    if device.type == "cuda":  # one GPU per rank under torchrun: its LOCAL_RANK-th
+        device = torch.device("cuda", world.local_rank if world.distributed else
+                              device.index if device.index is not None else torch.cuda.current_device())
+        if not cfg.deterministic:
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels once
     seed_everything(cfg.seed, cfg.deterministic)
     model.to(device)
     if cfg.channels_last:
@@ -168,6 +197,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence
         log(f"resuming {run.dir} after epoch {len(history)} of {total_epochs}")
 
     epoch, seen, train_time, stopped_early = len(history), 0, 0.0, False
+    val_loader = eval_loader(val_set, cfg, device, world, persistent=True)
     amp_ctx, scaler = _autocast(device, cfg.amp)
     for pi in range(start_phase, len(phases)):
         phase = phases[pi]
@@ -197,15 +227,17 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             correct = torch.zeros((), dtype=torch.long, device=device)
             count = torch.zeros((), dtype=torch.long, device=device)
+            # the first non-finite loss: checked at once on the CPU; on a GPU at the end of the epoch (before
+            # anything of it is saved), since reading it every step would make the CPU wait for the GPU
+            bad = torch.full((2,), -1.0, dtype=torch.float64, device=device)  # (step, loss)
             for step, (x, y) in enumerate(progress(loader, total=len(loader), desc=f"epoch {epoch + 1}")):
                 x, y = _to(x, device, normalize, cfg.channels_last), y.to(device, non_blocking=True)
                 with amp_ctx:
                     out = net(x)
                     loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} (lr {sched.get_last_lr()[0]:.3g}); "
-                        f"training stopped{_kept(run)}; lower --lr or add --grad-clip")
+                _note_nonfinite(bad, loss.detach(), step)
+                if device.type == "cpu" or step + 1 == len(loader):
+                    _raise_if_diverged(bad, epoch, sched, run)
                 opt.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -230,7 +262,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence
             seen += int(count)
 
             # ---- evaluate, record, checkpoint ----
-            val = evaluate(model, val_set, num_classes, cfg=cfg, device=device, normalize=normalize, world=world)
+            val = evaluate(model, val_set, num_classes, cfg=cfg, device=device, normalize=normalize, world=world, loader=val_loader)
             if not math.isfinite(val["loss"]):  # the last step blew the weights up: this epoch is no good checkpoint
                 raise TrainingDiverged(
                     f"validation loss became {val['loss']} after epoch {epoch + 1} (lr {sched.get_last_lr()[0]:.3g}); "
@@ -272,7 +304,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence
         if stopped_early:
             break
 
-    final = val if seen else evaluate(model, val_set, num_classes, cfg=cfg, device=device, normalize=normalize, world=world)
+    final = val if seen else evaluate(model, val_set, num_classes, cfg=cfg, device=device, normalize=normalize, world=world,
+                                      loader=val_loader)
     return FitResult(history=history, best_val_accuracy=max(best_acc, 0.0), best_epoch=best_epoch,
                      final_val_accuracy=final["accuracy"], confusion=final["confusion"],
                      per_class_accuracy=final["per_class_accuracy"], train_seconds=round(train_time, 3),
@@ -283,6 +316,21 @@ def _resumable(run, saved_epoch: int) -> str:
     if run.checkpoint_path.exists() and saved_epoch > 0:
         return f"; once that is fixed, --resume {run.dir} continues after epoch {saved_epoch}"
     return f"; once that is fixed, --resume {run.dir} starts it again from epoch 1"
+
+
+def _note_nonfinite(bad: torch.Tensor, loss: torch.Tensor, step: int) -> None:
+    """Record ``(step, loss)`` in ``bad`` if ``loss`` is the first non-finite one; on the device, no sync."""
+    first = ~torch.isfinite(loss) & (bad[0] < 0)
+    bad[1] = torch.where(first, loss.to(bad.dtype), bad[1])
+    bad[0] = torch.where(first, float(step), bad[0])  # a Python scalar: no host-to-device copy
+
+
+def _raise_if_diverged(bad: torch.Tensor, epoch: int, sched, run) -> None:
+    step, value = bad.tolist()
+    if step >= 0:
+        raise TrainingDiverged(
+            f"loss became {value} at epoch {epoch + 1}, step {int(step) + 1} (lr {sched.get_last_lr()[0]:.3g}); "
+            f"training stopped{_kept(run)}; lower --lr or add --grad-clip")
 
 
 def _kept(run) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from warmstart.engine import io
-from warmstart.engine.distributed import world
+from warmstart.engine.distributed import init_from_env, world
 from warmstart.errors import UserError
 
 CONFIG, METRICS, SUMMARY, CHECKPOINT, BEST = "config.json", "metrics.csv", "summary.json", "checkpoint.pt", "best.pt"
@@ -53,7 +53,11 @@ class Run:
         return world().main
 
     def start(self) -> "Run":
-        """Create the folder and write config.json (refusing to overwrite another run unless resuming)."""
+        """Create the folder and write config.json (refusing to overwrite another run unless resuming).
+
+        Under torchrun this first joins the process group, so that rank 0 alone writes.
+        """
+        init_from_env()
         if not self.main:
             return self
         if self.config_path.exists() and not self.resume:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import uuid
 from pathlib import Path
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from warmstart.engine.distributed import all_gather_rows, barrier, broadcast_object, shard_range, world
 from warmstart.errors import UserError
 from warmstart.transfer.groups import LayerGroup
 
@@ -243,73 +245,137 @@ class FeatureCache(torch.utils.data.Dataset):
         dtype: torch.dtype = torch.float16,
         num_workers: int = 0,
         reuse: bool = True,
+        memory_limit: int | None = None,
+        channels_last: bool = False,
+        autocast: torch.dtype | None = None,
     ) -> "FeatureCache":
         """Compute ``trunk(normalize(x))`` for every ``(x, label)`` of ``dataset`` once.
 
         In memory (float32) when ``path`` is None; otherwise a memory-mapped ``.npy`` of ``dtype``
         (float16 or float32) at ``path`` plus ``<stem>.labels.npy``, written under temporary names and renamed
-        (the features file last), so a cache on disk is always complete. With ``reuse`` an existing cache at
-        ``path`` with as many rows as ``dataset`` is opened instead of recomputed. The trunk runs in eval mode
-        on ``device`` (it is moved there) and its modules' modes are restored afterwards.
+        (the features file last), so a cache on disk is always complete. With ``memory_limit`` (bytes) and a
+        ``path``, the cache stays in memory unless its float32 size exceeds ``memory_limit`` (the trunk's
+        output shape is probed on one sample first). Either way the features are written batch by batch into
+        one preallocated array: building never holds more than the cache itself plus one batch. With ``reuse``
+        an existing cache at ``path`` with as many rows as ``dataset`` is opened instead of recomputed. The
+        trunk runs in eval mode on ``device`` (it is moved there) and its modules' modes are restored afterwards.
+        ``channels_last`` feeds it channels-last batches (faster convolutions with oneDNN on x86 CPUs; the trunk
+        itself is left as it is); ``autocast`` (``torch.bfloat16`` or ``torch.float16``) runs it under autocast.
+
+        Under torchrun (``torch.distributed`` initialised) every rank computes only its contiguous shard of
+        ``dataset`` (:func:`~warmstart.engine.distributed.shard_range`), and every rank ends with the whole
+        cache: in memory by an all-gather; on disk every rank writes its rows into the one file, which must
+        be on a filesystem all ranks see (one machine, or a shared one), and rank 0 completes it.
         """
         if dtype not in (torch.float16, torch.float32):
             raise ValueError(f"FeatureCache: dtype must be torch.float16 or torch.float32, got {dtype}")
         path = Path(path) if path is not None else None
-        if path is not None and reuse and path.is_file() and labels_path(path).is_file():
-            cached = cls.open(path)
-            if len(cached) == len(dataset):  # type: ignore[arg-type]
-                return cached
+        w = world()
+        n = len(dataset)  # type: ignore[arg-type]
+        if n == 0:
+            raise ValueError("FeatureCache.build: empty dataset")
+        if path is not None and reuse:
+            found = path.is_file() and labels_path(path).is_file() and len(np.load(labels_path(path), mmap_mode="r")) == n
+            if broadcast_object(found):  # rank 0 decides for every rank
+                return cls._open_everywhere(path)
         device = torch.device(device)
         trunk.to(device)
         if isinstance(normalize, nn.Module):
             normalize = normalize.to(device)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
         modes = {m: m.training for m in trunk.modules()}
         trunk.eval()
-        chunks: list[torch.Tensor] = []
-        labels: list[np.ndarray] = []
-        out = None
-        tmp = None
-        row = 0
+        rows = shard_range(n, w)
+        tmp: Path | None = None
         try:
-            for batch in loader:
-                x, y = batch[0], batch[1]
-                x = x.to(device, non_blocking=True)
-                with torch.inference_mode():
-                    f = trunk(normalize(x) if normalize is not None else x).float().cpu()
-                labels.append(np.asarray(y, dtype=np.int64).reshape(-1))
-                if path is None:
-                    chunks.append(f)
-                    continue
-                if out is None:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npy")
-                    npd = np.float16 if dtype == torch.float16 else np.float32
-                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=npd, shape=(len(dataset), *f.shape[1:]))  # type: ignore[arg-type]
-                arr = f.numpy().astype(out.dtype)
-                if not np.isfinite(arr).all() and np.isfinite(f.numpy()).all():
-                    raise UserError(f"features overflow {dtype} in the feature cache {path}; build it with dtype=torch.float32")
-                out[row : row + len(arr)] = arr
-                row += len(arr)
-            y_all = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
+            run = _Runner(trunk, normalize, device, channels_last, autocast)
+            shape = run.probe(dataset)
+            if path is not None and memory_limit is not None and n * math.prod(shape) * 4 <= memory_limit:
+                path = None
+            labels = torch.empty(len(rows), dtype=torch.int64)
             if path is None:
-                feats = torch.cat(chunks) if chunks else torch.zeros(0)  # outside inference mode: trainable input
-                return cls(feats, y_all, None)
-            if out is None:
-                raise ValueError("FeatureCache.build: empty dataset")
-            if row != len(out):
-                raise ValueError(f"FeatureCache.build: the dataset says {len(out)} samples but gave {row}")
-            out.flush()
-            out = None  # closes the memory map
-            ltmp = tmp.with_name(tmp.name.replace(".tmp.npy", ".labels.tmp.npy"))  # type: ignore[union-attr]
-            np.save(ltmp, y_all)
-            os.replace(ltmp, labels_path(path))
-            os.replace(tmp, path)  # type: ignore[arg-type]
-            tmp = None
-            return cls.open(path)
+                block = torch.empty((len(rows), *shape), dtype=torch.float32)
+                for lo, f, y in _batches(run, dataset, rows, batch_size, num_workers):
+                    block[lo : lo + len(f)] = f
+                    labels[lo : lo + len(f)] = y
+                return cls(all_gather_rows(block, n), all_gather_rows(labels, n).numpy(), None)
+
+            if w.main:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npy")
+                npd = np.float16 if dtype == torch.float16 else np.float32
+                np.lib.format.open_memmap(tmp, mode="w+", dtype=npd, shape=(n, *shape)).flush()  # header + sparse rows
+            shared = Path(broadcast_object(str(tmp)))
+            barrier()
+            if not shared.is_file():
+                raise UserError(f"rank {w.rank} cannot see the feature cache {shared} that rank 0 created: under torchrun on "
+                                "several machines put --out on a filesystem they all share, or use --feature-cache memory")
+            # plain positioned writes, batch by batch (no memory map while building: the process holds one batch)
+            with open(shared, "r+b") as out:
+                np.lib.format.read_magic(out)
+                header = np.lib.format.read_array_header_1_0(out)  # (shape, fortran_order, dtype)
+                start, npd = out.tell(), header[2]
+                row_bytes = math.prod(shape) * npd.itemsize
+                for lo, f, y in _batches(run, dataset, rows, batch_size, num_workers):
+                    arr = f.numpy().astype(npd)
+                    if not np.isfinite(arr).all() and np.isfinite(f.numpy()).all():
+                        raise UserError(f"features overflow {dtype} in the feature cache {path}; build it with dtype=torch.float32")
+                    out.seek(start + (rows.start + lo) * row_bytes)
+                    out.write(np.ascontiguousarray(arr).tobytes())
+                    labels[lo : lo + len(f)] = y
+            y_all = all_gather_rows(labels, n).numpy()
+            barrier()  # every rank has written its rows
+            if w.main:
+                ltmp = shared.with_name(shared.name.replace(".tmp.npy", ".labels.tmp.npy"))
+                np.save(ltmp, y_all)
+                os.replace(ltmp, labels_path(path))
+                os.replace(shared, path)
+                tmp = None
+            barrier()
+            return cls._open_everywhere(path)
         finally:
             for m, training in modes.items():
                 m.training = training
-            out = None
             if tmp is not None and Path(tmp).exists():
                 Path(tmp).unlink()
+
+    @classmethod
+    def _open_everywhere(cls, path: Path) -> "FeatureCache":
+        if not path.is_file():
+            raise UserError(f"rank {world().rank} cannot see the feature cache {path} that rank 0 has: under torchrun on several "
+                            "machines put --out on a filesystem they all share, or use --feature-cache memory")
+        return cls.open(path)
+
+
+class _Runner:
+    """``trunk(normalize(x))`` on ``device`` in inference mode: channels-last input and autocast on request."""
+
+    def __init__(self, trunk: nn.Module, normalize, device: torch.device, channels_last: bool, autocast: torch.dtype | None) -> None:
+        self.trunk, self.normalize, self.device = trunk, normalize, device
+        self.channels_last, self.autocast = channels_last, autocast
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16,
+                                                     enabled=self.autocast is not None):
+            x = self.normalize(x) if self.normalize is not None else x
+            if self.channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return self.trunk(x).float().cpu()
+
+    def probe(self, dataset) -> tuple[int, ...]:
+        """The shape of the trunk's output for one sample (one forward pass on the first item)."""
+        return tuple(self(torch.as_tensor(dataset[0][0])[None]).shape[1:])
+
+
+def _batches(run: _Runner, dataset, rows: range, batch_size: int, num_workers: int):
+    """``(offset in rows, float32 CPU features, int64 labels)`` for the ``rows`` of ``dataset``, in order."""
+    part = dataset if len(rows) == len(dataset) else torch.utils.data.Subset(dataset, rows)
+    loader = torch.utils.data.DataLoader(part, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                         pin_memory=run.device.type == "cuda")
+    lo = 0
+    for batch in loader:
+        f = run(batch[0])
+        yield lo, f, torch.as_tensor(np.asarray(batch[1], dtype=np.int64).reshape(-1))
+        lo += len(f)
+    if lo != len(rows):
+        raise ValueError(f"FeatureCache.build: the dataset says {len(rows)} samples but gave {lo}")

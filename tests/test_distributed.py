@@ -1,0 +1,138 @@
+"""Distributed training on the one engine: torchrun with 2 CPU processes (gloo) matches one process.
+
+Same global batch: each of the 2 ranks takes batch_size // 2 samples per step and DDP averages their
+gradients, so with equal shards the steps are the single-process steps up to float summation order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from warmstart.cli import main
+
+pytestmark = pytest.mark.slow
+
+#: tolerance between the 2-process and the 1-process run: float32 sums in another order
+ATOL = 1e-5
+
+
+def _train_args(hymenoptera: Path, weights_dir: Path, out: Path, *extra: str) -> list[str]:
+    # 4 images per class per split: 8 train images, per-rank shards of 4 in batches of 2 (global batch 4)
+    return ["train", str(hymenoptera), "--weights", str(weights_dir / "mobilenet_v3_small-imagenet.pth"), "--subset", "4",
+            "--epochs", "2", "--batch-size", "4", "--device", "cpu", "--quiet", "--out", str(out), *extra]
+
+
+def _metrics(run: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_torchrun_two_cpu_processes_match_one_process(hymenoptera, weights_dir, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    with pytest.raises(SystemExit) as e:
+        main(_train_args(hymenoptera, weights_dir, one))
+    assert e.value.code == 0
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
+                                                                                   os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", "-m", "warmstart",
+           *_train_args(hymenoptera, weights_dir, two, "--feature-cache", "disk")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    s1, s2 = (json.loads((r / "summary.json").read_text()) for r in (one, two))
+    assert s1["feature_cache"] and s2["feature_cache"]
+    assert s2["train_images"] == s1["train_images"] == 8
+    assert s2["final_val_accuracy"] == s1["final_val_accuracy"] and s2["confusion"] == s1["confusion"]
+    for r1, r2 in zip(_metrics(one), _metrics(two), strict=True):
+        for k in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
+            # the disk cache stores features as float16: the two runs agree to its rounding
+            assert abs(float(r1[k]) - float(r2[k])) < 2e-3, (k, r1[k], r2[k])
+    w1, w2 = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    assert w1.keys() == w2.keys()
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=2e-3)
+    # rank 0 alone wrote: one run directory, one feature file per split, no leftovers of other ranks
+    names = sorted(p.name for p in (two / "features").iterdir())
+    assert len(names) == 4 and all(not n.startswith(".") for n in names), names
+
+
+# ----------------------------------------------------------------- the sharded feature cache itself
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, n: int) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g)
+        self.y = torch.arange(n) % 3
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.x[i], int(self.y[i])
+
+
+def _trunk() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def _norm(x: torch.Tensor) -> torch.Tensor:
+    return x.float() / 127.5 - 1
+
+
+def _build_on_rank(rank: int, world: int, port: int, folder: str) -> None:
+    import torch.distributed as dist
+
+    from warmstart.transfer.features import FeatureCache
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    try:
+        data = _Images(11)  # 11 rows: shards of 5 and 6
+        mem = FeatureCache.build(_trunk(), data, normalize=_norm, batch_size=2)
+        disk = FeatureCache.build(_trunk(), data, normalize=_norm, batch_size=2, path=Path(folder) / "f.npy")
+        x_mem, y_mem = mem.tensors()
+        x_disk, y_disk = disk.tensors()
+        torch.save({"mem": x_mem, "y": y_mem, "disk": x_disk, "y_disk": y_disk}, Path(folder) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_feature_cache_is_computed_shard_by_shard_and_gathered_on_every_rank(tmp_path):
+    import torch.multiprocessing as mp
+
+    from warmstart.transfer.features import FeatureCache
+
+    mp.start_processes(_build_on_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    data = _Images(11)
+    ref_x, ref_y = FeatureCache.build(_trunk(), data, normalize=_norm, batch_size=4).tensors()
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        torch.testing.assert_close(got["mem"], ref_x, rtol=0, atol=1e-6)  # in memory: all-gathered float32
+        assert torch.equal(got["y"], ref_y) and torch.equal(got["y_disk"], ref_y)
+        torch.testing.assert_close(got["disk"], ref_x, rtol=1e-3, atol=1e-3)  # on disk: float16
+    assert sorted(p.name for p in tmp_path.glob("f*.npy")) == ["f.labels.npy", "f.npy"]  # one file, no temp files
+    assert np.load(tmp_path / "f.npy").shape == (11, 4)
