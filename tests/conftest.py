@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("WARMSTART_SHARED", REPO.parent / "shared"))
@@ -43,3 +44,14 @@ def weights_dir() -> Path:
     if not d.is_dir():
         pytest.skip(f"no pretrained weights at {d}")
     return d
+
+
+@pytest.fixture
+def single_thread():
+    """Torch on one thread for many small tensor ops: on a shared 2-core machine extra intra-op threads only
+    spin (up to 10x slower). Restores the thread count afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+

@@ -20,13 +20,7 @@ from warmstart.init.signal import signal_stats
 from warmstart.models.plain import plain_mlp
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many small tensor ops: on a shared 2-core box, extra intra-op threads only spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -5,27 +5,19 @@ from __future__ import annotations
 import json
 
 import pytest
+from _cli import run_cli
 import torch
 from safetensors.torch import save_file
 
-from warmstart.cli import main
+
 from warmstart.experiments.inspect import flags, inspect
 from warmstart.models import custom_3_layer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def cli(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
+cli = run_cli
 
 
 @pytest.fixture

@@ -7,28 +7,20 @@ import json
 import statistics
 
 import pytest
+from _cli import run_cli
 import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from warmstart.cli import main
+
 from warmstart.errors import UserError
 from warmstart.experiments.restarts import best_of_k, check_restarts
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def cli(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
+cli = run_cli
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,12 @@ import urllib.error
 import urllib.request
 
 import pytest
-import torch
+from _cli import run_cli
 
 from warmstart.cli import main
+import torch
+
+
 from warmstart.engine.checkpoint import load
 from warmstart.experiments.symmetry import arm_model, default_data, sections
 from warmstart.models import LECTURE_CONSTANT
@@ -21,20 +24,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LAYER_KEYS = {"filters", "distinct", "max_cosine", "rank"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions: on a shared 2-core box, a second intra-op thread only spins."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def cli(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
+cli = run_cli
 
 
 def strict_json(path):

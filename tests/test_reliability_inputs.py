@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _reliability import FAST, cli, copy_images, env_one_thread, image_folder, tree
+from _reliability import FAST, cli, env_one_thread, image_folder, tree
 from warmstart.data.images import open_image
 
 V3 = "mobilenet_v3_small"

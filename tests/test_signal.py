@@ -19,13 +19,7 @@ from warmstart.report.signal_plots import plot_histograms, plot_layer_stats
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many small tensor ops: on a shared 2-core box, extra intra-op threads only spin (10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def init_(model: nn.Module, scheme: str) -> nn.Module:

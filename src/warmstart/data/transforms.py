@@ -9,7 +9,7 @@ random for training augmentation) and a batch is normalised on its device by :cl
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 import torch

@@ -490,7 +490,7 @@ def sections(run_dir: str | Path) -> list:
 
         return run_sections(run_dir)
     s = read_summary(run_dir)
-    per, rank, figs = s["strategies"], s["ranking"], s.get("figures", {})
+    per, figs = s["strategies"], s.get("figures", {})
     n_val, best = s["val_images"], s["best"]
     b = per[best]
     multi = any(p["seeds"] > 1 for p in per.values())
