@@ -162,7 +162,7 @@ def model_options(f: Callable) -> Callable:
         click.option("--bn", type=click.Choice(["frozen", "train"]), default="frozen", show_default=True,
                      help="frozen: pretrained BatchNorm keeps its running statistics; train: they update."),
         click.option("--augment", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-                     help="Random crops + flips; auto = on unless the strategy is transfer."),
+                     help="Random crops + flips; auto = on for scratch and for fine-tuning from a random head (--head-init random)."),
         click.option("--feature-cache", type=click.Choice(["auto", "memory", "disk", "off"]), default="auto", show_default=True,
                      help="Run frozen layers once and train the head on their features."),
         click.option("--classes", default=None, help="Comma-separated class names to keep (e.g. train on some classes, transfer to others)."),
@@ -182,6 +182,9 @@ def _classes(text: str | None) -> list[str] | None:
 @click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True,
               help="Scratch only: train K seeds for --restart-epochs, keep the best on validation, continue it.")
 @click.option("--restart-epochs", type=click.IntRange(min=1), default=1, show_default=True, help="Epochs per restart trial.")
+@click.option("--head-init", type=click.Choice(["probe", "random"]), default="probe", show_default=True,
+              help="Where the new head starts: the linear probe solved on the frozen features (prior and L2 chosen by "
+                   "cross-validation on the training split), or torchvision's random init.")
 @model_options
 @engine_options()
 @data_options
@@ -200,7 +203,7 @@ def train(data, **o):
 
     summary = run_train(data, model=o["model"], weights=o["weights"], strategy=o["strategy"], epochs=o["epochs"], init=o["init"],
                         lr=o["lr"], backbone_lr=o["backbone_lr"], lr_decay=o["lr_decay"], bn=o["bn"], augment=o["augment"],
-                        feature_cache=o["feature_cache"], classes=_classes(o["classes"]), out=o["out"], resume=bool(o["resume"]),
+                        feature_cache=o["feature_cache"], head_init=o["head_init"], classes=_classes(o["classes"]), out=o["out"], resume=bool(o["resume"]),
                         data_root=o["data_root"], val_fraction=o["val_fraction"], subset=o["subset"],
                         skip_bad_images=o["skip_bad_images"], restarts=o["restarts"], restart_epochs=o["restart_epochs"],
                         cfg=engine_config(o), options={"data": data, **o})
@@ -337,6 +340,43 @@ def report(run_dirs, out, title):
     from warmstart.experiments.report import report as build
 
     click.echo(str(build(run_dirs, out=out, title=title)))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_dir")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes shown per image.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--device", default="cpu", show_default=True, help="auto | cpu | cuda | cuda:N | mps")
+def predict(run_dir, images, top_k, as_json, device):
+    """Class probabilities for IMAGES (files or folders) from the model of a finished run.
+
+    RUN_DIR is the --out folder of 'warmstart train' (model.safetensors + model.json), or a weights file with
+    its .json. Images are prepared exactly as that run's validation images were.
+    """
+    from warmstart.experiments.predict import format_predictions
+    from warmstart.experiments.predict import predict as run_predict
+
+    results = run_predict(run_dir, images, top_k=top_k, device=device)
+    click.echo(json.dumps(results, indent=1) if as_json else format_predictions(results))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_dir")
+@click.option("--onnx", "onnx_path", required=True, type=click.Path(dir_okay=False), help="The ONNX file to write.")
+@click.option("--opset", type=click.IntRange(13, 21), default=17, show_default=True, help="ONNX opset version.")
+@click.option("--image", "images", multiple=True,
+              help="Image file or folder to check onnxruntime against PyTorch on (repeatable) [default: a few of the run's validation images].")
+def export(run_dir, onnx_path, opset, images):
+    """Export the model of a finished run to ONNX (dynamic batch), checked with onnxruntime against PyTorch.
+
+    The graph takes normalised float32 N x 3 x H x W images; the preprocessing and class names are in its
+    metadata. The file is written only once the check passes. Needs: pip install 'warmstart[onnx]'.
+    """
+    from warmstart.experiments.export import export as run_export
+
+    report = run_export(run_dir, onnx=onnx_path, opset=opset, images=list(images) or None)
+    click.echo(json.dumps({k: report[k] for k in ("onnx", "bytes", "check_inputs", "max_abs_logit_diff", "same_top1")}))
 
 
 # ----------------------------------------------------------------------------------------------- entry point

@@ -1,9 +1,21 @@
 """`warmstart train`: one model, one strategy, one run directory.
 
     DATA ─ load_data ─> splits ─ ImageDataset (decoded once, preprocessing from the weights) ─┐
-    --weights ─ resolve_weights ─> Weights ─ create_model ─> model ─ layer_groups ─ Strategy.phases ─> plan
+    --weights ─ resolve_weights ─> Weights ─ create_model ─> model ─ layer_groups ─┐
+    head input features (trunk run once) ─ fit_probe ─> the new head starts at the linear probe
+    Strategy.phases (learning rates from the recipe) ─> plan
     plan + frozen prefix + no augmentation ─> FeatureCache (trunk run once) ─> engine.fit(head)
     otherwise                                                               ─> engine.fit(model)
+
+**The recipe** (the defaults; every part can be overridden). For every strategy that starts from pretrained
+weights, the new head starts where a linear probe on the frozen features ends (``transfer.probe``: logistic
+regression solved to the optimum, pulled towards the best-matching rows of the pretrained classifier when
+cross-validation on the training split says that helps). The epochs then train at a tenth of the usual head
+learning rate (AdamW 1e-4; the blocks that fine-tune get a tenth of that, 1e-5) with pretrained BatchNorm
+statistics frozen, on centre crops. This is LP-FT (Kumar et al., ICLR 2022): starting fine-tuning from a
+random head lets its large early gradients distort the pretrained features. Measured on hymenoptera
+(README): random crops, a 10x larger learning rate and a random head each cost 1-4 points here. Training
+from scratch (or ``--head-init random``) keeps AdamW 1e-3 and random crops + flips.
 
 The run directory ends with ``model.safetensors`` + ``model.json`` (the weights' metadata, updated for the
 new head): a finished run is itself a valid ``--weights PATH`` for the next run, for ``predict`` and ``export``.
@@ -11,6 +23,7 @@ new head): a finished run is itself a valid ``--weights PATH`` for the next run,
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,16 +42,23 @@ from warmstart.errors import UserError
 from warmstart.transfer.backbones import create_model
 from warmstart.transfer.features import FeatureCache, cache_key, split_at
 from warmstart.transfer.groups import layer_groups
+from warmstart.transfer.probe import threads
 from warmstart.transfer.strategies import Strategy, parse_strategy
 from warmstart.transfer.weights import Weights, resolve_weights, save_weights
 
-#: default head learning rate per optimizer; fine-tuned blocks get a tenth of it (Strategy.phases)
+#: default learning rate of a head that starts at random, per optimizer; a head that starts at its linear probe
+#: gets a tenth of it (PROBE_LR_FACTOR), and fine-tuned blocks a tenth of the head's (Strategy.phases)
 DEFAULT_LR = {"adamw": 1e-3, "sgd": 1e-2}
+PROBE_LR_FACTOR = 0.1
+#: heads on cached features smaller than this train on one thread
+SMALL_HEAD_PARAMS = 1_000_000
 FEATURE_CACHE = ("auto", "memory", "disk", "off")
+HEAD_INITS = ("probe", "random")
 MODEL_FILE = "model.safetensors"
 #: --feature-cache auto keeps features in memory up to this many bytes (float32), e.g. 262,144 images of
 #: MobileNetV3-Small's 1024 features; above it they go to disk as a float16 memory map (2 bytes per value)
 FEATURE_MEMORY_LIMIT = 1 << 30
+PROBE_FILE = "probe.json"
 
 
 @dataclass
@@ -94,6 +114,21 @@ def restrict_classes(splits: DataSplits, classes: Sequence[str]) -> DataSplits:
                       val_is_test=splits.val_is_test)
 
 
+def default_lr(optimizer: str, *, probed: bool) -> float:
+    """The recipe's head learning rate: DEFAULT_LR, a tenth of it when the head starts at its linear probe."""
+    return DEFAULT_LR[optimizer] * (PROBE_LR_FACTOR if probed else 1.0)
+
+
+def augment_by_default(strategy: Strategy, head_init: str) -> bool:
+    """``--augment auto``: random crops + flips when training from scratch or fine-tuning from a random head.
+
+    Not for a head that starts at its linear probe: the probe is fitted on centre crops, and on hymenoptera
+    random crops cost 1-3 points there (measured, README); nor for ``transfer``, whose frozen features are then
+    computed once (feature cache).
+    """
+    return strategy.kind == "scratch" or (head_init == "random" and strategy.kind != "transfer")
+
+
 def build_model(arch: str, prepared: Prepared, strategy: Strategy, *, init: str | None, seed: int,
                 batch_size: int = 32) -> nn.Module:
     """The model of one arm: pretrained with a new head, or (scratch) randomly initialised by ``init``.
@@ -127,8 +162,8 @@ def plan(model: nn.Module, strategy: Strategy, *, epochs: int, cfg: TrainConfig,
 
 def run_arm(prepared: Prepared, run: Run, *, arch: str, strategy: Strategy, epochs: int, cfg: TrainConfig,
             lr: float | None = None, backbone_lr: float | None = None, lr_decay: float = 1.0, bn: str = "frozen",
-            init: str | None = None, augment: bool = False, feature_cache: str = "auto", resume: bool = False,
-            model: nn.Module | None = None, callbacks: Sequence = (), diagnostics: bool = False
+            init: str | None = None, augment: bool = False, feature_cache: str = "auto", head_init: str = "probe",
+            resume: bool = False, model: nn.Module | None = None, callbacks: Sequence = (), diagnostics: bool = False
             ) -> tuple[nn.Module, FitResult, dict[str, Any]]:
     """Train one (model, strategy) arm into ``run``; returns the model, the fit result and the summary.
 
@@ -143,11 +178,23 @@ def run_arm(prepared: Prepared, run: Run, *, arch: str, strategy: Strategy, epoc
         from warmstart.errors import unknown
 
         raise unknown("feature cache mode", feature_cache, FEATURE_CACHE)
+    if head_init not in HEAD_INITS:
+        from warmstart.errors import unknown
+
+        raise unknown("head init", head_init, HEAD_INITS)
     t0 = time.perf_counter()
     model = model if model is not None else build_model(arch, prepared, strategy, init=init, seed=cfg.seed,
                                                         batch_size=cfg.batch_size)
     groups = layer_groups(model)
-    phases = plan(model, strategy, epochs=epochs, cfg=cfg, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn)
+    probe_info: dict[str, Any] | None = None
+    probe_seconds = 0.0
+    if head_init == "probe" and strategy.kind != "scratch" and getattr(model, "warmstart_pretrained", False):
+        p0 = time.perf_counter()
+        probe_info = _probe_head(prepared, run, model, groups, cfg, feature_cache, resume=resume)
+        probe_seconds = time.perf_counter() - p0
+    lr = lr if lr is not None else default_lr(cfg.optimizer, probed=probe_info is not None)
+    phases = strategy.phases(groups, epochs=epochs, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn,
+                             pretrained=bool(getattr(model, "warmstart_pretrained", False)))
     frozen = strategy.frozen_prefix(groups, epochs=epochs) if strategy.kind != "scratch" else []
     if augment and prepared.train_aug is None:
         raise ValueError("run_arm(augment=True) needs prepare(..., augment=True)")
@@ -180,24 +227,34 @@ def run_arm(prepared: Prepared, run: Run, *, arch: str, strategy: Strategy, epoc
         if not (resume and diag.restore(len(run.rows))):
             diag.start(net)
         callbacks = [*callbacks, diag]
+    # a small head on cached features is many tiny ops: extra intra-op threads only spin (measured on a busy
+    # 2-core machine: hymenoptera's 5 transfer epochs took 2.4 s with 2 threads, 0.1 s with one)
+    small = use_cache and sum(p.numel() for p in net.parameters()) < SMALL_HEAD_PARAMS
     try:
-        result = fit(net, train_set, val_set, phases, cfg, num_classes=prepared.splits.num_classes, run=run,
-                     normalize=normalize, resume=resume, callbacks=callbacks)
+        with threads(1) if small else contextlib.nullcontext():
+            result = fit(net, train_set, val_set, phases, cfg, num_classes=prepared.splits.num_classes, run=run,
+                         normalize=normalize, resume=resume, callbacks=callbacks)
     finally:
         if diag is not None:
             diag.finish(title=arch)
     model.to("cpu")
+    # every epoch's seconds, those before a --resume included (the history comes back from the checkpoint),
+    # plus the frozen features and the probe of this process
+    train_seconds = sum(float(row["seconds"]) for row in result.history) + feature_seconds + probe_seconds
     trainable = {n for ph in phases for n in ph.trainable}
     summary = {
         "strategy": strategy.spec, "model": arch, "weights": prepared.weights.where if strategy.kind != "scratch" else "none",
         "epochs": epochs, "best_val_accuracy": result.best_val_accuracy, "final_val_accuracy": result.final_val_accuracy,
-        "train_seconds": round(result.train_seconds + feature_seconds, 3),
-        "train_images_per_second": round(len(prepared.train_plain) * len(result.history) / max(1e-9, result.train_seconds + feature_seconds), 1),
+        "train_seconds": round(train_seconds, 3),
+        "train_images_per_second": round(len(prepared.train_plain) * len(result.history) / max(1e-9, train_seconds), 1),
         "trainable_params": sum(p.numel() for n, p in model.named_parameters() if n in trainable),
         "total_params": sum(p.numel() for p in model.parameters()),
         "best_epoch": result.best_epoch, "classes": prepared.splits.classes, "data": prepared.splits.source,
         "val_is_test": prepared.splits.val_is_test, "train_images": len(prepared.train_plain), "val_images": len(prepared.val),
-        "feature_cache": bool(use_cache), "feature_seconds": round(feature_seconds, 3), "augment": augmenting,
+        "feature_cache": bool(use_cache), "feature_seconds": round(feature_seconds, 3),
+        "probe_seconds": round(probe_seconds, 3), "augment": augmenting,
+        "head_init": probe_info if probe_info is not None else "random", "lr": lr,
+        "backbone_lr": backbone_lr if backbone_lr is not None else lr / 10, "bn": bn,
         "stopped_early": result.stopped_early, "per_class_accuracy": result.per_class_accuracy, "confusion": result.confusion,
         "seconds": round(time.perf_counter() - t0, 3), "device": str(resolve_device(cfg.device)),
     }
@@ -227,6 +284,52 @@ def _features(prepared: Prepared, trunk, dataset, which: str, layer: str, cfg: T
     return cache
 
 
+def _probe_head(prepared: Prepared, run: Run, model: nn.Module, groups, cfg: TrainConfig, mode: str, *,
+                resume: bool) -> dict[str, Any] | None:
+    """Start the new head at the linear probe solved on the frozen features of the training images (LP-FT).
+
+    The features entering the head are computed once (shared with a transfer run's feature cache); the probe
+    is solved on them (``transfer.probe``: prior and regularisation chosen by cross-validation on the
+    training split) and copied into the head. A resumed run takes its head from the checkpoint instead.
+    """
+    from warmstart.transfer.probe import fit_probe
+
+    if resume and run.checkpoint_path.exists() and (run.dir / PROBE_FILE).is_file():
+        import json
+
+        return json.loads((run.dir / PROBE_FILE).read_text())
+    head_name = groups[-1].modules[0]
+    head = model.get_submodule(head_name)
+    if not isinstance(head, nn.Linear):
+        log(f"linear probe skipped: the head {head_name} is a {type(head).__name__}, not a Linear layer")
+        return None
+    try:
+        trunk, _ = split_at(model, groups, len(groups) - 1)
+    except UserError as e:
+        log(f"linear probe skipped ({e}); the head starts at random")
+        return None
+    f0 = time.perf_counter()
+    feats = _features(prepared, trunk, prepared.train_plain, "train", groups[-2].name, cfg, mode, run)
+    f1 = time.perf_counter()
+    x, y = feats.tensors()
+    x = x.flatten(1)
+    prior = None
+    sd = prepared.weights.load_state_dict()
+    if f"{head_name}.weight" in sd and f"{head_name}.bias" in sd:
+        prior = (sd[f"{head_name}.weight"], sd[f"{head_name}.bias"])
+    probe = fit_probe(x, y, prepared.splits.num_classes, prior=prior, seed=cfg.seed)
+    with torch.no_grad():
+        head.weight.copy_(probe.weight.reshape(head.weight.shape))
+        if head.bias is not None:
+            head.bias.copy_(probe.bias)
+    log(f"{probe.describe(prepared.weights.categories)}; on {tuple(x.shape)} features of the training images "
+        f"({f1 - f0:.1f} s to compute)")
+    info = probe.to_dict()
+    if run.main:
+        run.write_json(PROBE_FILE, info)
+    return info
+
+
 def _plots(run: Run, result: FitResult, classes: list[str]) -> None:
     from warmstart.report.plots import confusion_matrix, learning_curves
 
@@ -234,19 +337,18 @@ def _plots(run: Run, result: FitResult, classes: list[str]) -> None:
     confusion_matrix(result.confusion, classes, run.dir / "confusion.png", title="validation, final epoch")
 
 
-def default_augment(strategy: Strategy, augment: str) -> bool:
-    """Whether an arm trains on augmented images: ``augment`` = on | off | auto.
+def default_augment(strategy: Strategy, augment: str, head_init: str = "probe") -> bool:
+    """Whether an arm trains on augmented images: ``augment`` = on | off | auto (:func:`augment_by_default`).
 
-    auto: on for every strategy that trains convolutions; off for transfer, whose frozen features can then
-    be computed once (feature cache). ``compare`` applies the same rule to each of its arms.
+    ``compare`` applies the same rule to each of its arms.
     """
-    return augment == "on" or (augment == "auto" and strategy.kind != "transfer")
+    return augment == "on" or (augment == "auto" and augment_by_default(strategy, head_init))
 
 
 def train(data: str | Path, *, model: str = "mobilenet_v3_small", weights: str = "imagenet", strategy: str = "transfer",
           epochs: int = 5, init: str | None = None, lr: float | None = None, backbone_lr: float | None = None,
           lr_decay: float = 1.0, bn: str = "frozen", augment: str = "auto", feature_cache: str = "auto",
-          classes: Sequence[str] | None = None, out: str | Path | None = None, resume: bool = False,
+          head_init: str = "probe", classes: Sequence[str] | None = None, out: str | Path | None = None, resume: bool = False,
           data_root=None, val_fraction: float = 0.2, subset: int | None = None, skip_bad_images: bool = False,
           restarts: int = 1, restart_epochs: int = 1,
           cfg: TrainConfig | None = None, options: dict[str, Any] | None = None, diagnostics: bool = False) -> dict[str, Any]:
@@ -257,6 +359,7 @@ def train(data: str | Path, *, model: str = "mobilenet_v3_small", weights: str =
     ``diagnostics``: per-layer signal statistics at the start and after every epoch of the final run (see
     :func:`run_arm`; with restarts the start is the chosen trial's model).
     """
+    from warmstart.errors import unknown
     from warmstart.experiments.restarts import best_of_k, check_restarts
 
     cfg = cfg or TrainConfig()
@@ -274,11 +377,11 @@ def train(data: str | Path, *, model: str = "mobilenet_v3_small", weights: str =
         from warmstart.init.data_init import check_init
 
         check_init(init)  # a bad spec fails before anything is written
-    if augment not in ("auto", "on", "off"):
-        from warmstart.errors import unknown
-
-        raise unknown("augment mode", augment, ("auto", "on", "off"))
-    aug = default_augment(strat, augment)
+    for what, value, choices in (("augment mode", augment, ("auto", "on", "off")), ("feature cache mode", feature_cache, FEATURE_CACHE),
+                                 ("head init", head_init, HEAD_INITS)):
+        if value not in choices:
+            raise unknown(what, value, choices)
+    aug = default_augment(strat, augment, head_init)
     if aug and strat.kind not in ("scratch", "finetune-all") and feature_cache in ("memory", "disk"):
         log("augmentation is on, so the feature cache is off: every epoch sees new crops and must run the frozen layers again")
     # scratch needs only the preprocessing of "imagenet" weights, not their tensors (nothing to download)
@@ -286,7 +389,7 @@ def train(data: str | Path, *, model: str = "mobilenet_v3_small", weights: str =
                        augment=aug, data_root=data_root, val_fraction=val_fraction, subset=subset,
                        seed=cfg.seed, skip_bad_images=skip_bad_images, classes=classes)
     # everything that can still be wrong (weights that do not fit, the init spec, K of finetune-last, the device)
-    # fails here, before the run directory exists
+    # fails here, before the run directory exists; a pickle that would run code is refused on the way
     net = build_model(model, prepared, strat, init=init, seed=cfg.seed, batch_size=cfg.batch_size)
     plan(net, strat, epochs=epochs, cfg=cfg, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn)
     resolve_device(cfg.device)
@@ -294,7 +397,7 @@ def train(data: str | Path, *, model: str = "mobilenet_v3_small", weights: str =
     run = Run(out, "train", {"options": options or {}, "preprocess": prepared.weights.preprocess.to_dict()},
               resume=resume, tensorboard=cfg.tensorboard).start()
     arm = dict(arch=model, strategy=strat, cfg=cfg, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn, init=init,
-               augment=aug, feature_cache=feature_cache, resume=resume)
+               augment=aug, feature_cache=feature_cache, head_init=head_init, resume=resume)
     best = None
     if restarts > 1:
         def trial(m: nn.Module, s: int) -> float:
@@ -317,7 +420,30 @@ def train(data: str | Path, *, model: str = "mobilenet_v3_small", weights: str =
 
 
 def sections(run_dir: str | Path) -> list:
-    """The report section of a train run, rebuilt from its run directory alone (``warmstart report``)."""
-    from warmstart.experiments.runs import run_sections
+    """The report section of a finished train run, rebuilt from its run directory alone."""
+    import shlex
 
-    return run_sections(run_dir)
+    from warmstart.engine.run import read_config, read_summary
+    from warmstart.report.html import Figure, Section, Table
+
+    run_dir = Path(run_dir)
+    s, cfg = read_summary(run_dir), read_config(run_dir)
+    head = s.get("head_init")
+    if isinstance(head, dict):
+        prior = "the pretrained classifier's rows for its best-matching classes" if head.get("prior") == "pretrained" else "zero"
+        start = (f"The new head started at the linear probe (L2 {head.get('l2'):g} towards {prior}, chosen by "
+                 f"{head.get('folds')}-fold cross-validation on the training split).")
+    else:
+        start = "The new head started at torchvision's random initialisation." if s.get("strategy") != "scratch" \
+            else "Every layer started at random."
+    rows = [["best val accuracy", s["best_val_accuracy"], f"epoch {s.get('best_epoch')}"],
+            ["final val accuracy", s["final_val_accuracy"], f"after {s['epochs']} epochs"],
+            ["trainable / total parameters", f"{s['trainable_params']:,} / {s['total_params']:,}", ""],
+            ["train seconds", s["train_seconds"], f"{s['train_images_per_second']} images/s"]]
+    figures = [Figure(run_dir / name, caption) for name, caption in
+               (("learning_curves.png", "loss and accuracy per epoch"), ("confusion.png", "validation confusion matrix, final epoch"))
+               if (run_dir / name).is_file()]
+    return [Section(title=f"Training: {s['model']}, {s['strategy']}",
+                    paragraphs=[f"{s.get('data', '')}: {s.get('train_images')} training, {s.get('val_images')} validation images.", start],
+                    tables=[Table(["", "value", ""], rows)], figures=figures,
+                    command=shlex.join(cfg.get("argv", [])), anchor=f"train-{run_dir.name}")]
