@@ -78,6 +78,13 @@ def run_sections(run_dir: str | Path) -> list:
     setup = (f"`{s.get('model')}` from {_weights(s.get('weights'))}, strategy **{s.get('strategy')}**, {s.get('epochs')} epochs "
              f"on {s.get('train_images')} training images; validated on {s.get('val_images')} images "
              f"({'the data set’s test split' if s.get('val_is_test') else 'held-out validation split'}). Data: {s.get('data')}.")
+    head = s.get("head_init")
+    if isinstance(head, dict):
+        prior = "the pretrained classifier's rows of its best-matching classes" if head.get("prior") == "pretrained" else "zero"
+        setup += (f" The new head started at its linear probe (L2 {head.get('l2'):g} towards {prior}, chosen by "
+                  f"{head.get('folds')}-fold cross-validation on the training split).")
+    elif s.get("strategy") != "scratch":
+        setup += " The new head started at torchvision's random initialisation."
     tp, tot = s.get("trainable_params"), s.get("total_params")
     table = Table(["final val accuracy", "best val accuracy", "best epoch", "train time", "images/s", "trainable params"],
                   [[pct(s["final_val_accuracy"]), pct(s["best_val_accuracy"]), s.get("best_epoch", ""),

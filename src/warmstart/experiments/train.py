@@ -420,30 +420,7 @@ def train(data: str | Path, *, model: str = "mobilenet_v3_small", weights: str =
 
 
 def sections(run_dir: str | Path) -> list:
-    """The report section of a finished train run, rebuilt from its run directory alone."""
-    import shlex
+    """The report section of a train run, rebuilt from its run directory alone (``warmstart report``)."""
+    from warmstart.experiments.runs import run_sections
 
-    from warmstart.engine.run import read_config, read_summary
-    from warmstart.report.html import Figure, Section, Table
-
-    run_dir = Path(run_dir)
-    s, cfg = read_summary(run_dir), read_config(run_dir)
-    head = s.get("head_init")
-    if isinstance(head, dict):
-        prior = "the pretrained classifier's rows for its best-matching classes" if head.get("prior") == "pretrained" else "zero"
-        start = (f"The new head started at the linear probe (L2 {head.get('l2'):g} towards {prior}, chosen by "
-                 f"{head.get('folds')}-fold cross-validation on the training split).")
-    else:
-        start = "The new head started at torchvision's random initialisation." if s.get("strategy") != "scratch" \
-            else "Every layer started at random."
-    rows = [["best val accuracy", s["best_val_accuracy"], f"epoch {s.get('best_epoch')}"],
-            ["final val accuracy", s["final_val_accuracy"], f"after {s['epochs']} epochs"],
-            ["trainable / total parameters", f"{s['trainable_params']:,} / {s['total_params']:,}", ""],
-            ["train seconds", s["train_seconds"], f"{s['train_images_per_second']} images/s"]]
-    figures = [Figure(run_dir / name, caption) for name, caption in
-               (("learning_curves.png", "loss and accuracy per epoch"), ("confusion.png", "validation confusion matrix, final epoch"))
-               if (run_dir / name).is_file()]
-    return [Section(title=f"Training: {s['model']}, {s['strategy']}",
-                    paragraphs=[f"{s.get('data', '')}: {s.get('train_images')} training, {s.get('val_images')} validation images.", start],
-                    tables=[Table(["", "value", ""], rows)], figures=figures,
-                    command=shlex.join(cfg.get("argv", [])), anchor=f"train-{run_dir.name}")]
+    return run_sections(run_dir)
