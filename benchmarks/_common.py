@@ -46,7 +46,30 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="a few images and 1 epoch: checks the benchmark runs (seconds)")
     p.add_argument("--json", type=Path, default=None, help="where to write the results [default: benchmarks/results/NAME.json]")
     p.add_argument("--workdir", type=Path, default=None, help="scratch folder (kept) [default: a temporary one, removed]")
+    p.add_argument("--warmstart-args", default="", help="extra options for the warmstart side, e.g. '--channels-last'")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads of every process, both sides alike (OMP_NUM_THREADS) [default: torch's own]; "
+                        "1 gives stable numbers on a machine shared with other work (see RESULTS.md)")
     return p
+
+
+def warmstart_args(args: argparse.Namespace) -> list[str]:
+    import shlex
+
+    return shlex.split(args.warmstart_args)
+
+
+def threads_env(args: argparse.Namespace) -> dict[str, str]:
+    """The environment that gives child processes ``--threads`` intra-op threads (nothing without it)."""
+    return {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)} if args.threads else {}
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    """``--threads`` for this process."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 def check_inputs(args: argparse.Namespace) -> None:
@@ -191,7 +214,8 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 def write_results(name: str, args: argparse.Namespace, payload: dict[str, Any]) -> Path:
     path = args.json or RESULTS / f"{name}{'-smoke' if args.smoke else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"benchmark": name, "smoke": bool(args.smoke), "when": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
+    doc = {"benchmark": name, "smoke": bool(args.smoke), "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "machine": {**machine(), "threads": args.threads or "torch default"}, "warmstart_args": args.warmstart_args,
            "command": " ".join([Path(sys.executable).name, *sys.argv]), **payload}
     path.write_text(json.dumps(doc, indent=1) + "\n")
     return path

@@ -59,11 +59,11 @@ def main() -> None:
         view = c.data_view(args.data, wd / "data", 4 if args.smoke else None)
         out = wd / "warmstart"
         ws = c.warmstart(["train", view, "--weights", args.weights, "--strategy", "finetune-all", "--seed", args.seed, "--out", out,
-                          "--quiet", *ws_extra])
+                          "--quiet", *ws_extra, *c.warmstart_args(args)], **c.threads_env(args))
         ws["run"] = c.read_run(out)
         fa = c.run_process([str(c.BENCH / "fastai_finetune.py"), "--data", view, "--weights", args.weights, "--epochs", fa_epochs,
                             "--freeze-epochs", fa_freeze, "--seed", args.seed, *(["--batch-size", 4] if args.smoke else [])],
-                           python=py)
+                           python=py, **c.threads_env(args))
         fa["result"] = json.loads(fa["stdout"].strip().splitlines()[-1])
         config = json.loads((out / "config.json").read_text())
 

@@ -10,17 +10,19 @@ Part 1, side by side in the same run, same data view, weights, epochs, batch siz
 Training images/s is the median over epochs 2.. of each epoch's training phase (evaluation excluded; the first
 epoch is warm-up); the whole-process wall time is reported too. Goal: warmstart / baseline >= 1.5x.
 
-Part 2, the knobs, each in its own process (so thread counts and compiled code do not leak between them)
-through the engine's own loop (``engine.fit``) on a fixed subset of the training images: the defaults,
-channels_last, bf16 autocast, both, DataLoader workers, one intra-op thread, ``torch.compile``, and no
-decoded cache (every JPEG decoded every epoch). Each row is images/s relative to the defaults.
+Part 2, the knobs, through the engine's own loop (``engine.fit``) on a fixed subset of the training images,
+all in one process and interleaved (every round runs one epoch of each knob), so that the machine's load
+changing hits them alike: plain float32 contiguous training, channels_last, bf16 autocast, both, DataLoader
+workers, as many intra-op threads as cores (against ``--threads``), ``torch.compile``, and no decoded cache (every JPEG decoded every epoch).
+Each row is the median images/s over the rounds, relative to plain.
 
-    python benchmarks/bench_finetune.py [--epochs 3] [--knob-images 128] [--knobs all|none|a,b] [--smoke]
+    python benchmarks/bench_finetune.py [--epochs 3] [--repeats 1] [--knob-images 64] [--knob-rounds 3]
+                                        [--knobs all|none|a,b] [--smoke]
 """
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 from pathlib import Path
 
@@ -28,50 +30,60 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c  # noqa: E402
 
 GOAL = 1.5
+#: every knob against plain float32 contiguous training (the engine before any of them)
+PLAIN = {"channels_last": False, "amp": "none", "workers": 0}
 KNOBS = {
-    "defaults": {},
+    "plain": {},
     "channels_last": {"channels_last": True},
     "bf16": {"amp": "bf16"},
     "channels_last+bf16": {"channels_last": True, "amp": "bf16"},
     "workers=2": {"workers": 2},
-    "threads=1": {},
+    "threads=all": {},
     "compile": {},
     "no-decoded-cache": {},
 }
 
 
-def knob_worker(args) -> None:
-    """One knob, in this process: prints one JSON line with the per-epoch training images/s."""
+def knob_worker(args, names: list[str]) -> dict:
+    """Every knob in this one process, interleaved: round r runs one epoch of each knob (in rotating order) through
+    ``engine.fit``, so that a change of the machine's load hits all knobs alike; round 0 is warm-up (compilation,
+    oneDNN's primitive cache). Returns {knob: [images/s per measured round]}."""
     import torch
     from torch.utils.data import Subset
 
     from warmstart.data import ImageDataset, Normalizer
     from warmstart.engine.config import TrainConfig
+    from warmstart.engine.console import set_quiet
     from warmstart.engine.loop import fit
     from warmstart.experiments.train import DEFAULT_LR, build_model, prepare
     from warmstart.transfer.groups import layer_groups
     from warmstart.transfer.strategies import parse_strategy
 
-    knob = args.knob
-    if knob == "threads=1":
-        torch.set_num_threads(1)
+    set_quiet(True)
+    c.set_threads(args)
     prepared = prepare(args.view, arch="mobilenet_v3_small", weights=str(args.weights), augment=True, seed=args.seed)
-    train = prepared.train_aug
-    if knob == "no-decoded-cache":
-        train = ImageDataset(prepared.splits.train, prepared.weights.preprocess, train=True, cache=False).with_augmentation(scale=(0.35, 1.0))
     g = torch.Generator().manual_seed(args.seed)
-    train = Subset(train, torch.randperm(len(train), generator=g)[: args.knob_images].tolist())
+    pick = torch.randperm(len(prepared.train_aug), generator=g)[: args.knob_images].tolist()
+    lazy = ImageDataset(prepared.splits.train, prepared.weights.preprocess, train=True, cache=False).with_augmentation(scale=(0.35, 1.0))
     val = Subset(prepared.val, range(min(16, len(prepared.val))))  # evaluation is not what is measured
     strategy = parse_strategy("finetune-all")
-    model = build_model("mobilenet_v3_small", prepared, strategy, init=None, seed=args.seed)
-    cfg = TrainConfig(batch_size=args.batch_size, seed=args.seed, device="cpu", quiet=True, **KNOBS[knob])
-    phases = strategy.phases(layer_groups(model), epochs=args.knob_epochs, lr=DEFAULT_LR[cfg.optimizer], pretrained=True)
-    if knob == "compile":
-        model.compile()  # in place: parameter names (and so the phases) stay as they are
-    result = fit(model, train, val, phases, cfg, num_classes=prepared.splits.num_classes, normalize=Normalizer.of(prepared.weights.preprocess))
-    print(json.dumps({"knob": knob, "threads": torch.get_num_threads(),
-                      "images_per_second": [h["images_per_second"] for h in result.history],
-                      "seconds": [h["seconds"] for h in result.history]}))
+    models = {k: build_model("mobilenet_v3_small", prepared, strategy, init=None, seed=args.seed) for k in names}
+    if "compile" in models:
+        models["compile"].compile()  # in place: parameter names (and so the phases) stay as they are
+    threads = torch.get_num_threads()
+    rates: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(args.knob_rounds + 1):
+        for k in names[r % len(names):] + names[: r % len(names)]:
+            torch.set_num_threads(len(os.sched_getaffinity(0)) if k == "threads=all" else threads)
+            train = Subset(lazy if k == "no-decoded-cache" else prepared.train_aug, pick)
+            cfg = TrainConfig(batch_size=args.batch_size, seed=args.seed + r, device="cpu", quiet=True, **{**PLAIN, **KNOBS[k]})
+            phases = strategy.phases(layer_groups(models[k]), epochs=1, lr=DEFAULT_LR[cfg.optimizer], pretrained=True)
+            result = fit(models[k], train, val, phases, cfg, num_classes=prepared.splits.num_classes,
+                         normalize=Normalizer.of(prepared.weights.preprocess))
+            if r > 0:
+                rates[k].append(result.history[-1]["images_per_second"])
+    torch.set_num_threads(threads)
+    return rates
 
 
 def main() -> None:
@@ -80,40 +92,48 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--knobs", default="all", help="all, none, or a comma-separated list of: " + ", ".join(KNOBS))
-    p.add_argument("--knob-images", type=int, default=128, help="training images per knob epoch")
-    p.add_argument("--knob-epochs", type=int, default=2, help="epochs per knob (the first is warm-up)")
-    p.add_argument("--knob", default=None, help=argparse_hidden())
-    p.add_argument("--view", type=Path, default=None, help=argparse_hidden())
+    p.add_argument("--repeats", type=int, default=1, help="measure warmstart and the baseline this many times (interleaved); 0: knobs only")
+    p.add_argument("--knob-images", type=int, default=64, help="training images per knob epoch")
+    p.add_argument("--knob-rounds", type=int, default=3, help="measured rounds (one epoch of every knob each), after one warm-up round")
     args = p.parse_args()
-    if args.knob:
-        return knob_worker(args)
     c.check_inputs(args)
     if args.smoke:
-        args.epochs, args.knob_images, args.knob_epochs, args.batch_size = 1, 8, 1, 4
+        args.epochs, args.knob_images, args.knob_rounds, args.batch_size, args.repeats = 1, 8, 1, 4, 1
     knobs = list(KNOBS) if args.knobs == "all" else [] if args.knobs == "none" else args.knobs.split(",")
     unknown = [k for k in knobs if k not in KNOBS]
     if unknown:
         sys.exit(f"error: unknown knob {unknown[0]!r}; choose from {', '.join(KNOBS)}")
     if args.smoke:
-        knobs = [k for k in knobs if k in ("defaults", "channels_last")]  # compile alone takes minutes
+        knobs = [k for k in knobs if k in ("plain", "channels_last")]  # compile alone takes minutes
 
     with c.Workdir(args.workdir) as wd:
         view = c.data_view(args.data, wd / "data", 4 if args.smoke else None)
         common = ["--epochs", args.epochs, "--batch-size", args.batch_size, "--seed", args.seed]
-        out = wd / "warmstart"
-        ws = c.warmstart(["train", view, "--weights", args.weights, "--strategy", "finetune-all", "--out", out, "--quiet", *common])
-        ws["run"] = c.read_run(out)
-        base = c.baseline(["finetune", "--data", view, "--weights", args.weights, *common])
+        ws_runs, base_runs = [], []
+        for i in range(args.repeats):
+            out = wd / f"warmstart-{i}"
+            ws = c.warmstart(["train", view, "--weights", args.weights, "--strategy", "finetune-all", "--out", out, "--quiet", *common,
+                              *c.warmstart_args(args)],
+                             **c.threads_env(args))
+            ws["run"] = c.read_run(out)
+            ws_runs.append(ws)
+            base_runs.append(c.baseline(["finetune", "--data", view, "--weights", args.weights, *common], **c.threads_env(args)))
         knob_rows = []
-        for k in knobs:
-            r = c.run_process([__file__, "--knob", k, "--view", view, "--weights", args.weights, "--seed", args.seed,
-                               "--batch-size", args.batch_size, "--knob-images", args.knob_images, "--knob-epochs", args.knob_epochs])
-            d = json.loads(r["stdout"].strip().splitlines()[-1])
-            knob_rows.append({**d, "steady_images_per_second": c.steady(d["images_per_second"]), "load": r["load_after"],
-                              "process_seconds": r["seconds"]})
+        if knobs:
+            args.view = view
+            load = c.loadavg()
+            rates = knob_worker(args, knobs)
+            knob_rows = [{"knob": k, "images_per_second": v, "steady_images_per_second": c.median(v)} for k, v in rates.items()]
+            knob_load = [load, c.loadavg()]
 
-    ws_rate = c.steady([float(e["images_per_second"]) for e in ws["run"]["epochs"]])
-    b_rate = c.steady([h["train_images_per_second"] for h in base["result"]["history"]])
+    if not ws_runs:  # --repeats 0: the knobs alone
+        print(knob_table(knob_rows, args, knob_load))
+        print(f"results: {c.write_results('finetune-knobs', args, {'knobs': knob_rows, 'knob_setup': {'images': args.knob_images, 'rounds': args.knob_rounds, 'load': knob_load}})}")
+        return
+    ws_rate = c.median([c.steady([float(e["images_per_second"]) for e in w["run"]["epochs"]]) for w in ws_runs])
+    b_rate = c.median([c.steady([h["train_images_per_second"] for h in b["result"]["history"]]) for b in base_runs])
+    ws, base = ws_runs[-1], base_runs[-1]
+    ws["seconds"], base["seconds"] = c.median([w["seconds"] for w in ws_runs]), c.median([b["seconds"] for b in base_runs])
     summary = ws["run"]["summary"]
     result = {
         "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "images": c.count_images(view),
@@ -121,8 +141,11 @@ def main() -> None:
         "wall_seconds": {"warmstart": ws["seconds"], "baseline": base["seconds"]},
         "final_val_accuracy": {"warmstart": summary["final_val_accuracy"], "baseline": base["result"]["final_val_accuracy"]},
         "warmstart_epochs": ws["run"]["epochs"], "baseline_history": base["result"]["history"],
-        "load": {"warmstart": [ws["load_before"], ws["load_after"]], "baseline": [base["load_before"], base["load_after"]]},
+        "repeats": args.repeats,
+        "load": {"warmstart": [[w["load_before"], w["load_after"]] for w in ws_runs],
+                 "baseline": [[b["load_before"], b["load_after"]] for b in base_runs]},
         "goal": GOAL, "meets": ws_rate / b_rate >= GOAL, "knobs": knob_rows,
+        "knob_setup": {"images": args.knob_images, "rounds": args.knob_rounds, "load": knob_load if knob_rows else None},
     }
     rows = [{"measure": "training images/s (median, epochs 2..)", "warmstart": ws_rate, "baseline": b_rate,
              "ratio": f"{ws_rate / b_rate:.2f}x", "goal": f">= {GOAL}x"},
@@ -132,19 +155,19 @@ def main() -> None:
              "ratio": "", "goal": ""}]
     print(c.table(rows, ["measure", "warmstart", "baseline", "ratio", "goal"]))
     if knob_rows:
-        ref = next((r["steady_images_per_second"] for r in knob_rows if r["knob"] == "defaults"), None)
         print()
-        print(c.table([{"knob": r["knob"], "images/s": r["steady_images_per_second"],
-                        "vs defaults": f"{r['steady_images_per_second'] / ref:.2f}x" if ref else "", "load": r["load"]} for r in knob_rows],
-                      ["knob", "images/s", "vs defaults", "load"]))
+        print(knob_table(knob_rows, args, knob_load))
     print(f"load average: {result['load']}")
     print(f"results: {c.write_results('finetune', args, result)}")
 
 
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
+def knob_table(knob_rows: list[dict], args, load) -> str:
+    ref = next((r["steady_images_per_second"] for r in knob_rows if r["knob"] == "plain"), None)
+    return c.table([{"knob": r["knob"], "images/s (median)": r["steady_images_per_second"],
+                     "vs plain": f"{r['steady_images_per_second'] / ref:.2f}x" if ref else "",
+                     "per round": " ".join(f"{x:.1f}" for x in r["images_per_second"])} for r in knob_rows],
+                   ["knob", "images/s (median)", "vs plain", "per round"]) + \
+        f"\nknobs: {args.knob_images} images per epoch, {args.knob_rounds} rounds; load average {load}"
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ def main() -> None:
     from warmstart.experiments.train import prepare
     from warmstart.transfer.backbones import create_model
 
+    c.set_threads(args)
     workers = args.workers if args.workers is not None else min(4, len(os.sched_getaffinity(0)))
     timings: dict[str, list[float]] = {"floor": [], "warmstart_cached": [], "warmstart_from_files": [], "baseline": []}
     with c.Workdir(args.workdir) as wd:

@@ -41,12 +41,14 @@ def main() -> None:
         view = c.data_view(args.data, wd / "data", per_class)
         common = ["--epochs", epochs, "--batch-size", args.batch_size, "--seed", args.seed]
         for i in range(args.repeats):
-            runs["floor"].append(c.baseline(["inference", "--data", view, "--weights", args.weights, "--batch-size", args.batch_size]))
+            env = c.threads_env(args)
+            runs["floor"].append(c.baseline(["inference", "--data", view, "--weights", args.weights, "--batch-size", args.batch_size], **env))
             out = wd / f"warmstart-{i}"
-            r = c.warmstart(["train", view, "--weights", args.weights, "--strategy", "transfer", "--out", out, "--quiet", *common])
+            r = c.warmstart(["train", view, "--weights", args.weights, "--strategy", "transfer", "--out", out, "--quiet", *common,
+                             *c.warmstart_args(args)], **env)
             r["run"] = c.read_run(out)
             runs["warmstart"].append(r)
-            runs["baseline"].append(c.baseline(["transfer", "--data", view, "--weights", args.weights, *common]))
+            runs["baseline"].append(c.baseline(["transfer", "--data", view, "--weights", args.weights, *common], **env))
 
     ws, base, floor = (c.median([r["seconds"] for r in runs[k]]) for k in ("warmstart", "baseline", "floor"))
     ws_sum = runs["warmstart"][-1]["run"]["summary"]

@@ -12,6 +12,10 @@
 #            default: none, then the runs use --strategy scratch (the same network and the same work per
 #            step as finetune-all, from a random start)
 #
+# A last run times the naive baseline (benchmarks/tutorial_baseline.py finetune: ImageFolder decoding every
+# image every epoch, 4 workers, float32) on the same images, for the finetune images/s ratio on a GPU.
+# DATA=digits is first written out as an image folder (PNG), so that both sides read the same files.
+#
 # Only the repository's files travel to a device machine. To use the real weights (and hymenoptera), copy
 # them into an ignored folder of the checkout and carry it:
 #   echo /.bench/ >> .git/info/exclude; mkdir -p .bench
@@ -53,6 +57,24 @@ STRATEGY=finetune-all
 [ "$WEIGHTS" = none ] && STRATEGY=scratch
 SCRATCH=$(mktemp -d)
 trap 'rm -rf "$SCRATCH"' EXIT
+if [ "$DATA" = digits ]; then  # one image folder for warmstart and the baseline alike
+  $PY - "$SCRATCH/digits" <<'EOF'
+import sys
+from pathlib import Path
+from PIL import Image
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+d = load_digits()
+idx = list(range(len(d.target)))
+tr, va = train_test_split(idx, test_size=0.2, stratify=d.target, random_state=0)
+for split, ids in (("train", tr), ("val", va)):
+    for i in ids:
+        folder = Path(sys.argv[1]) / split / str(d.target[i])
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((d.images[i] * 255 / 16).astype("uint8")).convert("RGB").save(folder / f"{i:04d}.png")
+EOF
+  DATA="$SCRATCH/digits"
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$LOG" 2>&1 || true
 
 # name | extra options
@@ -73,6 +95,9 @@ for entry in "${CONFIGS[@]}"; do
     echo "   failed or timed out (see $LOG)" | tee -a "$LOG"
   fi
 done
+echo "== baseline: the tutorial's loop, fp32, 4 workers" | tee -a "$LOG"
+timeout 120 $PY benchmarks/tutorial_baseline.py finetune --data "$DATA" --weights "$WEIGHTS" --epochs "$EPOCHS" \
+  --batch-size "$BATCH" --workers 4 > "$SCRATCH/baseline.json" 2>> "$LOG" || echo "   failed or timed out (see $LOG)" | tee -a "$LOG"
 echo "== transfer (feature cache on the GPU)" | tee -a "$LOG"
 if [ "$WEIGHTS" != none ]; then
   timeout 90 $PY -m warmstart train "$DATA" --weights "$WEIGHTS" --strategy transfer --epochs 25 --device "$DEVICE" --quiet \
@@ -88,6 +113,8 @@ scratch, out, data, weights, strategy, batch = sys.argv[1:]
 rows = {}
 order = ["fp32", "bf16", "fp16", "fp32+channels_last", "bf16+channels_last", "bf16+channels_last,workers=0", "transfer"]
 for run in sorted(Path(scratch).iterdir(), key=lambda p: order.index(p.name) if p.name in order else len(order)):
+    if not run.is_dir() or run.name == "digits":
+        continue
     if not (run / "summary.json").is_file():
         rows[run.name] = {"failed": True}
         continue
@@ -97,7 +124,15 @@ for run in sorted(Path(scratch).iterdir(), key=lambda p: order.index(p.name) if 
     rows[run.name] = {"train_images_per_second": statistics.median(rates[1:] or rates), "per_epoch": rates,
                       "final_val_accuracy": s["final_val_accuracy"], "seconds": s["seconds"],
                       "feature_seconds": s.get("feature_seconds"), "device": s["device"]}
-doc = {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "torch": torch.__version__, "data": data, "weights": weights,
+baseline = None
+try:
+    b = json.loads((Path(scratch) / "baseline.json").read_text().strip().splitlines()[-1])
+    rates = [h["train_images_per_second"] for h in b["history"]]
+    baseline = {"train_images_per_second": statistics.median(rates[1:] or rates), "per_epoch": rates,
+                "final_val_accuracy": b["final_val_accuracy"], "seconds": b["total_seconds"]}
+except (OSError, ValueError, KeyError, IndexError):
+    pass
+doc = {"baseline": baseline, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "torch": torch.__version__, "data": data, "weights": weights,
        "strategy": strategy, "batch_size": int(batch), "runs": rows}
 Path(out).write_text(json.dumps(doc, indent=1) + "\n")
 ref = rows.get("fp32", {}).get("train_images_per_second")
@@ -112,5 +147,11 @@ for k, r in rows.items():
         continue
     rel = f"{r['train_images_per_second'] / ref:.2f}x" if ref else ""
     print(f"{k:34s} {r['train_images_per_second']:9.0f} {rel:>8s} {r['final_val_accuracy']:8.3f}")
+if baseline and ref:
+    print(f"{'baseline (tutorial loop, fp32)':34s} {baseline['train_images_per_second']:9.0f}"
+          f" {baseline['train_images_per_second'] / ref:7.2f}x {baseline['final_val_accuracy']:8.3f}")
+    best = max((r["train_images_per_second"], k) for k, r in rows.items() if not r.get("failed") and k != "transfer")
+    print(f"finetune images/s, warmstart / baseline: fp32 {ref / baseline['train_images_per_second']:.2f}x,"
+          f" best ({best[1]}) {best[0] / baseline['train_images_per_second']:.2f}x")
 print(f"wrote {out}")
 EOF

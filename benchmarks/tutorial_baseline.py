@@ -36,7 +36,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("mode", choices=["transfer", "finetune", "inference"])
     p.add_argument("--data", required=True)
-    p.add_argument("--weights", required=True)
+    p.add_argument("--weights", required=True, help="a state_dict .pth with its .json, or none (random start)")
     p.add_argument("--epochs", type=int, default=25)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=None, help="default: 0.001 * batch_size / 4 (the tutorial's 0.001 at batch 4)")
@@ -46,8 +46,11 @@ def main() -> None:
     torch.manual_seed(args.seed)
     t_start = time.perf_counter()
 
-    with open(os.path.splitext(args.weights)[0] + ".json") as f:
-        meta = json.load(f)
+    if args.weights == "none":  # a random start (the work per step is the same)
+        meta = {"input_size": 224, "resize": 256, "mean": [0.5] * 3, "std": [0.5] * 3}
+    else:
+        with open(os.path.splitext(args.weights)[0] + ".json") as f:
+            meta = json.load(f)
     crop, resize, mean, std = meta["input_size"], meta["resize"], meta["mean"], meta["std"]
     data_transforms = {
         "train": transforms.Compose([transforms.RandomResizedCrop(crop), transforms.RandomHorizontalFlip(),
@@ -58,7 +61,8 @@ def main() -> None:
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
 
     model = torchvision.models.mobilenet_v3_small()
-    model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
+    if args.weights != "none":
+        model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
 
     if args.mode == "inference":
         image_datasets = [datasets.ImageFolder(os.path.join(args.data, x), data_transforms["val"]) for x in ("train", "val")]

@@ -61,9 +61,9 @@ def test_finetune_smoke(hymenoptera, weights_dir, tmp_path):
     rates = doc["train_images_per_second"]
     assert rates["warmstart"] > 0 and rates["baseline"] > 0
     assert doc["ratio"] == round(rates["warmstart"] / rates["baseline"], 2)
-    assert [k["knob"] for k in doc["knobs"]] == ["defaults", "channels_last"]
+    assert [k["knob"] for k in doc["knobs"]] == ["plain", "channels_last"]
     assert all(k["steady_images_per_second"] > 0 for k in doc["knobs"])
-    assert "training images/s" in stdout and "vs defaults" in stdout
+    assert "training images/s" in stdout and "vs plain" in stdout
 
 
 def test_inference_smoke(hymenoptera, weights_dir, tmp_path):

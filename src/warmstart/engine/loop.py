@@ -105,9 +105,14 @@ def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
 
 
 def fast_cpu_channels_last(device: torch.device) -> bool:
-    """Whether convolutions on ``device`` run faster on channels-last inputs: x86 CPUs with oneDNN (measured in
-    benchmarks/RESULTS.md: 1.4x-1.8x for MobileNetV3-Small inference)."""
+    """Whether convolutions on ``device`` run faster in channels-last layout: x86 CPUs with oneDNN (measured in
+    benchmarks/RESULTS.md for MobileNetV3-Small: 1.35x training, 1.4x-1.8x inference)."""
     return device.type == "cpu" and torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_64", "amd64")
+
+
+def use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
+    """``cfg.channels_last``, with None (auto) meaning :func:`fast_cpu_channels_last` of ``device``."""
+    return cfg.channels_last if cfg.channels_last is not None else fast_cpu_channels_last(device)
 
 
 def _autocast(device: torch.device, amp: str):
@@ -143,7 +148,7 @@ def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, *, cfg: Train
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     with torch.inference_mode():
         for x, y in loader:
-            x, y = _to(x, device, normalize, cfg.channels_last), y.to(device, non_blocking=True)
+            x, y = _to(x, device, normalize, use_channels_last(cfg, device)), y.to(device, non_blocking=True)
             with amp_ctx:
                 out = model(x)
             loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()
@@ -178,7 +183,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels once
     seed_everything(cfg.seed, cfg.deterministic)
     model.to(device)
-    if cfg.channels_last:
+    channels_last = use_channels_last(cfg, device)
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     normalize = normalize.to(device) if normalize is not None else None
     total_epochs = sum(p.epochs for p in phases)
@@ -231,7 +237,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence
             # anything of it is saved), since reading it every step would make the CPU wait for the GPU
             bad = torch.full((2,), -1.0, dtype=torch.float64, device=device)  # (step, loss)
             for step, (x, y) in enumerate(progress(loader, total=len(loader), desc=f"epoch {epoch + 1}")):
-                x, y = _to(x, device, normalize, cfg.channels_last), y.to(device, non_blocking=True)
+                x, y = _to(x, device, normalize, channels_last), y.to(device, non_blocking=True)
                 with amp_ctx:
                     out = net(x)
                     loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
