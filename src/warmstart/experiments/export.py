@@ -56,8 +56,8 @@ def export(run: str | Path, *, onnx: str | Path, opset: int = 17, images: Sequen
         raise UserError(f"--opset must be between 13 and 21, got {opset!r}")
     from warmstart.engine import io
 
-    io.check_writable(target.parent if str(target.parent) else Path("."))
     model, weights = load_model(run, "cpu")
+    io.check_writable(target.parent)
     paths, where = _check_paths(run, images)
     if paths:
         x = Normalizer.of(weights.preprocess)(load_images(paths, weights))
