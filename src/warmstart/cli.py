@@ -391,9 +391,13 @@ def main(argv: list[str] | None = None) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING)
     logger.propagate = False
+    from warmstart.engine import run as run_module
+
+    run_module.COMMAND_LINE = ["warmstart", *(sys.argv[1:] if argv is None else [str(a) for a in argv])]  # for config.json
     try:
         _main(argv)
     finally:
+        run_module.COMMAND_LINE = None
         logger.removeHandler(handler)
         logger.setLevel(before[0])
         logger.propagate = before[1]

@@ -15,14 +15,30 @@ from __future__ import annotations
 import csv
 import io as _io
 import json
-import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from warmstart.engine import io
 from warmstart.engine.distributed import init_from_env, world
 from warmstart.errors import UserError
+
+#: the command line being run, set by warmstart.cli.main (None for library calls)
+COMMAND_LINE: list[str] | None = None
+
+
+
+@contextmanager
+def command_line(argv: list[str] | None):
+    """Record ``argv`` as the command line of the runs made inside (e.g. each part of ``warmstart demo``)."""
+    global COMMAND_LINE
+    before, COMMAND_LINE = COMMAND_LINE, argv
+    try:
+        yield
+    finally:
+        COMMAND_LINE = before
+
 
 CONFIG, METRICS, SUMMARY, CHECKPOINT, BEST = "config.json", "metrics.csv", "summary.json", "checkpoint.pt", "best.pt"
 
@@ -35,7 +51,7 @@ class Run:
     def __init__(self, out: Path | str, command: str, config: dict[str, Any], *, resume: bool = False, tensorboard: bool = False):
         self.dir = Path(out)
         self.command = command
-        self.config = {"command": command, "argv": ["warmstart", *sys.argv[1:]], **config}
+        self.config = {"command": command, "argv": list(COMMAND_LINE) if COMMAND_LINE else None, **config}
         self.resume = resume
         self.rows: list[dict[str, Any]] = []
         self._tb = None

@@ -315,7 +315,7 @@ def sections(run_dir: str | Path) -> list:
     paragraphs.append(reading)
     figures = [Figure(run_dir / s["figures"]["conv1_filters"], "conv1's filters at the start and after training, per arm"),
                Figure(run_dir / s["figures"]["learning_curves"], "learning curves per arm")]
-    command = " ".join(config.get("argv", []))
+    command = " ".join(config.get("argv") or []) or "warmstart symmetry"
     return [Section("Symmetry: a constant start never breaks it", paragraphs=paragraphs,
                     tables=[Table(cols, rows, caption="distinct filters after training, of all filters; rank of the layer's weight")],
                     figures=figures, command=command, anchor="symmetry")]

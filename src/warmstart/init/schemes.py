@@ -235,7 +235,7 @@ def _number(scheme: str, arg: str, value, positive: bool = False) -> float:
         raise UserError(f"{scheme}: {arg} must be a number, got {value!r}")
     if positive and value <= 0:
         raise UserError(f"{scheme}: {arg} must be > 0, got {value!r}")
-    return float(value)
+    return float(value) + 0.0  # -0.0 -> 0.0: one value, one text
 
 
 def _gain_arg(scheme: str, value: str | float) -> float:
@@ -258,7 +258,8 @@ def _float_text(x: float) -> str:
 
 def constant(value: float) -> Scheme:
     """Every entry equals ``value``."""
-    return Constant(_text("constant", (_number("constant", "value", value),), (None,)), float(value))
+    value = _number("constant", "value", value)
+    return Constant(_text("constant", (value,), (None,)), value)
 
 
 def zeros() -> Scheme:
