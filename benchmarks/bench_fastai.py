@@ -68,7 +68,9 @@ def main() -> None:
         config = json.loads((out / "config.json").read_text())
 
     s = ws["run"]["summary"]
-    ws_acc, fa_acc = s["final_val_accuracy"], fa["result"]["final_val_accuracy"]
+    # fastai reports a float32 accuracy: compare as numbers of correct validation images
+    n_val = s["val_images"]
+    ws_acc, fa_acc = s["final_val_accuracy"], round(fa["result"]["final_val_accuracy"] * n_val) / n_val
     result = {
         "images": {"train": s["train_images"], "val": s["val_images"]},
         "warmstart": {"seconds": ws["seconds"], "final_val_accuracy": ws_acc, "best_val_accuracy": s["best_val_accuracy"],
