@@ -34,8 +34,11 @@ GOALS = {"accuracy_at_least_fastai": True, "wall_fraction_of_fastai": 0.5}
 def fastai_python(explicit: str | None) -> str | None:
     """A Python that can import fastai: --fastai-python, $WARMSTART_FASTAI_PYTHON, or this one; None if none can."""
     for py in (explicit, os.environ.get("WARMSTART_FASTAI_PYTHON"), sys.executable):
-        if py and subprocess.run([py, "-c", "import fastai, torchvision"], capture_output=True).returncode == 0:
-            return py
+        try:
+            if py and subprocess.run([py, "-c", "import fastai, torchvision"], capture_output=True).returncode == 0:
+                return py
+        except OSError:  # no such interpreter
+            continue
     return None
 
 

@@ -108,6 +108,7 @@ def main() -> None:
 
     with c.Workdir(args.workdir) as wd:
         view = c.data_view(args.data, wd / "data", 4 if args.smoke else None)
+        images = c.count_images(view)
         common = ["--epochs", args.epochs, "--batch-size", args.batch_size, "--seed", args.seed]
         ws_runs, base_runs = [], []
         for i in range(args.repeats):
@@ -136,7 +137,7 @@ def main() -> None:
     ws["seconds"], base["seconds"] = c.median([w["seconds"] for w in ws_runs]), c.median([b["seconds"] for b in base_runs])
     summary = ws["run"]["summary"]
     result = {
-        "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "images": c.count_images(view),
+        "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "images": images,
         "train_images_per_second": {"warmstart": ws_rate, "baseline": b_rate}, "ratio": round(ws_rate / b_rate, 2),
         "wall_seconds": {"warmstart": ws["seconds"], "baseline": base["seconds"]},
         "final_val_accuracy": {"warmstart": summary["final_val_accuracy"], "baseline": base["result"]["final_val_accuracy"]},

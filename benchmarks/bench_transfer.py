@@ -39,6 +39,7 @@ def main() -> None:
     runs: dict[str, list] = {"warmstart": [], "baseline": [], "floor": []}
     with c.Workdir(args.workdir) as wd:
         view = c.data_view(args.data, wd / "data", per_class)
+        images = c.count_images(view)
         common = ["--epochs", epochs, "--batch-size", args.batch_size, "--seed", args.seed]
         for i in range(args.repeats):
             env = c.threads_env(args)
@@ -55,7 +56,7 @@ def main() -> None:
     b_res = runs["baseline"][-1]["result"]
     ws_acc, b_acc = ws_sum["final_val_accuracy"], b_res["final_val_accuracy"]
     result = {
-        "epochs": epochs, "batch_size": args.batch_size, "seed": args.seed, "repeats": args.repeats, "images": c.count_images(view),
+        "epochs": epochs, "batch_size": args.batch_size, "seed": args.seed, "repeats": args.repeats, "images": images,
         "wall_seconds": {"warmstart": ws, "baseline": base, "floor_inference_pass": floor},
         "speedup": round(base / ws, 2), "warmstart_over_floor": round(ws / floor, 3),
         "final_val_accuracy": {"warmstart": ws_acc, "baseline": b_acc},
