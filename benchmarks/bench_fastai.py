@@ -81,7 +81,7 @@ def main() -> None:
                       "load": [ws["load_before"], ws["load_after"]]},
         "fastai": {"seconds": fa["seconds"], "final_val_accuracy": fa_acc, "epochs": fa_epochs, "freeze_epochs": fa_freeze,
                    "batch_size": fa["result"]["batch_size"], "num_workers": fa["result"]["num_workers"],
-                   "history": fa["result"]["history"], "load": [fa["load_before"], fa["load_after"]]},
+                   "load": [fa["load_before"], fa["load_after"]]},
         "wall_fraction_of_fastai": round(ws["seconds"] / fa["seconds"], 3), "accuracy_difference_pp": round(100 * (ws_acc - fa_acc), 2),
         "goals": GOALS,
     }
