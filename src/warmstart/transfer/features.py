@@ -13,6 +13,10 @@ a Phase from ``Strategy.phases`` applies to ``head`` unchanged, and training ``h
 Frozen groups run in eval mode in both paths (see ``transfer.strategies``), which is what makes training
 on cached features identical to training on images. Cache features of un-augmented images (the
 evaluation transform); random crops would be frozen into the cache.
+
+Building is the one pass of the frozen layers, so it is made fast and lean: batches may go channels-last
+and under autocast, BatchNorm may be folded into a copy of the trunk (:func:`fold_batchnorm`), a disk cache
+is written batch by batch, and under torchrun each rank computes its shard and the shards are gathered.
 """
 
 from __future__ import annotations
