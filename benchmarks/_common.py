@@ -112,7 +112,8 @@ def data_view(src: Path, dst: Path, per_class: int | None = None) -> Path:
 
 
 def count_images(view: Path) -> dict[str, int]:
-    return {s: sum(1 for _ in (view / s).rglob("*") if _.is_symlink() or _.is_file()) for s in ("train", "val")}
+    """Images per split of a :func:`data_view`."""
+    return {s: sum(1 for f in (view / s).rglob("*") if f.is_symlink() or f.is_file()) for s in ("train", "val")}
 
 
 def machine() -> dict[str, Any]:

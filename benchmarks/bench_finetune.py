@@ -108,7 +108,7 @@ def main() -> None:
 
     with c.Workdir(args.workdir) as wd:
         view = c.data_view(args.data, wd / "data", 4 if args.smoke else None)
-        images = c.count_images(view)  # before the work folder (and its view) is removed
+        images = c.count_images(view)
         common = ["--epochs", args.epochs, "--batch-size", args.batch_size, "--seed", args.seed]
         ws_runs, base_runs = [], []
         for i in range(args.repeats):

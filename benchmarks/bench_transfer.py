@@ -39,7 +39,7 @@ def main() -> None:
     runs: dict[str, list] = {"warmstart": [], "baseline": [], "floor": []}
     with c.Workdir(args.workdir) as wd:
         view = c.data_view(args.data, wd / "data", per_class)
-        images = c.count_images(view)  # before the work folder (and its view) is removed
+        images = c.count_images(view)
         common = ["--epochs", epochs, "--batch-size", args.batch_size, "--seed", args.seed]
         for i in range(args.repeats):
             env = c.threads_env(args)

@@ -47,12 +47,10 @@ def main() -> None:
     with learn.no_bar(), learn.no_logging():
         learn.fine_tune(args.epochs, freeze_epochs=args.freeze_epochs)
         final = float(learn.validate()[1])
-    names = [n for n in learn.recorder.metric_names if n not in ("epoch", "time")]
-    history = [dict(zip(names[-len(v):], map(float, v))) for v in learn.recorder.values]
     print()
     print(json.dumps({"final_val_accuracy": final, "epochs": args.epochs, "freeze_epochs": args.freeze_epochs,
                       "batch_size": args.batch_size, "train_images": len(dls.train_ds), "val_images": len(dls.valid_ds),
-                      "num_workers": dls.train.num_workers, "history": history,
+                      "num_workers": dls.train.num_workers,
                       "total_seconds": round(time.perf_counter() - t_start, 3)}))
 
 

@@ -22,8 +22,9 @@ from warmstart.cli import main
 
 pytestmark = pytest.mark.slow
 
-#: tolerance between the 2-process and the 1-process run: float32 sums in another order
-ATOL = 1e-5
+#: tolerance between the 2-process and the 1-process run: float32 sums in another order, and features computed in
+#: other batch compositions (so now and then rounded to the neighbouring float16 in the disk cache)
+ATOL = 1e-4
 
 
 def _train_args(hymenoptera: Path, weights_dir: Path, out: Path, *extra: str) -> list[str]:
@@ -42,7 +43,7 @@ def _metrics(run: Path) -> list[dict[str, str]]:
 def test_torchrun_two_cpu_processes_match_one_process(hymenoptera, weights_dir, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     with pytest.raises(SystemExit) as e:
-        main(_train_args(hymenoptera, weights_dir, one))
+        main(_train_args(hymenoptera, weights_dir, one, "--feature-cache", "disk"))
     assert e.value.code == 0
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
@@ -58,12 +59,11 @@ def test_torchrun_two_cpu_processes_match_one_process(hymenoptera, weights_dir, 
     assert s2["final_val_accuracy"] == s1["final_val_accuracy"] and s2["confusion"] == s1["confusion"]
     for r1, r2 in zip(_metrics(one), _metrics(two), strict=True):
         for k in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
-            # the disk cache stores features as float16: the two runs agree to its rounding
-            assert abs(float(r1[k]) - float(r2[k])) < 2e-3, (k, r1[k], r2[k])
+            assert abs(float(r1[k]) - float(r2[k])) < ATOL, (k, r1[k], r2[k])
     w1, w2 = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
     assert w1.keys() == w2.keys()
     for k in w1:
-        torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=2e-3)
+        torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=ATOL)
     # rank 0 alone wrote: one run directory, one feature file per split, no leftovers of other ranks
     names = sorted(p.name for p in (two / "features").iterdir())
     assert len(names) == 4 and all(not n.startswith(".") for n in names), names

@@ -13,7 +13,13 @@ from torch.utils.data import TensorDataset
 
 from warmstart.data.transforms import Normalizer
 from warmstart.engine.config import TrainConfig
-from warmstart.engine.loop import _note_nonfinite, _raise_if_diverged, fast_cpu_channels_last, fit, use_channels_last
+from warmstart.engine.loop import (
+    _note_nonfinite,
+    _raise_if_diverged,
+    fast_cpu_channels_last,
+    fit,
+    use_channels_last,
+)
 from warmstart.engine.plan import single_phase
 from warmstart.errors import TrainingDiverged, UserError
 

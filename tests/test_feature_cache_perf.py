@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -105,3 +106,35 @@ def test_channels_last_and_autocast_give_the_trunks_features():
     half = FeatureCache.build(trunk, data, normalize=_norm, batch_size=5, autocast=torch.bfloat16).tensors()[0]
     assert half.dtype == torch.float32 and not torch.equal(half, plain)  # it did run in bfloat16
     torch.testing.assert_close(half, plain, rtol=0.05, atol=0.02)
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v3_small", "resnet18"])
+def test_folding_batchnorm_keeps_the_trunks_function(arch, hymenoptera):
+    from _transfer_data import hymenoptera_batch
+
+    from warmstart.transfer.backbones import create_model
+    from warmstart.transfer.features import fold_batchnorm, split_at
+    from warmstart.transfer.groups import layer_groups
+
+    torch.manual_seed(0)
+    model = create_model(arch, 2, None)
+    x, _ = hymenoptera_batch(hymenoptera, "val", per_class=2)
+    x = x.float() / 127.5 - 1
+    model.train()
+    with torch.no_grad():  # give the BatchNorms non-trivial running statistics
+        for _ in range(3):
+            model(x)
+    model.eval()
+    groups = layer_groups(model)
+    trunk, _ = split_at(model, groups, len(groups) - 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(trunk)
+    bns = lambda m: sum(isinstance(c, nn.BatchNorm2d) for c in m.modules())  # noqa: E731
+    assert bns(folded) < bns(trunk) and bns(trunk) > 0
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x), trunk(x), rtol=1e-4, atol=1e-4)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the model is untouched
+    f = FeatureCache.build(trunk, torch.utils.data.TensorDataset(x, torch.zeros(len(x), dtype=torch.long)), normalize=None,
+                           fold_bn=True).tensors()[0]
+    with torch.inference_mode():
+        torch.testing.assert_close(f, trunk(x), rtol=1e-4, atol=1e-4)

@@ -282,7 +282,7 @@ def _features(prepared: Prepared, trunk, dataset, which: str, layer: str, cfg: T
     cache = FeatureCache.build(trunk, dataset, normalize=Normalizer.of(w.preprocess), batch_size=max(64, cfg.batch_size),
                                device=device, path=path, memory_limit=FEATURE_MEMORY_LIMIT if mode == "auto" else None,
                                channels_last=cfg.channels_last or fast_cpu_channels_last(device),
-                               autocast=amp_dtype(device, cfg.amp))
+                               autocast=amp_dtype(device, cfg.amp), fold_bn=True)
     prepared.features[key] = cache
     return cache
 
