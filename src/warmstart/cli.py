@@ -208,8 +208,11 @@ def train(data, **o):
                         data_root=o["data_root"], val_fraction=o["val_fraction"], subset=o["subset"],
                         skip_bad_images=o["skip_bad_images"], restarts=o["restarts"], restart_epochs=o["restart_epochs"],
                         cfg=engine_config(o), options={"data": data, **o})
-    click.echo(json.dumps({k: summary[k] for k in ("strategy", "model", "best_val_accuracy", "final_val_accuracy", "train_seconds",
-                                                   "restarts") if k in summary}))
+    from warmstart.engine.distributed import world
+
+    if world().main:  # under torchrun, one result line, not one per rank
+        click.echo(json.dumps({k: summary[k] for k in ("strategy", "model", "best_val_accuracy", "final_val_accuracy",
+                                                       "train_seconds", "restarts") if k in summary}))
 
 
 @cli.command(context_settings=CONTEXT)

@@ -114,6 +114,10 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
     what it means for :func:`~warmstart.experiments.train.train` and applies to every arm.
     """
     cfg = cfg or TrainConfig()
+    # under torchrun: join the process group first, so that only rank 0 logs and writes
+    from warmstart.engine.distributed import init_from_env
+
+    init_from_env(resolve_device(cfg.device).type)
     strats = parse_strategies(strategies)
     seed_list = parse_seeds(seeds, cfg.seed)
     if augment not in ("auto", "on", "off"):
