@@ -18,12 +18,7 @@ from warmstart.experiments.export import export
 from warmstart.experiments.predict import image_paths, load_images, load_model, predict
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -25,12 +25,7 @@ REQUIRED = {"strategy", "model", "weights", "epochs", "best_val_accuracy", "fina
             "train_images_per_second", "trainable_params", "total_params"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,7 @@ from warmstart.transfer.probe import fit_probe, label_mapping, solve, stratified
 from warmstart.transfer.weights import resolve_weights
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
