@@ -9,6 +9,8 @@ Multi-node is the same code: ``torchrun --nnodes=2 --node_rank=R --rdzv_endpoint
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from typing import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -102,3 +104,19 @@ def all_gather_rows(block: torch.Tensor, n: int) -> torch.Tensor:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
+
+
+@contextmanager
+def threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (None: leave torch's setting), restored afterwards.
+
+    Many tiny ops (a small head, a linear probe, a narrow deep MLP) lose to thread synchronisation: one thread
+    is faster there, several times so on a busy machine.
+    """
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -41,10 +41,9 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -52,6 +51,7 @@ from torch import nn
 from warmstart.data import ImageDataset, Preprocess, describe_splits, load_data
 from warmstart.engine.config import TrainConfig
 from warmstart.engine.console import log, warn
+from warmstart.engine.distributed import threads as threads_ctx
 from warmstart.engine.loop import fit, resolve_device
 from warmstart.engine.plan import single_phase
 from warmstart.engine.run import Run, default_out, read_config, read_summary
@@ -210,17 +210,6 @@ def predicted_nonlinearity(activation: str) -> str | None:
     return {"relu": "relu", "tanh": "linear"}.get(activation)
 
 
-@contextmanager
-def cpu_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` intra-op threads (None: leave torch's setting), restored afterwards."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
 
 def layer_macs(arch: str, width: int, image_size: int, batch_size: int) -> float:
     """Multiply-adds of one hidden layer for one batch (forward)."""
@@ -296,7 +285,7 @@ def depth(data: str | Path = "digits", *, out: str | Path | None = None, arch: s
     results: dict[str, dict[str, Any]] = {}
     histories: dict[str, list[dict[str, Any]]] = {}
     inits = {}
-    with cpu_threads(threads):
+    with threads_ctx(threads):
         for arm in arm_names:
             row, history, init_stats = _run_arm(run, arm, specs[arm], data_, arch=arch, depth=depth, width=width,
                                                 activation=activation, epochs=epochs, cfg=cfg, probe=probe,

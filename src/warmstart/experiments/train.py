@@ -25,7 +25,6 @@ new head): a finished run is itself a valid ``--weights PATH`` for the next run,
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,14 +36,13 @@ from torch import nn
 from warmstart.data import DataSplits, ImageDataset, Normalizer, describe_splits, load_data
 from warmstart.engine.config import TrainConfig
 from warmstart.engine.console import log
-from warmstart.engine.distributed import cores_per_rank, init_from_env
+from warmstart.engine.distributed import cores_per_rank, init_from_env, threads
 from warmstart.engine.loop import FitResult, amp_dtype, fast_cpu_channels_last, fit, resolve_device
 from warmstart.engine.run import Run, default_out
 from warmstart.errors import UserError
 from warmstart.transfer.backbones import create_model
 from warmstart.transfer.features import FeatureCache, cache_key, split_at
 from warmstart.transfer.groups import layer_groups
-from warmstart.transfer.probe import threads
 from warmstart.transfer.strategies import Strategy, parse_strategy
 from warmstart.transfer.weights import Weights, resolve_weights, save_weights
 
@@ -85,10 +83,10 @@ def prepare(data: str | Path, *, arch: str, weights: str, augment: bool, data_ro
         splits = restrict_classes(splits, classes)
     log(describe_splits(splits) + (" (validation = the data set's test split)" if splits.val_is_test else ""))
     pre = w.preprocess
-    threads = cores_per_rank()  # decoding scales with cores (PIL releases the GIL)
-    plain = ImageDataset(splits.train, pre, train=True, skip_bad_images=skip_bad_images, workers=threads)
+    decoders = cores_per_rank()  # decoding scales with cores (PIL releases the GIL)
+    plain = ImageDataset(splits.train, pre, train=True, skip_bad_images=skip_bad_images, workers=decoders)
     aug = plain.with_augmentation(scale=(0.35, 1.0)) if augment else None
-    val = ImageDataset(splits.val, pre, skip_bad_images=skip_bad_images, workers=threads)
+    val = ImageDataset(splits.val, pre, skip_bad_images=skip_bad_images, workers=decoders)
     return Prepared(splits, w, plain, aug, val, {})
 
 
@@ -155,9 +153,12 @@ def build_model(arch: str, prepared: Prepared, strategy: Strategy, *, init: str 
 
 
 def plan(model: nn.Module, strategy: Strategy, *, epochs: int, cfg: TrainConfig, lr: float | None = None,
-         backbone_lr: float | None = None, lr_decay: float = 1.0, bn: str = "frozen") -> list:
-    """The phases ``strategy`` trains ``model`` in (validates K, learning rates and the BN policy)."""
-    lr = lr if lr is not None else DEFAULT_LR[cfg.optimizer]
+         backbone_lr: float | None = None, lr_decay: float = 1.0, bn: str = "frozen", probed: bool = False) -> list:
+    """The phases ``strategy`` trains ``model`` in (validates K, learning rates and the BN policy).
+
+    ``lr`` defaults to the recipe's (:func:`default_lr`: lower when the head starts at its linear probe).
+    """
+    lr = lr if lr is not None else default_lr(cfg.optimizer, probed=probed)
     return strategy.phases(layer_groups(model), epochs=epochs, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn,
                            pretrained=bool(getattr(model, "warmstart_pretrained", False)))
 
@@ -194,9 +195,9 @@ def run_arm(prepared: Prepared, run: Run, *, arch: str, strategy: Strategy, epoc
         p0 = time.perf_counter()
         probe_info = _probe_head(prepared, run, model, groups, cfg, feature_cache, resume=resume)
         probe_seconds = time.perf_counter() - p0
-    lr = lr if lr is not None else default_lr(cfg.optimizer, probed=probe_info is not None)
-    phases = strategy.phases(groups, epochs=epochs, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn,
-                             pretrained=bool(getattr(model, "warmstart_pretrained", False)))
+    phases = plan(model, strategy, epochs=epochs, cfg=cfg, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn,
+                  probed=probe_info is not None)
+    lr = phases[-1].groups[-1].lr  # the head's, as the recipe resolved it (the head group is last)
     frozen = strategy.frozen_prefix(groups, epochs=epochs) if strategy.kind != "scratch" else []
     if augment and prepared.train_aug is None:
         raise ValueError("run_arm(augment=True) needs prepare(..., augment=True)")
@@ -233,7 +234,7 @@ def run_arm(prepared: Prepared, run: Run, *, arch: str, strategy: Strategy, epoc
     # 2-core machine: hymenoptera's 5 transfer epochs took 2.4 s with 2 threads, 0.1 s with one)
     small = use_cache and sum(p.numel() for p in net.parameters()) < SMALL_HEAD_PARAMS
     try:
-        with threads(1) if small else contextlib.nullcontext():
+        with threads(1 if small else None):
             result = fit(net, train_set, val_set, phases, cfg, num_classes=prepared.splits.num_classes, run=run,
                          normalize=normalize, resume=resume, callbacks=callbacks)
     finally:

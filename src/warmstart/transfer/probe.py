@@ -23,13 +23,14 @@ on all the training features.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from warmstart.engine.distributed import threads
 
 #: Candidate regularisation strengths, strongest first (the warm-start path of the cross-validation).
 L2_GRID = (1.0, 0.1, 0.01, 0.001)
@@ -147,19 +148,9 @@ def fit_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, *,
     ``prior``: the pretrained classifier ``(weight K x D, bias K)`` acting on the same features, or None.
     """
     small = x.shape[0] * (x.shape[1] if x.ndim > 1 else 1) * num_classes < ONE_THREAD_BELOW
-    with threads(1) if small else contextlib.nullcontext():
+    with threads(1 if small else None):
         return _fit_probe(x, y, num_classes, prior=prior, l2s=l2s, folds=folds, seed=seed, max_select_rows=max_select_rows)
 
-
-@contextlib.contextmanager
-def threads(n: int):
-    """Run the block with ``n`` torch intra-op threads (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _fit_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, prior, l2s: Sequence[float], folds: int, seed: int,

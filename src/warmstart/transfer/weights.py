@@ -37,7 +37,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -48,6 +47,7 @@ import torch
 
 from warmstart.data.transforms import Preprocess
 from warmstart.engine.checkpoint import safe_torch_load
+from warmstart.engine.io import atomic_path, write_text
 from warmstart.errors import UserError, unknown
 
 WeightsKind = Literal["imagenet", "file", "none"]
@@ -285,13 +285,15 @@ def save_weights(path: str | Path, state_dict: Mapping[str, torch.Tensor], meta:
     if path.suffix == SAFETENSORS_SUFFIX:
         from safetensors.torch import save_file
 
-        _atomic_write(path, lambda tmp: save_file(_unshare(tensors), str(tmp)))
+        with atomic_path(path, "weights") as tmp:
+            save_file(_unshare(tensors), str(tmp))
     elif path.suffix in STATE_DICT_SUFFIXES:
-        _atomic_write(path, lambda tmp: torch.save(tensors, tmp))
+        with atomic_path(path, "weights") as tmp:
+            torch.save(tensors, tmp)
     else:
         raise ValueError(f"save_weights: unsupported suffix {path.suffix!r}")
     js = json.dumps(dict(meta), indent=1)
-    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(js, encoding="utf-8"))
+    write_text(path.with_suffix(".json"), js, "weights metadata")
     return path
 
 
@@ -305,16 +307,6 @@ def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         seen.add(ptr)
     return out
 
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _sha256_file(path: Path) -> str:
