@@ -55,3 +55,23 @@ def single_thread():
     yield
     torch.set_num_threads(before)
 
+
+
+@pytest.fixture(scope="session")
+def digits_flat() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled 8x8 digits (offline), standardised per pixel and shuffled, as (N, 64) and labels."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = torch.tensor(x, dtype=torch.float32)
+    x = (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))  # the file is sorted by writer
+    return x[order], torch.tensor(y)[order]
+
+
+@pytest.fixture(scope="session")
+def v3_weights(weights_dir):
+    """The shared ImageNet MobileNetV3-Small weights, resolved with their preprocessing."""
+    from warmstart.transfer.weights import resolve_weights
+
+    return resolve_weights(str(weights_dir / "mobilenet_v3_small-imagenet.pth"), "mobilenet_v3_small")

@@ -15,17 +15,6 @@ from warmstart.models.plain import plain_cnn, plain_mlp
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-@pytest.fixture(scope="module")
-def digits() -> tuple[torch.Tensor, torch.Tensor]:
-    """The 1797 8x8 digits, standardised per pixel and shuffled, as (N, 64) and labels."""
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    x = torch.tensor(x, dtype=torch.float32)
-    x = (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))  # the file is sorted by writer
-    return x[order], torch.tensor(y)[order]
-
 
 def output_variances(model: nn.Module, batch: torch.Tensor) -> dict[str, float]:
     """Measured independently of lsuv_init: the variance of every weight layer's output on ``batch``."""
@@ -46,8 +35,8 @@ def output_variances(model: nn.Module, batch: torch.Tensor) -> dict[str, float]:
     [(lambda: plain_mlp(12, 64, 64, 10), (-1, 64)), (lambda: plain_cnn(6, 16, 1, 10), (-1, 1, 8, 8))],
     ids=["mlp", "cnn"],
 )
-def test_lsuv_gives_unit_variance_at_every_layer_on_real_digits(digits, make, shape):
-    x, _ = digits
+def test_lsuv_gives_unit_variance_at_every_layer_on_real_digits(digits_flat, make, shape):
+    x, _ = digits_flat
     torch.manual_seed(0)
     model = make()
     batch = x[:256].reshape(shape)
@@ -68,8 +57,8 @@ def test_lsuv_gives_unit_variance_at_every_layer_on_real_digits(digits, make, sh
     assert all(0.6 < v < 1.6 for v in held_out.values()), held_out
 
 
-def test_lsuv_starts_orthonormal_and_zeroes_biases(digits):
-    x, _ = digits
+def test_lsuv_starts_orthonormal_and_zeroes_biases(digits_flat):
+    x, _ = digits_flat
     torch.manual_seed(0)
     model = plain_mlp(3, 64, 64, 10)
     lsuv_init(model, x[:128])
@@ -81,8 +70,8 @@ def test_lsuv_starts_orthonormal_and_zeroes_biases(digits):
         assert torch.count_nonzero(layer.bias) == 0
 
 
-def test_lsuv_without_orthonormal_start_iterates_to_tolerance(digits):
-    x, _ = digits
+def test_lsuv_without_orthonormal_start_iterates_to_tolerance(digits_flat):
+    x, _ = digits_flat
     torch.manual_seed(0)
     model = plain_mlp(6, 32, 64, 10)  # default init with non-zero biases: one rescaling is not exact
     report = lsuv_init(model, x[:256], tol=0.01, max_iters=20, orthonormal=False)
@@ -90,8 +79,8 @@ def test_lsuv_without_orthonormal_start_iterates_to_tolerance(digits):
     assert all(abs(v - 1) < 0.01 for v in output_variances(model, x[:256]).values())
 
 
-def test_lsuv_warns_when_a_layer_does_not_converge(digits):
-    x, _ = digits
+def test_lsuv_warns_when_a_layer_does_not_converge(digits_flat):
+    x, _ = digits_flat
     torch.manual_seed(0)
     model = plain_mlp(4, 32, 64, 10)
     with pytest.warns(LSUVWarning) as caught:
@@ -102,8 +91,8 @@ def test_lsuv_warns_when_a_layer_does_not_converge(digits):
     assert all(f"layer {name} " in str(w.message) for name, w in zip(missed, caught))
 
 
-def test_lsuv_is_deterministic_restores_modes_and_removes_hooks(digits):
-    x, _ = digits
+def test_lsuv_is_deterministic_restores_modes_and_removes_hooks(digits_flat):
+    x, _ = digits_flat
     states = []
     for _ in range(2):
         torch.manual_seed(0)
@@ -123,9 +112,9 @@ def test_lsuv_is_deterministic_restores_modes_and_removes_hooks(digits):
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
-def test_lsuv_fixes_the_vanishing_signal_of_a_deep_net(digits):
+def test_lsuv_fixes_the_vanishing_signal_of_a_deep_net(digits_flat):
     """Depth 30: after LSUV the last hidden layer's output std is the first one's (ratio ~1)."""
-    x, y = digits
+    x, y = digits_flat
     torch.manual_seed(0)
     model = plain_mlp(30, 64, 64, 10)
     assert signal_stats(model, x[:256], y[:256]).act_std_ratio < 0.2
@@ -134,8 +123,8 @@ def test_lsuv_fixes_the_vanishing_signal_of_a_deep_net(digits):
     assert stats.act_std_ratio == pytest.approx(1.0, abs=0.1)
 
 
-def test_lsuv_rejects_bad_arguments(digits):
-    x, _ = digits
+def test_lsuv_rejects_bad_arguments(digits_flat):
+    x, _ = digits_flat
     model = plain_mlp(2, 8, 64, 10)
     with pytest.raises(UserError, match="tol"):
         lsuv_init(model, x[:8], tol=0)

@@ -42,17 +42,6 @@ def gaussian_batch(n: int, features: int, classes: int = 10) -> tuple[torch.Tens
     return torch.randn(n, features), torch.randint(0, classes, (n,))
 
 
-@pytest.fixture(scope="module")
-def digits() -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's bundled 8x8 digits (offline), standardised per pixel and shuffled, as (N, 64) and labels."""
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    x = torch.tensor(x, dtype=torch.float32)
-    x = (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))  # the file is sorted by writer
-    return x[order], torch.tensor(y)[order]
-
 
 # ------------------------------------------------------------------------------------------ plain nets
 def test_plain_nets_have_predictable_names_and_shapes():
@@ -213,8 +202,8 @@ def test_tanh_and_conv_activations_are_reported_after_the_nonlinearity():
 
 
 # ------------------------------------------------------------------------------------------ recorder
-def test_recorder_accumulates_over_training_and_snapshots_per_epoch(digits, tmp_path):
-    x, y = digits
+def test_recorder_accumulates_over_training_and_snapshots_per_epoch(digits_flat, tmp_path):
+    x, y = digits_flat
     torch.manual_seed(0)
     net = plain_mlp(4, 32, 64, 10)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
@@ -243,8 +232,8 @@ def test_recorder_accumulates_over_training_and_snapshots_per_epoch(digits, tmp_
     assert float(rows[0]["out_std"]) == pytest.approx(second.layers[0].out_std)
 
 
-def test_recorder_pooled_statistics_equal_one_big_batch(digits):
-    x, y = digits
+def test_recorder_pooled_statistics_equal_one_big_batch(digits_flat):
+    x, y = digits_flat
     torch.manual_seed(0)
     net = plain_mlp(3, 16, 64, 10)
     with SignalRecorder(net) as rec:

@@ -15,20 +15,15 @@ from warmstart.transfer.bn import freeze_bn
 from warmstart.transfer.features import FeatureCache, cache_key, labels_path, module_fingerprint, split_at
 from warmstart.transfer.groups import layer_groups
 from warmstart.transfer.strategies import parse_strategy
-from warmstart.transfer.weights import resolve_weights
 
 NORM = Normalizer((0.5,) * 3, (0.5,) * 3)
 
 
-@pytest.fixture(scope="module")
-def weights(weights_dir):
-    return resolve_weights(str(weights_dir / "mobilenet_v3_small-imagenet.pth"), "mobilenet_v3_small")
-
 
 @pytest.fixture()
-def model(weights):
+def model(v3_weights):
     torch.manual_seed(0)
-    return create_model("mobilenet_v3_small", 2, weights).eval()
+    return create_model("mobilenet_v3_small", 2, v3_weights).eval()
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +140,8 @@ def test_training_the_head_on_cached_features_equals_training_on_images(model, i
         torch.testing.assert_close(on_features[k], on_images[k], rtol=0, atol=1e-6)
 
 
-def test_cache_keys_and_fingerprints(weights, model):
+def test_cache_keys_and_fingerprints(v3_weights, model):
+    weights = v3_weights
     pre = weights.preprocess
     k = cache_key(weights.fingerprint, pre, "data-abc", "classifier.0")
     assert len(k) == 16 and int(k, 16) >= 0

@@ -13,18 +13,13 @@ from warmstart.transfer.backbones import create_model
 from warmstart.transfer.bn import batchnorms, freeze_bn
 from warmstart.transfer.groups import layer_groups
 from warmstart.transfer.strategies import Strategy, parse_strategy
-from warmstart.transfer.weights import resolve_weights
 
-
-@pytest.fixture(scope="module")
-def weights(weights_dir):
-    return resolve_weights(str(weights_dir / "mobilenet_v3_small-imagenet.pth"), "mobilenet_v3_small")
 
 
 @pytest.fixture()
-def model(weights):
+def model(v3_weights):
     torch.manual_seed(0)
-    return create_model("mobilenet_v3_small", 2, weights)
+    return create_model("mobilenet_v3_small", 2, v3_weights)
 
 
 @pytest.fixture(scope="module")
