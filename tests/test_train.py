@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 
@@ -70,6 +71,7 @@ def test_each_strategy_trains_exactly_its_layer_groups(hymenoptera, w64, tmp_pat
     assert s["weights"] == ("none" if strategy == "scratch" else str(w64))
     assert 0 <= s["final_val_accuracy"] <= s["best_val_accuracy"] <= 1 and s["train_images_per_second"] > 0
     assert s["head_init"] == "random" if strategy == "scratch" else s["head_init"]["prior"] in ("none", "pretrained")
+    assert s["label_smoothing"] == (0.0 if strategy == "scratch" else 0.1)  # the recipe's, from a probe head
     meta = json.loads((out / "model.json").read_text())
     assert meta["categories"] == ["ants", "bees"] and meta["num_classes"] == 2 and meta["input_size"] == 64
     # the saved model is a valid --weights for the next run, and holds what was trained
@@ -96,6 +98,21 @@ def test_frozen_batchnorm_keeps_its_statistics_while_everything_trains(hymenopte
     assert not torch.equal(frozen["features.0.1.weight"], before["features.0.1.weight"])  # BN's affine weight trained
     changed = [k for k, v in stats.items() if not torch.equal(trained[k], v)]
     assert len(changed) == len(stats)                                         # --bn train: every BN re-estimated
+
+
+def test_the_recipe_smooths_labels_after_a_probe_head_only(hymenoptera, w64, tmp_path):
+    """0.1 from a linear-probe head, 0 from a random one, and an explicit --label-smoothing wins; the loss uses it."""
+    runs = {"probe": (), "random": ("--head-init", "random"), "explicit": ("--label-smoothing", 0.2)}
+    loss = {}
+    for name, args in runs.items():
+        out = tmp_path / name
+        assert quick(hymenoptera, w64, out, "--strategy", "finetune-all", "--epochs", 1, *args) == 0
+        assert summary(out)["label_smoothing"] == {"probe": 0.1, "random": 0.0, "explicit": 0.2}[name]
+        loss[name] = float(metrics(out)[0]["train_loss"])
+        assert json.loads((out / "config.json").read_text())["options"]["label_smoothing"] == (0.2 if name == "explicit" else None)
+    # smoothed targets put a floor under cross-entropy: the entropy of (1 - a/2, a/2) for 2 classes
+    floor = {a: -((1 - a / 2) * math.log(1 - a / 2) + a / 2 * math.log(a / 2)) for a in (0.1, 0.2)}
+    assert loss["probe"] > floor[0.1] and loss["explicit"] > floor[0.2]
 
 
 def test_resume_across_a_phase_change_replays_the_run_exactly(hymenoptera, w64, tmp_path, monkeypatch):

@@ -36,7 +36,8 @@ def data_options(f: Callable) -> Callable:
 
 
 def engine_options(epochs: int = 5, lr: float | None = None, batch_size: int = 32, optimizer: str = "adamw",
-                   schedule: str = "cosine") -> Callable[[Callable], Callable]:
+                   schedule: str = "cosine", label_smoothing: float | None = 0.0) -> Callable[[Callable], Callable]:
+    """The engine's options; ``lr`` or ``label_smoothing`` None: the command's recipe decides (per strategy)."""
     def deco(f: Callable) -> Callable:
         for opt in reversed([
             click.option("--epochs", type=click.IntRange(min=1), default=epochs, show_default=True, help="Training epochs."),
@@ -48,7 +49,9 @@ def engine_options(epochs: int = 5, lr: float | None = None, batch_size: int = 3
             click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True),
             click.option("--schedule", type=click.Choice(["constant", "step", "cosine", "onecycle"]), default=schedule, show_default=True),
             click.option("--warmup-epochs", type=click.FloatRange(min=0), default=0.0, show_default=True),
-            click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True),
+            click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=label_smoothing,
+                         show_default=label_smoothing is not None,
+                         help=None if label_smoothing is not None else "[default: 0.1 when the head starts at its linear probe, else 0]"),
             click.option("--grad-clip", type=click.FloatRange(min=0), default=0.0, help="Max gradient norm (0 = off)."),
             click.option("--early-stopping", type=click.IntRange(min=0), default=0, help="Stop after N epochs without a better val loss (0 = off)."),
             click.option("--seed", type=int, default=0, show_default=True),
@@ -187,7 +190,7 @@ def _classes(text: str | None) -> list[str] | None:
               help="Where the new head starts: the linear probe solved on the frozen features (prior and L2 chosen by "
                    "cross-validation on the training split), or torchvision's random init.")
 @model_options
-@engine_options()
+@engine_options(label_smoothing=None)
 @data_options
 @out_options
 @with_resume("train")
@@ -308,7 +311,7 @@ def depth_command(data, depth_, **o):
 @click.option("--seeds", default="1", show_default=True,
               help="Seeds per strategy: a count (--seed, --seed+1, ...) or a list such as 0,1,2; several give mean ± std.")
 @model_options
-@engine_options()
+@engine_options(label_smoothing=None)
 @data_options
 @out_options
 @with_resume("compare")

@@ -23,7 +23,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     step_size: int = 10          # epochs between LR drops for schedule=step
     gamma: float = 0.1
-    label_smoothing: float = 0.0
+    label_smoothing: float | None = None  # None = the caller's recipe (train: 0.1 from a linear-probe head), else 0
     grad_clip: float = 0.0       # max grad norm; 0 = off
     early_stopping: int = 0      # patience in epochs on val loss; 0 = off
     seed: int = 0
@@ -49,7 +49,7 @@ class TrainConfig:
         need(0 <= self.momentum < 1, "momentum", self.momentum, "in [0, 1)")
         need(self.weight_decay >= 0, "weight-decay", self.weight_decay, ">= 0")
         need(self.warmup_epochs >= 0, "warmup-epochs", self.warmup_epochs, ">= 0")
-        need(0 <= self.label_smoothing < 1, "label-smoothing", self.label_smoothing, "in [0, 1)")
+        need(self.label_smoothing is None or 0 <= self.label_smoothing < 1, "label-smoothing", self.label_smoothing, "in [0, 1)")
         need(self.early_stopping >= 0, "early-stopping", self.early_stopping, ">= 0")
         need(self.workers >= 0, "workers", self.workers, ">= 0")
         need(self.channels_last in (None, True, False), "channels-last", self.channels_last, "on, off or auto")

@@ -240,7 +240,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence
                 x, y = _to(x, device, normalize, channels_last), y.to(device, non_blocking=True)
                 with amp_ctx:
                     out = net(x)
-                    loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+                    loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing or 0.0)
                 _note_nonfinite(bad, loss.detach(), step)
                 if device.type == "cpu" or step + 1 == len(loader):
                     _raise_if_diverged(bad, epoch, sched, run)

@@ -25,6 +25,7 @@ new head): a finished run is itself a valid ``--weights PATH`` for the next run,
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,8 @@ from warmstart.transfer.weights import Weights, resolve_weights, save_weights
 #: gets a tenth of it (PROBE_LR_FACTOR), and fine-tuned blocks a tenth of the head's (Strategy.phases)
 DEFAULT_LR = {"adamw": 1e-3, "sgd": 1e-2}
 PROBE_LR_FACTOR = 0.1
+#: label smoothing of the epochs after a linear-probe head (timm's default for fine-tuning); 0 from a random head
+PROBE_LABEL_SMOOTHING = 0.1
 #: heads on cached features smaller than this train on one thread
 SMALL_HEAD_PARAMS = 1_000_000
 FEATURE_CACHE = ("auto", "memory", "disk", "off")
@@ -117,6 +120,18 @@ def restrict_classes(splits: DataSplits, classes: Sequence[str]) -> DataSplits:
 def default_lr(optimizer: str, *, probed: bool) -> float:
     """The recipe's head learning rate: DEFAULT_LR, a tenth of it when the head starts at its linear probe."""
     return DEFAULT_LR[optimizer] * (PROBE_LR_FACTOR if probed else 1.0)
+
+
+def default_label_smoothing(*, probed: bool) -> float:
+    """The recipe's label smoothing: PROBE_LABEL_SMOOTHING when the head starts at its linear probe, else 0.
+
+    The probe already fits the training crops (hymenoptera: train accuracy 0.996, loss 0.03), so under plain
+    cross-entropy what is left to learn is a handful of images, and AdamW takes full-size steps after them.
+    Smoothed targets are reached by no image, so the fine-tuning steps follow the whole batch. Measured (README):
+    fine-tuning all layers of MobileNetV3-Small on hymenoptera, final accuracy 0.950 vs 0.941 over 3 seeds;
+    MobileNetV2 0.984 vs 0.974 (2 seeds); a CIFAR-10 subset 0.569 vs 0.573 (2 seeds, within noise).
+    """
+    return PROBE_LABEL_SMOOTHING if probed else 0.0
 
 
 def augment_by_default(strategy: Strategy, head_init: str) -> bool:
@@ -198,6 +213,8 @@ def run_arm(prepared: Prepared, run: Run, *, arch: str, strategy: Strategy, epoc
     phases = plan(model, strategy, epochs=epochs, cfg=cfg, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn,
                   probed=probe_info is not None)
     lr = phases[-1].groups[-1].lr  # the head's, as the recipe resolved it (the head group is last)
+    if cfg.label_smoothing is None:
+        cfg = dataclasses.replace(cfg, label_smoothing=default_label_smoothing(probed=probe_info is not None))
     frozen = strategy.frozen_prefix(groups, epochs=epochs) if strategy.kind != "scratch" else []
     if augment and prepared.train_aug is None:
         raise ValueError("run_arm(augment=True) needs prepare(..., augment=True)")
@@ -258,7 +275,7 @@ def run_arm(prepared: Prepared, run: Run, *, arch: str, strategy: Strategy, epoc
         "probe_seconds": round(probe_seconds, 3), "augment": augmenting,
         "head_init": probe_info if probe_info is not None else "random", "lr": lr,
         "backbone_lr": None if strategy.kind in ("transfer", "scratch") else backbone_lr if backbone_lr is not None else lr / 10,
-        "bn": bn,
+        "bn": bn, "label_smoothing": cfg.label_smoothing,
         "stopped_early": result.stopped_early, "per_class_accuracy": result.per_class_accuracy, "confusion": result.confusion,
         "seconds": round(time.perf_counter() - t0, 3), "device": str(resolve_device(cfg.device)),
     }
