@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from warmstart.cli import main
-from warmstart.experiments.compare import aggregate, arm_name, parse_seeds, parse_strategies, reading
+from warmstart.experiments.compare import aggregate, arm_name, mcnemar_p, parse_seeds, parse_strategies, reading
 from warmstart.errors import UserError
 
 STRATEGIES = ["transfer", "finetune-all"]
@@ -209,6 +209,44 @@ def test_reading_measures_gaps_against_the_noise():
     assert any("even its training loss ended at 0.69" in t and "lower `--lr`" in t for t in reading(s))
     s["strategies"]["scratch"].update(final_train_loss=0.05, final_train_accuracy=0.99)    # memorised it
     assert any("it fits the training images (99 % train accuracy)" in t for t in reading(s))
+
+
+def test_mcnemar_matches_scipys_exact_binomial_test():
+    from scipy.stats import binomtest
+
+    for b, c in ((0, 0), (1, 0), (3, 1), (2, 2), (6, 0), (10, 3), (79, 3), (0, 12)):
+        want = 1.0 if b + c == 0 else binomtest(min(b, c), b + c, 0.5).pvalue
+        assert mcnemar_p(b, c) == pytest.approx(want, rel=1e-9, abs=1e-300)
+
+
+def test_a_lead_the_validation_images_cannot_separate_is_not_called_a_win():
+    # tight seeds (2 x SE below the gap), but seed by seed the two disagree on a handful of images, split nearly evenly
+    n = 153
+    s = aggregate(_records({"transfer": [144 / n] * 3, "finetune-all": [146 / n, 145 / n, 146 / n]},
+                           {"transfer": 1.0, "finetune-all": 10.0}), strategies=["transfer", "finetune-all"], val_images=n)
+    s["paired"] = {"transfer": [{"seed": i, "best_only": b, "other_only": c, "p": mcnemar_p(b, c)}
+                                for i, (b, c) in enumerate(((3, 1), (3, 2), (4, 2)))]}
+    text = reading(s)
+    assert not any("beat" in t for t in text), text
+    assert any("leads **transfer** by 1.1 pp" in t and "cannot separate them" in t and "right on 3, 3, 4 of the 153" in t
+               and "p = 0.62 to 1" in t for t in text), text
+    # the same gap, but every image they disagree on goes one way, in every seed: a win, with the test quoted
+    s["paired"] = {"transfer": [{"seed": i, "best_only": 9, "other_only": 0, "p": mcnemar_p(9, 0)} for i in range(3)]}
+    assert any("**finetune-all** beat **transfer**" in t and "p = 0.0039" in t for t in reading(s)), reading(s)
+
+
+def test_paired_counts_agree_with_each_arms_accuracy(compared):
+    s = json.loads((compared / "summary.json").read_text())
+    other = next(k for k in STRATEGIES if k != s["best"])
+    assert [r["seed"] for r in s["paired"][other]] == SEEDS
+    for r in s["paired"][other]:
+        acc = {k: next(x["final_val_accuracy"] for x in s["runs"] if (x["strategy"], x["seed"]) == (k, r["seed"])) for k in STRATEGIES}
+        assert r["best_only"] - r["other_only"] == round(40 * (acc[s["best"]] - acc[other]))   # 40 validation images
+        assert r["p"] == mcnemar_p(r["best_only"], r["other_only"])
+    for st in STRATEGIES:
+        for se in SEEDS:
+            preds = json.loads((compared / arm_name(st, se) / "predictions.json").read_text())
+            assert len(preds["predictions"]) == len(preds["labels"]) == 40
 
 
 # ----------------------------------------------------------------------------------------------- a real browser

@@ -13,8 +13,9 @@ epochs and the same optimizer settings; seeds vary model initialisation, batch o
 
 Strategies are ranked by their mean **final** validation accuracy: the weights each run keeps. The best
 epoch's accuracy is reported too, but it is chosen on the same validation images and so flatters. The
-automatic reading compares every gap against the noise it can be measured with: one validation image, and
-(with several seeds) the seed-to-seed spread.
+automatic reading compares every gap against the noise it can be measured with: one validation image, the
+seed-to-seed spread (with several seeds), and a paired test on the same validation images (exact McNemar, seed by
+seed, from each arm's predictions.json): a lead the images cannot separate is not called a win.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ DEFAULT_STRATEGIES = ("scratch", "transfer", "finetune-all")
 ARM = "arm.json"          # written last in an arm's directory: the arm is complete
 MAX_SEEDS = 100
 MISCLASSIFIED_SHOWN = 24
+PREDICTIONS = "predictions.json"  # each arm's predicted class per validation image
+SIGNIFICANCE = 0.05       # a paired (McNemar) p-value under this, in every seed, calls a gap real
 SMALL_GAP_IMAGES = 3      # with one seed, a lead of at most this many validation images is called possibly luck
 SOURCE_SEED_OFFSET = 100  # demo: the source network's seed, relative to the compare's
 FIGURES = {"learning_curves": "learning_curves.png", "tradeoff": "accuracy_vs_time.png", "confusion": "confusion.png",
@@ -169,10 +172,12 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
     summary = aggregate(records, strategies=[s.spec for s in strats], val_images=len(prepared.val))
     summary.update(data=prepared.splits.source, data_name=_short(data), model=model, weights=prepared.weights.where,
                    epochs=epochs, seeds=seed_list, classes=prepared.splits.classes, train_images=len(prepared.train_plain),
-                   val_is_test=prepared.splits.val_is_test, augment=augs, optimizer=cfg.optimizer, lr=lr, batch_size=cfg.batch_size,
+                   val_is_test=prepared.splits.val_is_test, augment=augs,
+                   label_smoothing={r["strategy"]: r.get("label_smoothing") for r in records}, optimizer=cfg.optimizer, lr=lr, batch_size=cfg.batch_size,
                    device=str(resolve_device(cfg.device)), figures={})
     if run.main:
         _figures(run.dir, summary, prepared, model, cfg)
+        summary["paired"] = paired(run.dir, summary)
         summary["reading"] = reading(summary)
         run.write_summary(summary)
         from warmstart.report.html import write_report
@@ -236,6 +241,11 @@ def _arm(prepared: Prepared, run: Run, arch: str, strat: Strategy, seed: int, *,
     net, _, s = run_arm(prepared, sub, arch=arch, strategy=strat, epochs=epochs, cfg=cfg, lr=lr, backbone_lr=backbone_lr,
                         lr_decay=lr_decay, bn=bn, init=init, augment=augment, feature_cache=feature_cache, resume=sub.resume, model=net)
     _, after = _conv1(net)
+    if sub.main:  # for the paired test between strategies, and the misclassified images of the report
+        from warmstart.engine.io import write_json
+
+        write_json(sub.dir / PREDICTIONS, {"labels": list(prepared.val.labels), "predictions": _predictions(net, prepared, cfg),
+                                           "classes": prepared.splits.classes}, "predictions")
     last = (read_history(sub.dir) or [{}])[-1]
     change = None
     if before is not None and after is not None:
@@ -251,11 +261,21 @@ def _arm(prepared: Prepared, run: Run, arch: str, strat: Strategy, seed: int, *,
               "final_train_loss": last.get("train_loss"), "final_train_accuracy": last.get("train_accuracy"),
               "train_images_per_second": s["train_images_per_second"], "trainable_params": s["trainable_params"],
               "total_params": s["total_params"], "feature_seconds": s["feature_seconds"], "feature_cache": s["feature_cache"],
-              "augment": s["augment"], "stopped_early": s["stopped_early"], "conv1": {"layer": layer, "change": change},
+              "augment": s["augment"], "label_smoothing": s["label_smoothing"], "stopped_early": s["stopped_early"], "conv1": {"layer": layer, "change": change},
               "confusion": s["confusion"]}
     sub.write_json(ARM, record)
     sub.close()
     return record
+
+
+def _smoothing(by_strategy: dict[str, float | None]) -> str:
+    """The setup sentence's label smoothing part: one value for all, or each strategy's (the recipe: 0.1 from a probe head)."""
+    known = {k: v for k, v in by_strategy.items() if v is not None}
+    if not known:
+        return ""
+    if len(set(known.values())) == 1:
+        return f". Label smoothing: {next(iter(known.values())):g} for every strategy"
+    return ". Label smoothing: " + ", ".join(f"{k} {v:g}" for k, v in known.items())
 
 
 def _conv1(model: torch.nn.Module) -> tuple[str | None, torch.Tensor | None]:
@@ -328,10 +348,16 @@ def reading(summary: dict[str, Any]) -> list[str]:
                 f"in {ratio:.2f} × the training time ({seconds(t[best])} vs {seconds(t[k])})" if ratio <= 0.95 else
                 f"in about the same time ({seconds(t[best])} vs {seconds(t[k])})")
         gap = f"{d:.1f} pp ({images} of {n_val} validation images)"
-        if d > noise and images >= 1 and (se is not None or images > SMALL_GAP_IMAGES):
+        pairs = (summary.get("paired") or {}).get(k)
+        test = _paired_text(best, k, pairs, n_val) if pairs else None
+        separated = pairs is None or max(r["p"] for r in pairs) < SIGNIFICANCE
+        if d > noise and images >= 1 and (se is not None or images > SMALL_GAP_IMAGES) and separated:
             why = (f"larger than the noise: 2 × the standard error over seeds is {2 * se:.1f} pp, one image {one:.2f} pp"
                    if se is not None else f"one image is {one:.2f} pp; with one seed the seed-to-seed noise is not measured")
-            out.append(f"**{best}** beat **{k}** by {gap} {cost}; {why}.")
+            out.append(f"**{best}** beat **{k}** by {gap} {cost}; {why}" + (f"; {test}" if test else "") + ".")
+        elif d > noise and images >= 1 and not separated:
+            out.append(f"**{best}** leads **{k}** by {gap} {cost}, but the validation images cannot separate them: "
+                       f"{test}. More validation images would tell.")
         elif d > noise and images >= 1:
             out.append(f"**{best}** leads **{k}** by only {gap} {cost}: with one seed, a gap of {images} "
                        f"image{'s' if images != 1 else ''} may be luck (`--seeds 3` tells).")
@@ -340,7 +366,7 @@ def reading(summary: dict[str, Any]) -> list[str]:
                    else f"within noise ({images} image{'s' if images != 1 else ''} of {n_val}; one seed, so the seed-to-seed "
                         "noise is not measured)")
             cheaper = f"; **{k}** gets there {ratio:.1f} × faster, the better buy" if ratio > 1.5 else ""
-            out.append(f"**{best}** and **{k}** differ by {gap}: {why}{cheaper}.")
+            out.append(f"**{best}** and **{k}** differ by {gap}: {why}{cheaper}" + (f"; {test}" if test else "") + ".")
     if n_seeds > 1:
         worst = max(rank, key=lambda k: sd[k])
         out.append(f"Seed-to-seed spread (std): up to {sd[worst]:.1f} pp ({worst}); one validation image is {one:.2f} pp.")
@@ -368,6 +394,22 @@ def reading(summary: dict[str, Any]) -> list[str]:
         out.append(f"**{best}** peaked at {peak:.1f} % (epoch {_epochs(b['best_epochs'])}) and ended at {acc[best]:.1f} %: "
                    "the peak is chosen on the validation images themselves, so it is the optimistic number.")
     return out
+
+
+def _paired_text(best: str, k: str, pairs: list[dict[str, Any]], n_val: int) -> str:
+    """'paired image by image (seed 0), finetune-all alone is right on 3 of the 153 and transfer alone on 1 (exact
+    McNemar test, p = 0.62)'."""
+    def each(key: str) -> str:
+        return ", ".join(str(r[key]) for r in pairs)
+
+    def p_text(p: float) -> str:
+        return "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
+
+    ps = sorted(r["p"] for r in pairs)
+    ptext = p_text(ps[0]) if len(ps) == 1 or p_text(ps[0]) == p_text(ps[-1]) else f"{p_text(ps[0])} to {ps[-1]:.2g}"
+    seeds = f" (seed{'s' if len(pairs) > 1 else ''} {', '.join(str(r['seed']) for r in pairs)})"
+    return (f"paired image by image{seeds}, {best} alone is right on {each('best_only')} of the {n_val} and {k} alone on "
+            f"{each('other_only')} (exact McNemar test, {ptext})")
 
 
 def _epochs(es: Sequence[int]) -> str:
@@ -409,13 +451,10 @@ def _figures(run_dir: Path, summary: dict[str, Any], prepared: Prepared, arch: s
     plots.confusion_matrix(s["confusion"], prepared.splits.classes, run_dir / FIGURES["confusion"],
                            title=f"{typical['strategy']}, seed {typical['seed']}: validation, final epoch")
     figs["confusion"] = FIGURES["confusion"]
-    preds = _predict(arm_dir, prepared, arch, cfg)
+    saved = _read_predictions(arm_dir)
+    preds = saved["predictions"] if saved else _predictions(_load_arm(arm_dir, prepared, arch), prepared, cfg)
     wrong = [i for i, (p, y) in enumerate(zip(preds, prepared.val.labels)) if p != y]
     summary["best_run"]["misclassified"] = len(wrong)
-    from warmstart.engine.io import write_json
-
-    write_json(arm_dir / "predictions.json", {"labels": list(prepared.val.labels), "predictions": preds,
-                                              "classes": prepared.splits.classes}, "predictions")
     if wrong:
         shown = wrong[:MISCLASSIFIED_SHOWN]
         cls = prepared.splits.classes
@@ -449,24 +488,76 @@ def _mean_history(hists: list[list[dict[str, Any]]]) -> tuple[list[dict[str, Any
     return mean, spread
 
 
-def _predict(arm_dir: Path, prepared: Prepared, arch: str, cfg: TrainConfig) -> list[int]:
-    """Predicted class of every validation image by the arm's final weights (model.safetensors)."""
-    from torch.utils.data import DataLoader
-
-    from warmstart.data import Normalizer
+def _load_arm(arm_dir: Path, prepared: Prepared, arch: str) -> torch.nn.Module:
+    """The final weights of an arm (model.safetensors), for runs made before arms saved their predictions."""
     from warmstart.transfer.backbones import create_model
     from warmstart.transfer.weights import load_tensors, resolve_weights
 
     model = create_model(arch, prepared.splits.num_classes, resolve_weights("none", arch))
     model.load_state_dict(load_tensors(arm_dir / MODEL_FILE))
+    return model
+
+
+def _predictions(model: torch.nn.Module, prepared: Prepared, cfg: TrainConfig) -> list[int]:
+    """Predicted class of every validation image (in order) by ``model``."""
+    from torch.utils.data import DataLoader
+
+    from warmstart.data import Normalizer
+
     device = resolve_device(cfg.device)
+    was_training = model.training
     model.to(device).eval()
     norm = Normalizer.of(prepared.weights.preprocess).to(device)
     preds: list[int] = []
     with torch.inference_mode():
         for x, _ in DataLoader(prepared.val, batch_size=max(64, cfg.batch_size), shuffle=False):
             preds += model(norm(x.to(device))).argmax(1).cpu().tolist()
+    model.train(was_training)
     return preds
+
+
+def _read_predictions(arm_dir: Path) -> dict[str, Any] | None:
+    """An arm's predictions.json (``labels``, ``predictions``, ``classes``), or None for runs made without one."""
+    import json
+
+    f = Path(arm_dir) / PREDICTIONS
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+# ----------------------------------------------------------------------------------------------- paired test
+def mcnemar_p(b: int, c: int) -> float:
+    """Exact two-sided McNemar test: the chance of a split at least as uneven as b : c of the b + c images on which
+    two classifiers disagree, if either were equally likely to be the right one (binomial, p = 1/2)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired(run_dir: Path, summary: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The best strategy against each other one on the same validation images, seed by seed.
+
+    For each seed both ran: ``best_only`` images the best gets right and the other wrong, ``other_only`` the
+    reverse, and the exact McNemar p-value of that split. Needs the arms' predictions.json; empty without them.
+    """
+    best, out = summary["best"], {}
+    runs = {(r["strategy"], r["seed"]): r for r in summary["runs"]}
+    for k in summary["ranking"][1:]:
+        rows = []
+        for (spec, seed), r in sorted(runs.items(), key=lambda kv: kv[0][1]):
+            if spec != best or (k, seed) not in runs:
+                continue
+            a, o = _read_predictions(run_dir / r["dir"]), _read_predictions(run_dir / runs[k, seed]["dir"])
+            if a is None or o is None or a["labels"] != o["labels"]:
+                continue
+            mine, theirs, labels = a["predictions"], o["predictions"], a["labels"]
+            b = sum(p == y != q for p, q, y in zip(mine, theirs, labels))
+            c = sum(q == y != p for p, q, y in zip(mine, theirs, labels))
+            rows.append({"seed": seed, "best_only": b, "other_only": c, "p": mcnemar_p(b, c)})
+        if rows:
+            out[k] = rows
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- the report
@@ -527,6 +618,7 @@ def sections(run_dir: str | Path) -> list:
              f"fixed). Augmentation (random crops + flips): "
              + (("on" if any(aug.values()) else "off") + " for every strategy" if len(set(aug.values())) == 1 else
                 ", ".join(f"{k} {'on' if v else 'off'}" for k, v in aug.items()))
+             + _smoothing(s.get("label_smoothing") or {})
              + f". Data: {s.get('data')}. Run directory: `{run_dir.name}`.")
     highlights = [("best strategy", f"**{best}**"), ("final val accuracy", pm(b["final_val_accuracy"]["mean"],
                                                                                b["final_val_accuracy"]["std"], b["seeds"])),
