@@ -190,6 +190,7 @@ def test_reading_measures_gaps_against_the_noise():
                            {"transfer": 5.0, "finetune-all": 40.0}), strategies=["transfer", "finetune-all"], val_images=n)
     text = reading(s)
     assert any("within noise" in t and "**transfer** gets there 8.0 × faster" in t for t in text), text
+    assert any("(0.5 of 153 validation images)" in t for t in text), text   # means sit between whole images
     # a single seed: the reading says the seed noise is not measured
     s = aggregate(_records({"transfer": [0.9], "finetune-all": [0.95]}, {"transfer": 1.0, "finetune-all": 2.0}),
                   strategies=["transfer", "finetune-all"], val_images=n)

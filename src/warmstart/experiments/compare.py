@@ -347,7 +347,9 @@ def reading(summary: dict[str, Any]) -> list[str]:
         cost = (f"at {ratio:.1f} × the training time ({seconds(t[best])} vs {seconds(t[k])})" if ratio >= 1.05 else
                 f"in {ratio:.2f} × the training time ({seconds(t[best])} vs {seconds(t[k])})" if ratio <= 0.95 else
                 f"in about the same time ({seconds(t[best])} vs {seconds(t[k])})")
-        gap = f"{d:.1f} pp ({images} of {n_val} validation images)"
+        # a mean over seeds can sit between whole images: 0.5 of 50, not "0 of 50"
+        count = f"{images}" if abs(d / one - images) < 0.05 else f"{d / one:.1f}"
+        gap = f"{d:.1f} pp ({count} of {n_val} validation images)"
         pairs = (summary.get("paired") or {}).get(k)
         test = _paired_text(best, k, pairs, n_val) if pairs else None
         separated = pairs is None or max(r["p"] for r in pairs) < SIGNIFICANCE
