@@ -147,6 +147,20 @@ def test_resume_across_a_phase_change_replays_the_run_exactly(hymenoptera, w64, 
     assert summary(straight)["final_val_accuracy"] == a["final_val_accuracy"] and metrics(straight) == metrics(broken)
 
 
+def test_a_run_made_with_relative_paths_resumes_from_another_directory(hymenoptera, w64, tmp_path, monkeypatch):
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir(), elsewhere.mkdir()
+    shutil.copytree(hymenoptera, work / "ants")
+    shutil.copy(w64, work / "w.pth"), shutil.copy(w64.with_suffix(".json"), work / "w.json")
+    monkeypatch.chdir(work)
+    assert quick("ants", "w.pth", "run", "--strategy", "transfer", "--epochs", 1) == 0
+    options = json.loads((work / "run" / "config.json").read_text())["options"]
+    assert (options["data"], options["weights"]) == (str(work / "ants"), str(work / "w.pth"))
+    monkeypatch.chdir(elsewhere)
+    assert cli("train", "--resume", work / "run", "--quiet") == 0      # finds its data and weights from here too
+    assert summary(work / "run")["epochs"] == 1
+
+
 class _Evil:
     def __init__(self, marker):
         self.marker = str(marker)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -88,6 +89,22 @@ def engine_config(opts: dict[str, Any], **override):
     return TrainConfig.from_dict(d)
 
 
+#: options that may name a file or folder: recorded absolute, so a run continues (--resume) from any directory
+PATH_OPTIONS = ("data", "weights", "data_root")
+
+
+def _absolute_paths(opts: dict[str, Any]) -> dict[str, Any]:
+    """Path options that name something on disk, made absolute (not resolved: symlinks stay as the user named them).
+
+    Names that are not paths (``imagenet``, ``digits``, ``cifar10``) stay as they are."""
+    out = dict(opts)
+    for k in PATH_OPTIONS:
+        v = out.get(k)
+        if isinstance(v, str) and v and os.path.exists(v):
+            out[k] = os.path.abspath(v)
+    return out
+
+
 def with_resume(command: str) -> Callable[[Callable], Callable]:
     """Merge --resume RUN_DIR: options come from its config.json; an explicitly given option that differs is an error."""
 
@@ -95,6 +112,7 @@ def with_resume(command: str) -> Callable[[Callable], Callable]:
         @functools.wraps(f)
         def wrapper(**opts):
             ctx = click.get_current_context()
+            opts = _absolute_paths(opts)
             resume = opts.get("resume")
             if resume:
                 from warmstart.engine.run import read_config
