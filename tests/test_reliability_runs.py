@@ -79,8 +79,14 @@ def test_full_disk_while_checkpointing_then_resume(folder, tmp_path, monkeypatch
         state = checkpoint.load(run / "checkpoint.pt")
         assert [h["epoch"] for h in state["history"]] == [1]
 
+        # what a kill -9 between creating a temp file and renaming it leaves behind: resuming clears it
+        (run / ".checkpoint.pt.k9x2ab.tmp").write_bytes(b"half a checkpoint")
+        (run / "features").mkdir(exist_ok=True)
+        (run / "features" / ".val-0123.npy.zz81.tmp.npy").write_bytes(b"half a feature file")
+        assert len(leftovers(run)) == 2
         resumed = cli("train", "--resume", run, "-q")  # DATA and every option come from the run's config.json
         assert resumed.code == 0, resumed.err
+        assert leftovers(run) == []
         straight = cli(*args, "--out", tmp_path / "straight")
         assert straight.code == 0, straight.err
     assert [r["epoch"] for r in rows(run)] == ["1", "2", "3"]

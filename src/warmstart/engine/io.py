@@ -64,6 +64,16 @@ def atomic_path(path: Path | str, what: str = "file") -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temp files of writes that never finished (``.NAME.XXXX.tmp*`` from :func:`_atomic` and
+    :func:`atomic_path`) in ``folder`` and below: a process killed between creating one and ``os.replace``
+    leaves it behind. Only for a folder no other process is writing to (a run being resumed)."""
+    gone = [f for f in Path(folder).rglob(".*.tmp*") if f.is_file()]
+    for f in gone:
+        f.unlink(missing_ok=True)
+    return gone
+
+
 def write_bytes(path: Path, data: bytes, what: str = "file") -> None:
     _atomic(path, lambda f: f.write(data), what)
 

@@ -83,7 +83,9 @@ class Run:
         io.check_writable(self.dir)
         if not self.resume:
             io.write_json(self.config_path, self.config, "config")
-        elif self.metrics_path.exists():
+            return self
+        io.remove_stale_temporaries(self.dir)  # a process killed mid-write left them; nobody else writes here
+        if self.metrics_path.exists():
             with open(self.metrics_path, newline="") as f:
                 self.rows = [dict(r) for r in csv.DictReader(f)]
         return self
