@@ -44,6 +44,7 @@ MAX_SEEDS = 100
 MISCLASSIFIED_SHOWN = 24
 PREDICTIONS = "predictions.json"  # each arm's predicted class per validation image
 SIGNIFICANCE = 0.05       # a paired (McNemar) p-value under this, in every seed, calls a gap real
+DEMO_VAL_FRACTION = 0.95  # the demo's few-shot target task: 5 % of digits 5-9 to train on, 95 % to validate
 SMALL_GAP_IMAGES = 3      # with one seed, a lead of at most this many validation images is called possibly luck
 SOURCE_SEED_OFFSET = 100  # demo: the source network's seed, relative to the compare's
 FIGURES = {"learning_curves": "learning_curves.png", "tradeoff": "accuracy_vs_time.png", "confusion": "confusion.png",
@@ -353,11 +354,20 @@ def reading(summary: dict[str, Any]) -> list[str]:
         pairs = (summary.get("paired") or {}).get(k)
         test = _paired_text(best, k, pairs, n_val) if pairs else None
         separated = pairs is None or max(r["p"] for r in pairs) < SIGNIFICANCE
-        if d > noise and images >= 1 and (se is not None or images > SMALL_GAP_IMAGES) and separated:
-            why = (f"larger than the noise: 2 × the standard error over seeds is {2 * se:.1f} pp, one image {one:.2f} pp"
-                   if se is not None else f"one image is {one:.2f} pp; with one seed the seed-to-seed noise is not measured")
+        # every seed, on the same images, a significant win for the best: real even when the seeds spread widely
+        every_seed = bool(pairs) and images >= 1 and all(r["p"] < SIGNIFICANCE and r["best_only"] > r["other_only"]
+                                                         for r in pairs)
+        clear = d > noise and images >= 1 and (se is not None or images > SMALL_GAP_IMAGES)
+        if (clear and separated) or every_seed:
+            if se is None:
+                why = f"one image is {one:.2f} pp; with one seed the seed-to-seed noise is not measured"
+            elif d > noise:
+                why = f"larger than the noise: 2 × the standard error over seeds is {2 * se:.1f} pp, one image {one:.2f} pp"
+            else:
+                why = (f"the seeds spread widely (2 × the standard error over seeds: {2 * se:.1f} pp), yet **{best}** wins in "
+                       "every one of them")
             out.append(f"**{best}** beat **{k}** by {gap} {cost}; {why}" + (f"; {test}" if test else "") + ".")
-        elif d > noise and images >= 1 and not separated:
+        elif clear and not separated:
             out.append(f"**{best}** leads **{k}** by {gap} {cost}, but the validation images cannot separate them: "
                        f"{test}. More validation images would tell.")
         elif d > noise and images >= 1:
@@ -367,7 +377,8 @@ def reading(summary: dict[str, Any]) -> list[str]:
             why = (f"within noise (2 × the standard error over seeds: {2 * se:.1f} pp; one image: {one:.2f} pp)" if se is not None
                    else f"within noise ({images} image{'s' if images != 1 else ''} of {n_val}; one seed, so the seed-to-seed "
                         "noise is not measured)")
-            cheaper = f"; **{k}** gets there {ratio:.1f} × faster, the better buy" if ratio > 1.5 else ""
+            some_seed = bool(pairs) and any(r["p"] < SIGNIFICANCE for r in pairs)
+            cheaper = f"; **{k}** gets there {ratio:.1f} × faster, the better buy" if ratio > 1.5 and not some_seed else ""
             out.append(f"**{best}** and **{k}** differ by {gap}: {why}{cheaper}" + (f"; {test}" if test else "") + ".")
     if n_seeds > 1:
         worst = max(rank, key=lambda k: sd[k])
@@ -707,8 +718,14 @@ def demo_compare(out: str | Path, *, seed: int = 0, quick: bool = False, device:
     """The lecture's "train on dogs, adapt to cats", offline on scikit-learn's digits with ``custom_3_layer``.
 
     1. ``out/source``: a scratch network trained on digits 0-4 (the "pretrained" network);
-    2. ``out``: scratch vs transfer vs finetune-all on digits 5-9 from it, with 10 images per class and split:
-       so little data that scratch cannot learn, while the reused features can.
+    2. ``out``: scratch vs transfer vs finetune-all on digits 5-9 from it, trained on 5 % of them (about 9 images
+       per class, 45 in all) and validated on the other 95 % (851 images, enough for the paired test to separate
+       a real gap): so little training data that scratch learns less than the reused features give. Every arm
+       trains at its own recipe's learning rate (``warmstart compare``'s default): AdamW 1e-3 for scratch, 1e-4
+       from the probe head. Measured (2 seeds): transfer 90.2 %, finetune-all 90.1 %, scratch 79.7 ± 9.7 %,
+       transfer ahead of scratch in both seeds (McNemar p < 0.01). An earlier version shared lr 1e-2 between the
+       arms, which kept scratch at chance for the wrong reason; with 10 validation images per class no gap
+       could be told from luck.
 
     Augmentation is off for every arm: all of them then see exactly the same images, and a mirrored digit is
     not the same digit. Equivalent command lines (``quick``: source 4 epochs, compare 3 epochs, one seed)::
@@ -716,7 +733,7 @@ def demo_compare(out: str | Path, *, seed: int = 0, quick: bool = False, device:
         warmstart train digits --model custom_3_layer --weights none --strategy scratch --classes 0,1,2,3,4 \\
             --epochs 8 --lr 3e-3 --seed 100 --out OUT/source
         warmstart compare digits --model custom_3_layer --weights OUT/source/model.safetensors --classes 5,6,7,8,9 \\
-            --subset 10 --augment off --strategies scratch,transfer,finetune-all --epochs 6 --seeds 2 --lr 1e-2 \\
+            --val-fraction 0.95 --augment off --strategies scratch,transfer,finetune-all --epochs 6 --seeds 2 \\
             --batch-size 16 --out OUT
     """
     from warmstart.experiments.train import train
@@ -732,8 +749,9 @@ def demo_compare(out: str | Path, *, seed: int = 0, quick: bool = False, device:
                    "classes": "0,1,2,3,4", "epochs": 4 if quick else 8, "lr": 3e-3, "seed": seed + SOURCE_SEED_OFFSET})
     epochs, seeds = (3, 1) if quick else (6, 2)
     return compare("digits", strategies=DEFAULT_STRATEGIES, seeds=seeds, model="custom_3_layer", weights=str(src / MODEL_FILE),
-                   augment="off", epochs=epochs, lr=1e-2, classes=[str(c) for c in range(5, 10)], subset=10, out=out,
-                   cfg=TrainConfig(seed=seed, device=device, lr=1e-2, batch_size=16),
+                   augment="off", epochs=epochs, classes=[str(c) for c in range(5, 10)], val_fraction=DEMO_VAL_FRACTION, out=out,
+                   cfg=TrainConfig(seed=seed, device=device, batch_size=16),
                    options={"data": "digits", "strategies": ",".join(DEFAULT_STRATEGIES), "seeds": str(seeds),
-                            "model": "custom_3_layer", "weights": str(src / MODEL_FILE), "epochs": epochs, "lr": 1e-2,
-                            "classes": "5,6,7,8,9", "subset": 10, "augment": "off", "batch_size": 16, "seed": seed})
+                            "model": "custom_3_layer", "weights": str(src / MODEL_FILE), "epochs": epochs, "lr": None,
+                            "classes": "5,6,7,8,9", "val_fraction": DEMO_VAL_FRACTION, "augment": "off", "batch_size": 16,
+                            "seed": seed})
