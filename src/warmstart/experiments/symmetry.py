@@ -289,7 +289,7 @@ def sections(run_dir: str | Path) -> list:
     run_dir = Path(run_dir)
     s, config = read_summary(run_dir), read_config(run_dir)
     cols = ["arm", "val accuracy"] + [f"{n} distinct / filters (rank)" for n in LAYERS]
-    rows = [[arm, a["val_accuracy"]] + [f"{a['layers'][n]['distinct']} / {a['layers'][n]['filters']} ({a['layers'][n]['rank']})"
+    rows = [[arm, f"{a['val_accuracy']:.3f}"] + [f"{a['layers'][n]['distinct']} / {a['layers'][n]['filters']} ({a['layers'][n]['rank']})"
                                         for n in LAYERS if n in a["layers"]]
             for arm, a in s["arms"].items()]
     paragraphs = [
