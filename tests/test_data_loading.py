@@ -12,18 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _reliability import copy_images
 
 from warmstart.data import class_counts, describe_splits, load_data
 from warmstart.errors import UserError
-
-
-def _copy_images(src: Path, dst: Path, n: int) -> list[Path]:
-    dst.mkdir(parents=True, exist_ok=True)
-    out = []
-    for f in sorted(p for p in src.iterdir() if p.suffix == ".jpg")[:n]:
-        shutil.copy(f, dst / f.name)
-        out.append(dst / f.name)
-    return out
 
 
 @pytest.fixture
@@ -31,7 +23,7 @@ def small_folder(tmp_path, hymenoptera) -> Path:
     """tmp/imgs/{ants,bees}/ with 6 real JPEGs each."""
     root = tmp_path / "imgs"
     for c in ("ants", "bees"):
-        _copy_images(hymenoptera / "train" / c, root / c, 6)
+        copy_images(hymenoptera / "train" / c, root / c, 6)
     return root
 
 
@@ -71,7 +63,7 @@ def test_cifar10_train_test_uses_test_as_val_with_subset(cifar10):
 def test_train_val_test_folders_and_valid_name(tmp_path, hymenoptera):
     for split, n in (("train", 4), ("valid", 2), ("test", 3)):
         for c in ("ants", "bees"):
-            _copy_images(hymenoptera / "val" / c, tmp_path / "d" / split / c, n)
+            copy_images(hymenoptera / "val" / c, tmp_path / "d" / split / c, n)
     s = load_data(tmp_path / "d")
     assert (len(s.train), len(s.val), len(s.test)) == (8, 4, 6)
     assert not s.val_is_test
@@ -238,18 +230,18 @@ def test_folder_problems(tmp_path, hymenoptera):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="has no class subfolders"):
         load_data(tmp_path / "empty")
-    _copy_images(hymenoptera / "val" / "ants", tmp_path / "loose", 2)
+    copy_images(hymenoptera / "val" / "ants", tmp_path / "loose", 2)
     with pytest.raises(UserError, match="has 2 images but no class subfolders"):
         load_data(tmp_path / "loose")
-    _copy_images(hymenoptera / "val" / "ants", tmp_path / "one" / "ants", 3)
+    copy_images(hymenoptera / "val" / "ants", tmp_path / "one" / "ants", 3)
     with pytest.raises(UserError, match=r'only one class folder \("ants"\)'):
         load_data(tmp_path / "one")
     (tmp_path / "one" / "wasps").mkdir()
     (tmp_path / "one" / "wasps" / "readme.txt").write_text("x")
     with pytest.raises(UserError, match=r'wasps: class folder "wasps" has no images'):
         load_data(tmp_path / "one")
-    _copy_images(hymenoptera / "val" / "bees", tmp_path / "tiny" / "bees", 3)
-    _copy_images(hymenoptera / "val" / "ants", tmp_path / "tiny" / "ants", 1)
+    copy_images(hymenoptera / "val" / "bees", tmp_path / "tiny" / "bees", 3)
+    copy_images(hymenoptera / "val" / "ants", tmp_path / "tiny" / "ants", 1)
     with pytest.raises(UserError, match=r'class "ants" has 1 image; a train/val split needs at least 2'):
         load_data(tmp_path / "tiny")
     (tmp_path / "notes.txt").write_text("x")
@@ -259,12 +251,12 @@ def test_folder_problems(tmp_path, hymenoptera):
 
 def test_train_and_val_class_sets_must_agree(tmp_path, hymenoptera):
     for c in ("ants", "bees"):
-        _copy_images(hymenoptera / "val" / c, tmp_path / "d" / "train" / c, 2)
-    _copy_images(hymenoptera / "val" / "ants", tmp_path / "d" / "val" / "ants", 2)
+        copy_images(hymenoptera / "val" / c, tmp_path / "d" / "train" / c, 2)
+    copy_images(hymenoptera / "val" / "ants", tmp_path / "d" / "val" / "ants", 2)
     with pytest.raises(UserError, match=r'val: no class folder "bees"'):
         load_data(tmp_path / "d")
-    _copy_images(hymenoptera / "val" / "bees", tmp_path / "d" / "val" / "bees", 2)
-    _copy_images(hymenoptera / "val" / "bees", tmp_path / "d" / "val" / "bess", 2)
+    copy_images(hymenoptera / "val" / "bees", tmp_path / "d" / "val" / "bees", 2)
+    copy_images(hymenoptera / "val" / "bees", tmp_path / "d" / "val" / "bess", 2)
     with pytest.raises(UserError, match=r'class "bess" is not in .*train \(did you mean "bees"\?\)'):
         load_data(tmp_path / "d")
     shutil.rmtree(tmp_path / "d" / "val" / "bess")

@@ -8,9 +8,8 @@ import pickle
 
 import pytest
 import torch
-from sklearn.datasets import load_digits
+from _data import digits_images
 from torch import nn
-from torch.utils.data import TensorDataset
 
 from warmstart.data.transforms import Normalizer
 from warmstart.engine import checkpoint, io
@@ -26,10 +25,7 @@ NORM = Normalizer((0.5,) * 3, (0.5,) * 3)
 
 @pytest.fixture(scope="module")
 def digits():
-    d = load_digits()
-    x = torch.tensor(d.images * 255 / 16, dtype=torch.uint8).unsqueeze(1).repeat(1, 3, 1, 1)
-    y = torch.tensor(d.target)
-    return TensorDataset(x[:1200], y[:1200]), TensorDataset(x[1200:], y[1200:])
+    return digits_images(slice(None, 1200), slice(1200, None))
 
 
 def net(seed=0):

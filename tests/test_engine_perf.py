@@ -7,9 +7,8 @@ import math
 
 import pytest
 import torch
-from sklearn.datasets import load_digits
+from _data import digits_images
 from torch import nn
-from torch.utils.data import TensorDataset
 
 from warmstart.data.transforms import Normalizer
 from warmstart.engine.config import TrainConfig
@@ -28,10 +27,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def digits():
-    d = load_digits()
-    x = torch.tensor(d.images * 255 / 16, dtype=torch.uint8).unsqueeze(1).repeat(1, 3, 1, 1)
-    y = torch.tensor(d.target)
-    return TensorDataset(x[:600], y[:600]), TensorDataset(x[1500:], y[1500:])
+    return digits_images(slice(None, 600), slice(1500, None))
 
 
 def net() -> nn.Module:
