@@ -266,27 +266,19 @@ def test_train_and_val_class_sets_must_agree(tmp_path, hymenoptera):
         load_data(tmp_path / "d")
 
 
-def test_csv_problems(tmp_path, small_folder):
-    f = sorted(small_folder.rglob("*.jpg"))[0]
-    g = sorted(small_folder.rglob("*.jpg"))[-1]
+@pytest.mark.parametrize("content, message", [
+    ("path,class\n{f},ants\n", r'no "label" column in the header row \(found: path, class\)'),
+    ("path,label\n{f},ants\nimgs/ants/missing.jpg,ants\n{g},bees\n", r"d.csv line 3: no such file imgs/ants/missing.jpg"),
+    ("path,label\n{f},ants\n{g},  \n", r"d.csv line 3: blank label"),
+    ("path,label,split\n{f},ants,train\n{g},bees,holdout\n", r'd.csv line 3: unknown split "holdout"'),
+    ("path,label\n{f},ants\n{g},ants\n", r'only one label \("ants"\)'),
+    ("path,label,split\n{f},ants,train\n{g},bees,train\n{f},ants,val\n", r'class "bees" has no val rows'),
+])
+def test_csv_problems(tmp_path, small_folder, content, message):
+    files = sorted(small_folder.rglob("*.jpg"))
     csv = tmp_path / "d.csv"
-    csv.write_text(f"path,class\n{f},ants\n")
-    with pytest.raises(UserError, match=r'no "label" column in the header row \(found: path, class\)'):
-        load_data(csv)
-    csv.write_text(f"path,label\n{f},ants\nimgs/ants/missing.jpg,ants\n{g},bees\n")
-    with pytest.raises(UserError, match=r"d.csv line 3: no such file imgs/ants/missing.jpg"):
-        load_data(csv)
-    csv.write_text(f"path,label\n{f},ants\n{g},  \n")
-    with pytest.raises(UserError, match=r"d.csv line 3: blank label"):
-        load_data(csv)
-    csv.write_text(f"path,label,split\n{f},ants,train\n{g},bees,holdout\n")
-    with pytest.raises(UserError, match=r'd.csv line 3: unknown split "holdout"'):
-        load_data(csv)
-    csv.write_text(f"path,label\n{f},ants\n{g},ants\n")
-    with pytest.raises(UserError, match=r'only one label \("ants"\)'):
-        load_data(csv)
-    csv.write_text(f"path,label,split\n{f},ants,train\n{g},bees,train\n{f},ants,val\n")
-    with pytest.raises(UserError, match=r'class "bees" has no val rows'):
+    csv.write_text(content.format(f=files[0], g=files[-1]))
+    with pytest.raises(UserError, match=message):
         load_data(csv)
 
 
