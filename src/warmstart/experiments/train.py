@@ -12,12 +12,13 @@ weights, the new head starts where a linear probe on the frozen features ends (`
 regression solved to the optimum, pulled towards the best-matching rows of the pretrained classifier when
 cross-validation on the training split says that helps). The epochs then train at a tenth of the usual head
 learning rate (AdamW 1e-4; the blocks that fine-tune get a tenth of that, 1e-5) with label smoothing 0.1
-(:func:`default_label_smoothing`), pretrained BatchNorm statistics frozen, on centre crops. This is LP-FT (Kumar et al., ICLR 2022): starting fine-tuning from a
-random head lets its large early gradients distort the pretrained features. Measured on hymenoptera
-(README; 153 validation images, one image = 0.65 points): the probe lifts transfer from 0.908 to 0.948 and
-fine-tuning from 0.915/0.908 (best/final) to 0.941/0.935, label smoothing fine-tuning to 0.961/0.954; random crops and a 10x larger learning rate
-never helped from a probe head (0-1.3 points lower). Training from scratch (or ``--head-init random``)
-keeps AdamW 1e-3 and random crops + flips.
+(:func:`default_label_smoothing`), pretrained BatchNorm statistics frozen, on centre crops. This is LP-FT
+(Kumar et al., ICLR 2022): starting fine-tuning from a random head lets its large early gradients distort the
+pretrained features. Measured on hymenoptera (README; 153 validation images, one image = 0.65 points), best /
+final: the probe lifts transfer from 0.908 (final) to 0.948/0.948 (0.948/0.941 with label smoothing) and
+fine-tuning all layers from 0.915/0.908 to 0.941/0.935, and label smoothing to 0.961/0.954; random crops and a
+10x larger learning rate never helped from a probe head (0-1.3 points lower). Training from scratch (or
+``--head-init random``) keeps AdamW 1e-3, no label smoothing, and random crops + flips.
 
 The run directory ends with ``model.safetensors`` + ``model.json`` (the weights' metadata, updated for the
 new head): a finished run is itself a valid ``--weights PATH`` for the next run, for ``predict`` and ``export``.
