@@ -372,7 +372,7 @@ def reading(summary: dict[str, Any]) -> list[str]:
                        f"{test}. More validation images would tell.")
         elif d > noise and images >= 1:
             out.append(f"**{best}** leads **{k}** by only {gap} {cost}: with one seed, a gap of {images} "
-                       f"image{'s' if images != 1 else ''} may be luck (`--seeds 3` tells).")
+                       f"image{'s' if images != 1 else ''} may be luck (`--seeds 3` tells)" + (f"; {test}" if test else "") + ".")
         else:
             why = (f"within noise (2 × the standard error over seeds: {2 * se:.1f} pp; one image: {one:.2f} pp)" if se is not None
                    else f"within noise ({images} image{'s' if images != 1 else ''} of {n_val}; one seed, so the seed-to-seed "
