@@ -136,3 +136,47 @@ def test_feature_cache_is_computed_shard_by_shard_and_gathered_on_every_rank(tmp
         torch.testing.assert_close(got["disk"], ref_x, rtol=1e-3, atol=1e-3)  # on disk: float16
     assert sorted(p.name for p in tmp_path.glob("f*.npy")) == ["f.labels.npy", "f.npy"]  # one file, no temp files
     assert np.load(tmp_path / "f.npy").shape == (11, 4)
+
+
+# ----------------------------------------------------------------- decoding, shard by shard
+def _decode_on_rank(rank: int, world: int, port: int, folder: str, data: str) -> None:
+    import torch.distributed as dist
+
+    from warmstart.data import ImageDataset, Preprocess, load_data
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    try:
+        ds = ImageDataset(load_data(data).train, Preprocess(resize=40, crop=32), skip_bad_images=True)
+        torch.save({"images": ds._images, "labels": ds.labels, "bad": ds.bad_files, "here": ds.decoded_here},
+                   Path(folder) / f"decoded{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_images_are_decoded_shard_by_shard_and_gathered_on_every_rank(hymenoptera, tmp_path):
+    """11 images (one of them truncated, in rank 1's shard): each rank decodes about half, and every rank ends
+    with the same cache as one process decoding all of them, the bad image skipped everywhere alike."""
+    import shutil
+
+    import torch.multiprocessing as mp
+
+    from warmstart.data import ImageDataset, Preprocess, load_data
+
+    data = tmp_path / "d"
+    for c, n in (("ants", 6), ("bees", 5)):
+        (data / "train" / c).mkdir(parents=True)
+        (data / "val" / c).mkdir(parents=True)
+        for f in sorted((hymenoptera / "train" / c).glob("*.jpg"))[:n]:
+            shutil.copy(f, data / "train" / c / f.name)
+        shutil.copy(f, data / "val" / c / f.name)
+    victim = sorted((data / "train" / "bees").glob("*.jpg"))[-1]   # the last image: in rank 1's shard
+    victim.write_bytes(victim.read_bytes()[:300])
+    mp.start_processes(_decode_on_rank, args=(2, _free_port(), str(tmp_path), str(data)), nprocs=2, start_method="spawn")
+    ref = ImageDataset(load_data(data).train, Preprocess(resize=40, crop=32), skip_bad_images=True)
+    assert ref.decoded_here == 11 and len(ref) == 10 and ref.bad_files == [str(victim)]
+    got = [torch.load(tmp_path / f"decoded{r}.pt") for r in (0, 1)]
+    assert [g["here"] for g in got] == [5, 6]                      # shards of 11: 5 and 6 images
+    for g in got:
+        assert torch.equal(g["images"], ref._images) and g["labels"] == ref.labels and g["bad"] == ref.bad_files

@@ -73,6 +73,7 @@ class ImageDataset(Dataset):
         self.labels: list[int] = list(source.labels)
         self.bad_files: list[str] = []
         self.decode_seconds = 0.0
+        self.decoded_here = 0  # images this process decoded for the cache (its shard under torchrun)
         r = preprocess.resize
         self.cache_bytes = len(source) * 3 * r * r
         self.cached = cache if cache is not None else self.cache_bytes <= memory_limit
@@ -111,28 +112,41 @@ class ImageDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))
 
     def _decode_all(self, workers: int) -> None:
-        n, r = len(self.source), self.preprocess.resize
-        images = torch.empty((n, 3, r, r), dtype=torch.uint8)
-        array = images.numpy()  # threads write through numpy: no torch (intra-op threads) inside the pool
-        ok = [True] * n
-        errors: dict[int, BadImageError] = {}
+        """Decode every image into one uint8 N x 3 x R x R tensor. Under torchrun each rank decodes its
+        :func:`~warmstart.engine.distributed.shard_range` of the images and the blocks are all-gathered, so N
+        images are decoded once in all, not once per rank (every rank still holds the whole cache: its sampler
+        draws from all of it, epoch after epoch)."""
+        from warmstart.engine.distributed import all_gather_objects, all_gather_rows, shard_range, world
 
-        def work(i: int) -> None:
+        n, r = len(self.source), self.preprocess.resize
+        w = world()
+        mine = shard_range(n, w)
+        block = torch.empty((len(mine), 3, r, r), dtype=torch.uint8)
+        array = block.numpy()  # threads write through numpy: no torch (intra-op threads) inside the pool
+        failed: list[tuple[int, str, str]] = []  # (index, path, reason): plain data, to gather across ranks
+
+        def work(j: int) -> None:
+            i = mine[j]
             try:
-                array[i] = self.source.load(i, r, self.mode).transpose(2, 0, 1)
+                array[j] = self.source.load(i, r, self.mode).transpose(2, 0, 1)
             except BadImageError as e:
-                ok[i] = False
-                errors[i] = e
+                failed.append((i, e.path, e.reason))
 
         start = time.perf_counter()
         what = f"decoding {'train' if self.train else 'eval'} images ({self.source.name})"
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="warmstart-decode")
         try:
-            for _ in tqdm(pool.map(work, range(n)), total=n, desc=what, unit="img", leave=False,
+            for _ in tqdm(pool.map(work, range(len(mine))), total=len(mine), desc=what, unit="img", leave=False,
                           disable=not sys.stderr.isatty(), file=sys.stderr):
                 pass
         finally:  # on Ctrl-C, do not wait for the images still queued
             pool.shutdown(wait=True, cancel_futures=True)
+        self.decoded_here = len(mine)
+        images = all_gather_rows(block, n) if w.distributed else block
+        array = images.numpy()
+        # every rank learns every rank's failures, so that all of them raise (or skip) alike
+        errors = {i: BadImageError(path, reason) for part in all_gather_objects(failed) for i, path, reason in part}
+        ok = [i not in errors for i in range(n)]
         self.decode_seconds = time.perf_counter() - start
         if errors:
             first = errors[min(errors)]

@@ -1,8 +1,9 @@
 """torch.distributed, when launched by torchrun; a no-op world of one otherwise.
 
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; we join the process group (NCCL on GPUs, gloo on CPU).
-Rank 0 alone logs and writes files; metrics are summed across ranks; each rank trains on its shard; a
-feature cache is computed shard by shard (:func:`shard_range`) and all-gathered (:func:`all_gather_rows`).
+Rank 0 alone logs and writes files; metrics are summed across ranks; each rank trains on its shard; the
+decoded-image cache and a feature cache are computed shard by shard (:func:`shard_range`) and all-gathered
+(:func:`all_gather_rows`).
 Multi-node is the same code: ``torchrun --nnodes=2 --node_rank=R --rdzv_endpoint=HOST:PORT ...``.
 """
 
@@ -99,6 +100,15 @@ def all_gather_rows(block: torch.Tensor, n: int) -> torch.Tensor:
     parts = [torch.empty_like(padded) for _ in range(w.size)]
     dist.all_gather(parts, padded)
     return torch.cat([p[:k].cpu() for p, k in zip(parts, rows)])
+
+
+def all_gather_objects(obj) -> list:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank; ``[obj]`` without torchrun."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        out = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+    return [obj]
 
 
 def barrier() -> None:
