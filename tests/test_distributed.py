@@ -180,3 +180,41 @@ def test_images_are_decoded_shard_by_shard_and_gathered_on_every_rank(hymenopter
     assert [g["here"] for g in got] == [5, 6]                      # shards of 11: 5 and 6 images
     for g in got:
         assert torch.equal(g["images"], ref._images) and g["labels"] == ref.labels and g["bad"] == ref.bad_files
+
+
+# ----------------------------------------------------------------- evaluate: predictions in dataset order
+def _evaluate_on_rank(rank: int, world: int, port: int, folder: str) -> None:
+    import torch.distributed as dist
+
+    from warmstart.engine.config import TrainConfig
+    from warmstart.engine.distributed import World
+    from warmstart.engine.loop import evaluate
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    try:
+        r = evaluate(_classifier(), _Images(11), 3, cfg=TrainConfig(batch_size=2), device=torch.device("cpu"),
+                     normalize=_norm, world=World(rank, world))
+        torch.save(r, Path(folder) / f"eval{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _classifier() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
+
+
+def test_evaluate_gathers_every_ranks_predictions_in_dataset_order(tmp_path):
+    import torch.multiprocessing as mp
+
+    from warmstart.engine.config import TrainConfig
+    from warmstart.engine.loop import evaluate
+
+    mp.start_processes(_evaluate_on_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    ref = evaluate(_classifier(), _Images(11), 3, cfg=TrainConfig(batch_size=4), device=torch.device("cpu"), normalize=_norm)
+    assert len(ref["predictions"]) == 11 and len(set(ref["predictions"])) > 1
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"eval{rank}.pt")
+        assert got["predictions"] == ref["predictions"] and got["confusion"] == ref["confusion"]

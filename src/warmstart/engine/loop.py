@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from warmstart.engine import checkpoint as ckpt
 from warmstart.engine.config import TrainConfig
 from warmstart.engine.console import log, progress
-from warmstart.engine.distributed import World, all_reduce_sum, init_from_env
+from warmstart.engine.distributed import World, all_gather_objects, all_reduce_sum, init_from_env
 from warmstart.engine.metrics import accuracy, confusion, per_class_accuracy
 from warmstart.engine.optim import build_optimizer, build_scheduler
 from warmstart.engine.plan import Phase
@@ -47,6 +47,7 @@ class FitResult:
     train_images_per_second: float
     stopped_early: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    val_predictions: list[int] = field(default_factory=list)  # the final model's class per validation sample
 
 
 def resolve_device(name: str) -> torch.device:
@@ -136,7 +137,8 @@ def eval_loader(dataset: Dataset, cfg: TrainConfig, device: torch.device, world:
 
 def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, *, cfg: TrainConfig, device: torch.device,
              normalize: nn.Module | None = None, world: World = World(), loader: DataLoader | None = None) -> dict[str, Any]:
-    """Loss, accuracy, per-class accuracy and confusion matrix; each rank evaluates every size-th sample.
+    """Loss, accuracy, per-class accuracy, confusion matrix and the predicted class of every sample (in dataset
+    order, on every rank); each rank evaluates every size-th sample.
 
     ``loader``: an :func:`eval_loader` of ``dataset`` to reuse (its workers stay up between calls).
     """
@@ -146,20 +148,30 @@ def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, *, cfg: Train
     amp_ctx, _ = _autocast(device, cfg.amp)
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    preds: list[torch.Tensor] = []
     with torch.inference_mode():
         for x, y in loader:
             x, y = _to(x, device, normalize, use_channels_last(cfg, device)), y.to(device, non_blocking=True)
             with amp_ctx:
                 out = model(x)
             loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()
-            cm += confusion(out.argmax(1), y, num_classes)
+            pred = out.argmax(1)
+            cm += confusion(pred, y, num_classes)
+            preds.append(pred)  # stays on the device: one copy to the CPU at the end, not one sync per batch
     all_reduce_sum(cm)
     all_reduce_sum(loss_sum)
     model.train(was_training)
     n = max(1, int(cm.sum()))
     cm = cm.cpu()
+    mine = torch.cat(preds).cpu().tolist() if preds else []
+    predictions = mine
+    if world.distributed:  # rank r holds samples r, r + size, ...: interleave them back into dataset order
+        parts = all_gather_objects(mine)
+        predictions = [0] * sum(map(len, parts))
+        for r, part in enumerate(parts):
+            predictions[r::world.size] = part
     return {"loss": float(loss_sum) / n, "accuracy": accuracy(cm), "per_class_accuracy": per_class_accuracy(cm),
-            "confusion": cm.tolist()}
+            "confusion": cm.tolist(), "predictions": predictions}
 
 
 def _to(x: torch.Tensor, device: torch.device, normalize: nn.Module | None, channels_last: bool) -> torch.Tensor:
@@ -315,7 +327,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence
     return FitResult(history=history, best_val_accuracy=max(best_acc, 0.0), best_epoch=best_epoch,
                      final_val_accuracy=final["accuracy"], confusion=final["confusion"],
                      per_class_accuracy=final["per_class_accuracy"], train_seconds=round(train_time, 3),
-                     train_images_per_second=round(seen / train_time, 1) if train_time else 0.0, stopped_early=stopped_early)
+                     train_images_per_second=round(seen / train_time, 1) if train_time else 0.0, stopped_early=stopped_early,
+                     val_predictions=final["predictions"])
 
 
 def _resumable(run, saved_epoch: int) -> str:

@@ -177,7 +177,7 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
                    label_smoothing={r["strategy"]: r.get("label_smoothing") for r in records}, optimizer=cfg.optimizer, lr=lr, batch_size=cfg.batch_size,
                    device=str(resolve_device(cfg.device)), figures={})
     if run.main:
-        _figures(run.dir, summary, prepared, model, cfg)
+        _figures(run.dir, summary, prepared)
         summary["paired"] = paired(run.dir, summary)
         summary["reading"] = reading(summary)
         run.write_summary(summary)
@@ -239,13 +239,14 @@ def _arm(prepared: Prepared, run: Run, arch: str, strat: Strategy, seed: int, *,
               resume=resume and (run.dir / name / CONFIG).is_file(), tensorboard=cfg.tensorboard).start()
     net = build_model(arch, prepared, strat, init=init, seed=seed, batch_size=cfg.batch_size)
     layer, before = _conv1(net)
-    net, _, s = run_arm(prepared, sub, arch=arch, strategy=strat, epochs=epochs, cfg=cfg, lr=lr, backbone_lr=backbone_lr,
-                        lr_decay=lr_decay, bn=bn, init=init, augment=augment, feature_cache=feature_cache, resume=sub.resume, model=net)
+    net, result, s = run_arm(prepared, sub, arch=arch, strategy=strat, epochs=epochs, cfg=cfg, lr=lr, backbone_lr=backbone_lr,
+                             lr_decay=lr_decay, bn=bn, init=init, augment=augment, feature_cache=feature_cache,
+                             resume=sub.resume, model=net)
     _, after = _conv1(net)
-    if sub.main:  # for the paired test between strategies, and the misclassified images of the report
+    if sub.main:  # the final evaluation's classes: for the paired test and the report's misclassified images
         from warmstart.engine.io import write_json
 
-        write_json(sub.dir / PREDICTIONS, {"labels": list(prepared.val.labels), "predictions": _predictions(net, prepared, cfg),
+        write_json(sub.dir / PREDICTIONS, {"labels": list(prepared.val.labels), "predictions": result.val_predictions,
                                            "classes": prepared.splits.classes}, "predictions")
     last = (read_history(sub.dir) or [{}])[-1]
     change = None
@@ -430,7 +431,7 @@ def _epochs(es: Sequence[int]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- figures
-def _figures(run_dir: Path, summary: dict[str, Any], prepared: Prepared, arch: str, cfg: TrainConfig) -> None:
+def _figures(run_dir: Path, summary: dict[str, Any], prepared: Prepared) -> None:
     """learning curves, accuracy vs time, the best run's confusion matrix and mistakes, conv1 before/after."""
     from safetensors.torch import load_file
 
@@ -464,10 +465,11 @@ def _figures(run_dir: Path, summary: dict[str, Any], prepared: Prepared, arch: s
     plots.confusion_matrix(s["confusion"], prepared.splits.classes, run_dir / FIGURES["confusion"],
                            title=f"{typical['strategy']}, seed {typical['seed']}: validation, final epoch")
     figs["confusion"] = FIGURES["confusion"]
-    saved = _read_predictions(arm_dir)
-    preds = saved["predictions"] if saved else _predictions(_load_arm(arm_dir, prepared, arch), prepared, cfg)
+    saved = _read_predictions(arm_dir)  # None: an arm finished by a version that did not save them
+    preds = saved["predictions"] if saved else []
     wrong = [i for i, (p, y) in enumerate(zip(preds, prepared.val.labels)) if p != y]
-    summary["best_run"]["misclassified"] = len(wrong)
+    if saved:
+        summary["best_run"]["misclassified"] = len(wrong)
     if wrong:
         shown = wrong[:MISCLASSIFIED_SHOWN]
         cls = prepared.splits.classes
@@ -499,34 +501,6 @@ def _mean_history(hists: list[list[dict[str, Any]]]) -> tuple[list[dict[str, Any
         mean.append({"epoch": e + 1, **{k: v[0] for k, v in stats.items()}})
         spread.append({"epoch": e + 1, **{k: v[1] for k, v in stats.items()}})
     return mean, spread
-
-
-def _load_arm(arm_dir: Path, prepared: Prepared, arch: str) -> torch.nn.Module:
-    """The final weights of an arm (model.safetensors), for runs made before arms saved their predictions."""
-    from warmstart.transfer.backbones import create_model
-    from warmstart.transfer.weights import load_tensors, resolve_weights
-
-    model = create_model(arch, prepared.splits.num_classes, resolve_weights("none", arch))
-    model.load_state_dict(load_tensors(arm_dir / MODEL_FILE))
-    return model
-
-
-def _predictions(model: torch.nn.Module, prepared: Prepared, cfg: TrainConfig) -> list[int]:
-    """Predicted class of every validation image (in order) by ``model``."""
-    from torch.utils.data import DataLoader
-
-    from warmstart.data import Normalizer
-
-    device = resolve_device(cfg.device)
-    was_training = model.training
-    model.to(device).eval()
-    norm = Normalizer.of(prepared.weights.preprocess).to(device)
-    preds: list[int] = []
-    with torch.inference_mode():
-        for x, _ in DataLoader(prepared.val, batch_size=max(64, cfg.batch_size), shuffle=False):
-            preds += model(norm(x.to(device))).argmax(1).cpu().tolist()
-    model.train(was_training)
-    return preds
 
 
 def _read_predictions(arm_dir: Path) -> dict[str, Any] | None:
