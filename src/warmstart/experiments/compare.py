@@ -174,8 +174,8 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
     summary.update(data=prepared.splits.source, data_name=_short(data), model=model, weights=prepared.weights.where,
                    epochs=epochs, seeds=seed_list, classes=prepared.splits.classes, train_images=len(prepared.train_plain),
                    val_is_test=prepared.splits.val_is_test, augment=augs,
-                   label_smoothing={r["strategy"]: r.get("label_smoothing") for r in records}, optimizer=cfg.optimizer, lr=lr, batch_size=cfg.batch_size,
-                   device=str(resolve_device(cfg.device)), figures={})
+                   label_smoothing={r["strategy"]: r.get("label_smoothing") for r in records}, optimizer=cfg.optimizer, lr=lr,
+                   batch_size=cfg.batch_size, device=str(resolve_device(cfg.device)), figures={})
     if run.main:
         _figures(run.dir, summary, prepared)
         summary["paired"] = paired(run.dir, summary)
@@ -243,11 +243,9 @@ def _arm(prepared: Prepared, run: Run, arch: str, strat: Strategy, seed: int, *,
                              lr_decay=lr_decay, bn=bn, init=init, augment=augment, feature_cache=feature_cache,
                              resume=sub.resume, model=net)
     _, after = _conv1(net)
-    if sub.main:  # the final evaluation's classes: for the paired test and the report's misclassified images
-        from warmstart.engine.io import write_json
-
-        write_json(sub.dir / PREDICTIONS, {"labels": list(prepared.val.labels), "predictions": result.val_predictions,
-                                           "classes": prepared.splits.classes}, "predictions")
+    # the final evaluation's classes: for the paired test and the report's misclassified images
+    sub.write_json(PREDICTIONS, {"labels": list(prepared.val.labels), "predictions": result.val_predictions,
+                                 "classes": prepared.splits.classes})
     last = (read_history(sub.dir) or [{}])[-1]
     change = None
     if before is not None and after is not None:
@@ -263,8 +261,8 @@ def _arm(prepared: Prepared, run: Run, arch: str, strat: Strategy, seed: int, *,
               "final_train_loss": last.get("train_loss"), "final_train_accuracy": last.get("train_accuracy"),
               "train_images_per_second": s["train_images_per_second"], "trainable_params": s["trainable_params"],
               "total_params": s["total_params"], "feature_seconds": s["feature_seconds"], "feature_cache": s["feature_cache"],
-              "augment": s["augment"], "label_smoothing": s["label_smoothing"], "stopped_early": s["stopped_early"], "conv1": {"layer": layer, "change": change},
-              "confusion": s["confusion"]}
+              "augment": s["augment"], "label_smoothing": s["label_smoothing"], "stopped_early": s["stopped_early"],
+              "conv1": {"layer": layer, "change": change}, "confusion": s["confusion"]}
     sub.write_json(ARM, record)
     sub.close()
     return record
@@ -354,6 +352,7 @@ def reading(summary: dict[str, Any]) -> list[str]:
         gap = f"{d:.1f} pp ({count} of {n_val} validation images)"
         pairs = (summary.get("paired") or {}).get(k)
         test = _paired_text(best, k, pairs, n_val) if pairs else None
+        tail = f"; {test}." if test else "."
         separated = pairs is None or max(r["p"] for r in pairs) < SIGNIFICANCE
         # every seed, on the same images, a significant win for the best: real even when the seeds spread widely
         every_seed = bool(pairs) and images >= 1 and all(r["p"] < SIGNIFICANCE and r["best_only"] > r["other_only"]
@@ -367,20 +366,20 @@ def reading(summary: dict[str, Any]) -> list[str]:
             else:
                 why = (f"the seeds spread widely (2 × the standard error over seeds: {2 * se:.1f} pp), yet **{best}** wins in "
                        "every one of them")
-            out.append(f"**{best}** beat **{k}** by {gap} {cost}; {why}" + (f"; {test}" if test else "") + ".")
+            out.append(f"**{best}** beat **{k}** by {gap} {cost}; {why}{tail}")
         elif clear and not separated:
             out.append(f"**{best}** leads **{k}** by {gap} {cost}, but the validation images cannot separate them: "
                        f"{test}. More validation images would tell.")
         elif d > noise and images >= 1:
             out.append(f"**{best}** leads **{k}** by only {gap} {cost}: with one seed, a gap of {images} "
-                       f"image{'s' if images != 1 else ''} may be luck (`--seeds 3` tells)" + (f"; {test}" if test else "") + ".")
+                       f"image{'s' if images != 1 else ''} may be luck (`--seeds 3` tells){tail}")
         else:
             why = (f"within noise (2 × the standard error over seeds: {2 * se:.1f} pp; one image: {one:.2f} pp)" if se is not None
                    else f"within noise ({images} image{'s' if images != 1 else ''} of {n_val}; one seed, so the seed-to-seed "
                         "noise is not measured)")
             some_seed = bool(pairs) and any(r["p"] < SIGNIFICANCE for r in pairs)
             cheaper = f"; **{k}** gets there {ratio:.1f} × faster, the better buy" if ratio > 1.5 and not some_seed else ""
-            out.append(f"**{best}** and **{k}** differ by {gap}: {why}{cheaper}" + (f"; {test}" if test else "") + ".")
+            out.append(f"**{best}** and **{k}** differ by {gap}: {why}{cheaper}{tail}")
     if n_seeds > 1:
         worst = max(rank, key=lambda k: sd[k])
         out.append(f"Seed-to-seed spread (std): up to {sd[worst]:.1f} pp ({worst}); one validation image is {one:.2f} pp.")
