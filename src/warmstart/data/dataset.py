@@ -146,14 +146,13 @@ class ImageDataset(Dataset):
         array = images.numpy()
         # every rank learns every rank's failures, so that all of them raise (or skip) alike
         errors = {i: BadImageError(path, reason) for part in all_gather_objects(failed) for i, path, reason in part}
-        ok = [i not in errors for i in range(n)]
         self.decode_seconds = time.perf_counter() - start
         if errors:
             first = errors[min(errors)]
             if not self.skip_bad_images:
                 raise BadImageError(first.path, first.reason, more=len(errors) - 1)
             self.bad_files = [errors[i].path for i in sorted(errors)]
-            keep = [i for i in range(n) if ok[i]]
+            keep = [i for i in range(n) if i not in errors]
             if not keep:
                 raise UserError(f"{self.source.name}: none of the {n} images could be decoded (first: {first.path})")
             for j, i in enumerate(keep):  # compact in place: no second N x 3 x R x R buffer
