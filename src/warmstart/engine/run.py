@@ -39,12 +39,11 @@ def check_out(out: Path | str, *, overwrite: bool = False, resume: bool = False)
         raise UserError(f"--out {p} is a file; choose a folder")
     if not any(p.iterdir()):
         return
-    if not overwrite:
-        raise UserError(f"--out {p} already exists and is not empty; pass overwrite=True to replace it, resume={str(p)!r} "
-                        "to continue it, or choose another out")
     if not (p / CONFIG).is_file():
-        raise UserError(f"--out {p} is not a warmstart run directory (no {CONFIG}); overwrite only replaces runs, "
-                        "choose another out")
+        raise UserError(f"--out {p} is not empty and holds no warmstart run; choose another --out (an empty or new folder)")
+    if not overwrite:
+        raise UserError(f"--out {p} already holds a run ({CONFIG}); pass --resume {p} to continue it or choose another --out "
+                        "(from Python: resume=OUT continues it, overwrite=True replaces it)")
 
 
 class Run:
