@@ -60,6 +60,7 @@ from warmstart.init.diagnostics import SignalDiagnostics
 from warmstart.init.data_init import LSUV, check_init, init_model, sample_batch
 from warmstart.init.lsuv import LSUVWarning
 from warmstart.init.schemes import SCHEMES
+from warmstart.init.spec import split_outside_parens
 from warmstart.models.plain import ACTIVATIONS, PlainNet, plain_cnn, plain_mlp
 
 ARCHS = ("mlp", "cnn")
@@ -90,16 +91,7 @@ def default_config(**override: Any) -> TrainConfig:
 # ------------------------------------------------------------------------------------------ arms
 def split_arms(text: str | Sequence[str]) -> list[str]:
     """``"he,normal(0.01),lsuv"`` -> ``["he", "normal(0.01)", "lsuv"]`` (commas inside parentheses kept)."""
-    if not isinstance(text, str):
-        parts = [str(a) for a in text]
-    else:
-        parts, depth, start = [], 0, 0
-        for i, ch in enumerate(text):
-            depth += (ch == "(") - (ch == ")")
-            if ch == "," and depth == 0:
-                parts.append(text[start:i])
-                start = i + 1
-        parts.append(text[start:])
+    parts = [str(a) for a in text] if not isinstance(text, str) else split_outside_parens(text, what="--arms")
     arms = [p.strip() for p in parts]
     if not arms or any(not a for a in arms):
         raise UserError(f'--arms "{text if isinstance(text, str) else ",".join(parts)}": empty arm (a stray comma?); '
