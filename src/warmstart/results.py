@@ -90,7 +90,7 @@ class CompareResult:
 
     @property
     def report(self) -> Path:
-        return Path(self.summary.get("report", self.run_dir / "report.html"))
+        return Path(self.summary.get("report", self.run_dir / layout.REPORT_HTML))
 
     @property
     def table(self) -> list[dict[str, Any]]:
@@ -105,7 +105,7 @@ class CompareResult:
     @property
     def reading(self) -> str:
         """The report's written reading (report.md's text), or the best strategy when there is none."""
-        md = self.run_dir / "report.md"
+        md = self.run_dir / layout.REPORT_MD
         return md.read_text() if md.is_file() else f"best: {self.summary.get('best')}"
 
     @property

@@ -118,6 +118,7 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
     what it means for :func:`~warmstart.experiments.train.train` and applies to every arm.
     """
     cfg = cfg or TrainConfig()
+    lr, backbone_lr = (lr if lr is not None else cfg.lr), (backbone_lr if backbone_lr is not None else cfg.backbone_lr)
     # under torchrun: join the process group first, so that only rank 0 logs and writes
     from warmstart.engine.distributed import init_from_env
 

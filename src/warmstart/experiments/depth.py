@@ -52,6 +52,7 @@ from warmstart.data import ImageDataset, Preprocess, describe_splits, load_data
 from warmstart.engine.config import TrainConfig
 from warmstart.engine.console import log, warn
 from warmstart.engine.distributed import threads as threads_ctx
+from warmstart.engine.layout import DEPTH_LAYER_STD_PNG, DEPTH_LOSS_PNG
 from warmstart.engine.loop import fit, resolve_device
 from warmstart.engine.plan import single_phase
 from warmstart.engine.run import Run, default_out, read_config, read_summary
@@ -77,7 +78,7 @@ CHANCE_MARGIN = 0.05
 """An arm whose final train loss is within this of ln(classes) (or above) "stayed at chance"."""
 SMALL_LAYER_MACS = 5e7
 """On the CPU, nets whose layers take fewer multiply-adds per step than this run on one thread."""
-LOSS_PNG, LAYERS_PNG = "loss_curves.png", "layer_std_init.png"
+LOSS_PNG, LAYERS_PNG = DEPTH_LOSS_PNG, DEPTH_LAYER_STD_PNG
 SGD_NOTE = ("plain SGD as in He et al. 2015; an adaptive optimizer (Adam, AdamW) divides each weight's step by the "
             "size of its gradients and so hides the vanishing gradients this experiment shows")
 
