@@ -172,6 +172,7 @@ def symmetry(data: str | Path | None = None, *, init: str | None = None, constan
     """
     t0 = time.perf_counter()
     cfg = (cfg or TrainConfig(optimizer="sgd", schedule="constant")).with_defaults(lr=DEFAULT_LR)
+    cfg.check_one_rate("symmetry")
     lr = cfg.lr
     epochs = epochs if epochs is not None else cfg.epochs if cfg.epochs is not None else 1
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
