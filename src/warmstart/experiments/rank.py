@@ -64,13 +64,10 @@ def rank_inits(data: str | Path, tokens: list[str], *, model: str | None, verify
                out: str | Path | None, cfg=None, options: dict[str, Any] | None = None, data_root=None,
                val_fraction: float = 0.2, subset: int | None = None, skip_bad_images: bool = False) -> dict[str, Any]:
     """Score each init scheme at init on one training batch (zero-cost signal spread); ``verify="scratch"`` trains."""
-    import torch
-
     from warmstart.engine.config import TrainConfig
     from warmstart.engine.run import Run, default_out
     from warmstart.experiments.depth import DEFAULT_WIDTH, arm_spec, build_net, load_depth_data
-    from warmstart.init.data_init import init_model, sample_batch
-    from warmstart.init.zero_cost import signal_spread
+    from warmstart.init.data_init import sample_batch
 
     t0 = time.perf_counter()
     cfg = cfg or TrainConfig()
@@ -110,23 +107,10 @@ def rank_inits(data: str | Path, tokens: list[str], *, model: str | None, verify
         batch = sample_batch(prepared.train_plain, INIT_PROBE_IMAGES, seed=cfg.seed, normalize=norm)
         lsuv = sample_batch(prepared.train_plain, cfg.batch_size, seed=cfg.seed, normalize=norm)[0]  # as train's
         make = lambda: create_model(model, n, resolve_weights("none", model))  # noqa: E731
-    rows = []
-    for t in tokens:
-        s0 = time.perf_counter()
-        torch.manual_seed(cfg.seed)
-        net = make()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            init_model(net, specs[t], batch=lsuv, generator=cfg.seed)
-        for w in caught:
-            warn(f"{t}: {w.message}")
-        sp = signal_spread(net, *batch)
-        rows.append({"weights": t, "name": t, "arch": model, "init": specs[t],
-                     "scores": {k: _finite(sp[k]) for k in ("signal_spread", "act_spread", "grad_spread")},
-                     "act_std_ratio": _finite(sp["act_std_ratio"]), "grad_std_ratio": _finite(sp["grad_std_ratio"]),
-                     "hidden_layers": sp["layers"], "seconds": round(time.perf_counter() - s0, 3)})
-        log(f"{t} ({specs[t]}): act std last/first {sp['act_std_ratio']:.3g}, grad std first/last {sp['grad_std_ratio']:.3g}, "
-            f"signal spread {sp['signal_spread']:.2f}")
+    from warmstart.engine.distributed import threads
+
+    with threads(1 if plain and plain[0] == "mlp" else None):  # tiny layers: extra threads only spin (as in depth)
+        rows = [_score_init(t, specs[t], make, lsuv, batch, model, cfg.seed) for t in tokens]
     ranked = sorted(rows, key=lambda r: (r["scores"]["signal_spread"] is None, r["scores"]["signal_spread"] or 0.0))
     run = Run(Path(out) if out else default_out("rank"), "rank",
               {"options": options or {"data": str(data), "candidates": tokens, "model": model, "verify": verify,
@@ -146,6 +130,30 @@ def rank_inits(data: str | Path, tokens: list[str], *, model: str | None, verify
     _write_report(run, summary)
     run.close()
     return summary
+
+
+def _score_init(t: str, spec: str, make, lsuv, batch, model: str, seed: int) -> dict[str, Any]:
+    """Build the net, initialise it by ``spec`` (seeded), and measure its signal spread on ``batch``."""
+    import torch
+
+    from warmstart.init.data_init import init_model
+    from warmstart.init.zero_cost import signal_spread
+
+    s0 = time.perf_counter()
+    torch.manual_seed(seed)
+    net = make()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        init_model(net, spec, batch=lsuv, generator=seed)
+    for w in caught:
+        warn(f"{t}: {w.message}")
+    sp = signal_spread(net, *batch)
+    log(f"{t} ({spec}): act std last/first {sp['act_std_ratio']:.3g}, grad std first/last {sp['grad_std_ratio']:.3g}, "
+        f"signal spread {sp['signal_spread']:.2f}")
+    return {"weights": t, "name": t, "arch": model, "init": spec,
+            "scores": {k: _finite(sp[k]) for k in ("signal_spread", "act_spread", "grad_spread")},
+            "act_std_ratio": _finite(sp["act_std_ratio"]), "grad_std_ratio": _finite(sp["grad_std_ratio"]),
+            "hidden_layers": sp["layers"], "seconds": round(time.perf_counter() - s0, 3)}
 
 
 def _scratch_prepared(data, model, cfg, *, data_root, val_fraction, subset, skip_bad_images, val: bool):
