@@ -84,12 +84,13 @@ def test_init_schemes_verify_scratch_correlates(tmp_path):
 
 # --------------------------------------------------------------------------------------------- bad candidates
 def _payload_file(tmp_path, weights_dir):
-    from test_reliability_security import Payload, craft
+    from test_reliability_security import Payload, assert_live, craft
 
     evil = tmp_path / "evil.pth"
     real = torch.load(weights_dir / (V3 + ".pth"), weights_only=True)
     craft(evil, {**real, "classifier.3.bias": Payload(tmp_path / "pwned")}, "torch.save")
     shutil.copy(weights_dir / (V3 + ".json"), tmp_path / "evil.json")
+    assert_live(evil, tmp_path / "pwned", "torch.save")  # the payload does run when unpickled without restriction
     return evil
 
 
@@ -104,7 +105,7 @@ def _wrong_arch(tmp_path, weights_dir):
 @pytest.mark.parametrize("case,expect", [
     ("missing", "not found"),
     ("wrong_arch", "do not fit"),
-    ("payload", ""),
+    ("payload", "refusing to load weights file"),
     ("duplicate", "twice"),
     ("folder_and_file", "twice"),
     ("mixed", "mixes init schemes"),

@@ -84,6 +84,8 @@ def resolve(tokens: Sequence[str], *, model: str | None, num_classes: int, seed:
         low = t.lower()
         if low == "none":
             continue
+        if low == "imagenet" and not model:
+            raise UserError("--candidates imagenet needs an architecture: give --model ARCH (e.g. mobilenet_v3_small)")
         w = resolve_weights(t, model if low == "imagenet" else None)
         key = f"imagenet:{w.arch}" if low == "imagenet" else f"file:{w.fingerprint}"
         if key in seen:
