@@ -274,7 +274,12 @@ def chart(summary: dict[str, Any], path: Path) -> Path:
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(panels))
     for ax, (k, vals) in zip(axes, panels):
-        ax.bar(range(len(names)), [math.nan if v is None else v for v in vals], color=[f"C{i % 10}" for i in range(len(names))])
+        err = [c.get("probe_spread") or 0.0 for c in summary["candidates"]] if k == "probe_cv" else None
+        ax.bar(range(len(names)), [math.nan if v is None else v for v in vals], color=[f"C{i % 10}" for i in range(len(names))],
+               yerr=err, capsize=3)
+        known = [v for v in vals if v is not None]
+        if known and (k in ("probe_cv", "knn_loo") or k.startswith("val accuracy")):  # accuracies: zoom on the differences
+            ax.set_ylim(max(0.0, min(known) - 0.1), 1.0)
         ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=7)
         ax.set_title(k + (" (lower is better)" if inits and k in keys else ""), fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
@@ -312,6 +317,7 @@ def sections(run_dir: str | Path, summary: dict[str, Any] | None = None) -> list
                                     f"--verify {summary['verify']['strategy']} ({summary['verify']['epochs']} epochs)."))
     return [Section(title=f"Rank: which start? ({'init schemes of ' + str(summary.get('model')) if inits else 'pretrained starts'})",
                     reading=[summary["verdict"]], tables=tables,
-                    figures=[Figure(run_dir / CHART, "Scores per candidate, in ranked order.", wide=True)],
+                    figures=[Figure(run_dir / CHART, "Scores per candidate, in ranked order" + (
+                        "" if inits else "; probe_cv with the standard error of its fold accuracies") + ".", wide=True)],
                     paragraphs=[f"Data: {summary.get('data')}."], command=" ".join(argv) if argv else "warmstart rank",
                     anchor="rank")]
