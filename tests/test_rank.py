@@ -49,6 +49,8 @@ def test_rank_scores_every_start_and_verifies(starts_run):
     assert set(corr) == {"probe_cv", "knn_loo", "logme", "leep"} and corr["leep"]["kendall_tau"] is None  # 2 values only
     assert -1 <= corr["probe_cv"]["kendall_tau"] <= 1 and -1 <= corr["probe_cv"]["spearman"] <= 1
     assert isinstance(s["clear_winner"], bool) and s["verdict"]
+    # one decode of the training images shared by all three candidates (same resize/crop), one of the validation ones
+    assert s["decoded_datasets"] == 2
     assert (out / "config.json").is_file() and (out / "report.html").stat().st_size > 10_000
     assert "probe_cv" in r.out and "Kendall" not in r.out and "tau" in r.out  # the printed table and correlations
 
@@ -126,3 +128,21 @@ def test_bad_candidates_one_error_line_nothing_written(case, expect, tmp_path, h
     assert expect in r.error
     assert not out.exists()
     assert not (tmp_path / "pwned").exists()
+
+
+def test_verdict_names_no_winner_within_fold_noise():
+    from warmstart.transfer.rank import Candidate, order, verdict
+
+    def cand(name, folds):
+        c = Candidate(name, name, None, "x")  # type: ignore[arg-type]
+        c.scores = {"probe_cv": sum(folds) / len(folds)}
+        c.details["probe_folds"] = folds
+        return c
+
+    a = cand("a", [0.96, 1.0, 0.94, 0.98, 1.0])
+    b = cand("b", [0.98, 0.96, 0.96, 0.96, 0.98])   # 0.01 lower on average, but fold differences of +-0.04
+    c = cand("c", [0.80, 0.82, 0.78, 0.84, 0.80])   # 0.17 lower on every fold
+    tied, text = verdict(order([c, b, a], "probe_cv"), "probe_cv")
+    assert tied == ["b"] and text.startswith("no clear winner: a")
+    tied, text = verdict(order([c, a], "probe_cv"), "probe_cv")
+    assert tied == [] and "beyond" in text

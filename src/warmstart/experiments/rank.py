@@ -208,14 +208,21 @@ def _init_correlations(rows) -> dict[str, Any]:
 
 
 def _init_verdict(ranked) -> str:
+    """What the zero-cost ranking says, relative to the best scheme (what every scheme shares is the architecture's)."""
     best = ranked[0]["scores"]["signal_spread"]
-    good = [r["name"] for r in ranked if r["scores"]["signal_spread"] is not None and r["scores"]["signal_spread"] <= 1.0]
-    bad = [r["name"] for r in ranked if r["scores"]["signal_spread"] is None or r["scores"]["signal_spread"] > 3.0]
-    text = f"{ranked[0]['name']} keeps the signal best (spread {best:.2f})" if best is not None else "no scheme could be measured"
-    if good:
-        text += f"; within a factor e overall: {', '.join(good)}"
+    if best is None:
+        return "no scheme could be measured: the signal vanished or overflowed for every one"
+    spread = {r["name"]: r["scores"]["signal_spread"] for r in ranked}
+    good = [n for n, v in spread.items() if v is not None and v <= best + 1.0]
+    bad = [n for n, v in spread.items() if v is None or v > best + 3.0]
+    text = f"{ranked[0]['name']} keeps the signal best (spread {best:.2f})"
+    if len(good) > 1:
+        text += f"; within a factor e of it: {', '.join(good)}"
     if bad:
-        text += f"; the signal grows or shrinks more than e^3 ~ 20x through the net: {', '.join(bad)}"
+        text += f"; more than e^3 ~ 20x worse than it: {', '.join(bad)}"
+    if best > 1.0:
+        text += (f"; even the best changes the signal's scale by e^{best:.1f} ~ {math.exp(best):.0f}x from the first layer "
+                 "to the last; every scheme has that much, so it is likely the architecture's (pooling, layer sizes), not the init's")
     return text
 
 

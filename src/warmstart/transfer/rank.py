@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from warmstart.data import DataSplits, ImageDataset, Normalizer
+from warmstart.data import DataSplits, ImageDataset
 from warmstart.engine.console import log
 from warmstart.errors import UserError
 from warmstart.transfer.weights import SAFETENSORS_SUFFIX, STATE_DICT_SUFFIXES, Weights, resolve_weights
