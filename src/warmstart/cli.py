@@ -314,6 +314,37 @@ def compare(data, **o):
 
 
 @cli.command(context_settings=CONTEXT)
+@click.argument("data")
+@click.option("--candidates", required=True,
+              help="Comma-separated starts: weights files, folders of them, imagenet, none (random-init floor); "
+                   "or init schemes (he,xavier,default,orthogonal,lsuv) with --model.")
+@click.option("--model", default=None, help="Architecture of imagenet/none, or of init-scheme candidates "
+                                            "(any train model, or plain_mlp[:DEPTH] / plain_cnn[:DEPTH], the depth experiment's net).")
+@click.option("--by", type=click.Choice(["probe_cv", "knn_loo", "logme", "leep"]), default="probe_cv", show_default=True,
+              help="The score that orders pretrained candidates.")
+@click.option("--verify", default=None, help="Also train each candidate with this strategy (transfer, finetune-all, ...; "
+                                             "scratch for init schemes) and correlate every score with the real accuracy.")
+@engine_options(epochs=2)
+@data_options
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory [default: runs/rank-<time>].")
+def rank(data, **o):
+    """Which start? Score candidate starts on DATA's training images in seconds, and optionally check the scores.
+
+    Pretrained candidates get four scores from one frozen pass each: linear-probe CV accuracy, kNN leave-one-out,
+    LogME and LEEP. Init schemes get a zero-cost signal-propagation score at init. Writes summary.json and report.html.
+    """
+    from warmstart.engine.console import set_quiet
+    from warmstart.experiments.rank import format_table, rank as run_rank
+
+    set_quiet(o["quiet"])
+    given = click.get_current_context().get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE
+    s = run_rank(data, o["candidates"], model=o["model"], by=o["by"], verify=o["verify"], epochs=o["epochs"] if given else None,
+                 out=o["out"], cfg=engine_config(o), options={"data": data, **_absolute_paths(o)}, data_root=o["data_root"],
+                 val_fraction=o["val_fraction"], subset=o["subset"], skip_bad_images=o["skip_bad_images"])
+    click.echo(format_table(s))
+
+
+@cli.command(context_settings=CONTEXT)
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for report.html and report.md.")
 @click.option("--title", default=None, help="The report's title.")
