@@ -239,6 +239,12 @@ def run_arm(prepared: Prepared, run: Run, *, arch: str, strategy: Strategy, epoc
         normalize = None
     else:
         val_set = prepared.val
+    from warmstart.transfer.drift import DriftTracker  # how far the start travels: drift/* in metrics, summary["drift"]
+
+    drift = DriftTracker.for_run(model, groups, strategy, phases, images=prepared.val, normalize=Normalizer.of(prepared.weights.preprocess),
+                                 batch_size=max(64, cfg.batch_size), resumed=resume and run.checkpoint_path.exists(),
+                                 device=resolve_device(cfg.device)) if run.main else None
+    callbacks = [*callbacks, drift] if drift is not None else callbacks
     diag = None
     if diagnostics and run.main:
         from warmstart.experiments.diagnostics import SignalDiagnostics
@@ -259,6 +265,7 @@ def run_arm(prepared: Prepared, run: Run, *, arch: str, strategy: Strategy, epoc
     finally:
         if diag is not None:
             diag.finish(title=arch)
+    drift_summary = drift.finish(result.history) if drift is not None else None
     model.to("cpu")
     # every epoch's seconds, those before a --resume included (the history comes back from the checkpoint),
     # plus the frozen features and the probe of this process
@@ -281,6 +288,8 @@ def run_arm(prepared: Prepared, run: Run, *, arch: str, strategy: Strategy, epoc
         "stopped_early": result.stopped_early, "per_class_accuracy": result.per_class_accuracy, "confusion": result.confusion,
         "seconds": round(time.perf_counter() - t0, 3), "device": str(resolve_device(cfg.device)),
     }
+    if drift_summary is not None:
+        summary["drift"] = drift_summary
     if run.main:
         meta = dict(prepared.weights.meta)
         meta.update(arch=arch, num_classes=prepared.splits.num_classes, categories=prepared.splits.classes,
