@@ -30,10 +30,12 @@ from warmstart.engine.loop import resolve_device
 from warmstart.engine.run import Run, default_out, read_config, read_summary
 from warmstart.errors import UserError, unknown
 from warmstart.experiments.compare_arms import (ARM, PREDICTIONS, aggregate, arm_name, check_plans, figures, paired,  # noqa: F401
-                                                run_one, warm_up)
+                                                paired_seeds, run_one, warm_up)
 from warmstart.experiments.compare_demo import demo_compare  # noqa: F401  (warmstart demo)
+from warmstart.experiments.compare_starts import (absolute, arm_plan, describe_starts, grid, grid_paired, parse_weights,
+                                                  prepare_starts)
 from warmstart.experiments.runs import pm
-from warmstart.experiments.train import FEATURE_CACHE, default_augment, prepare
+from warmstart.experiments.train import FEATURE_CACHE, default_augment
 from warmstart.report.compare_sections import subtitle, title
 from warmstart.report.reading import SIGNIFICANCE, reading  # noqa: F401
 from warmstart.report.stats import mcnemar_p  # noqa: F401  (re-exported: the paired test)
@@ -91,7 +93,7 @@ def parse_seeds(seeds: int | str | Sequence[int], first: int = 0) -> list[int]:
 
 # ----------------------------------------------------------------------------------------------- the experiment
 def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRATEGIES, seeds: int | str | Sequence[int] = 1,
-            model: str = "mobilenet_v3_small", weights: str = "imagenet", epochs: int = 5, init: str | None = None,
+            model: str = "mobilenet_v3_small", weights: str | Sequence[str] = "imagenet", epochs: int = 5, init: str | None = None,
             lr: float | None = None, backbone_lr: float | None = None, lr_decay: float = 1.0, bn: str = "frozen",
             augment: str = "auto", feature_cache: str = "auto", classes: Sequence[str] | None = None,
             out: str | Path | None = None, resume: bool = False, data_root=None, val_fraction: float = 0.2,
@@ -100,8 +102,10 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
     """Train every strategy with every seed on DATA under the same budget; write one run directory with a
     sub-directory per arm, summary.json and report.html/report.md; return the summary.
 
-    ``seeds``: a count (seeds ``cfg.seed``, ``cfg.seed + 1``, ...) or explicit seeds. Every other option means
-    what it means for :func:`~warmstart.experiments.train.train` and applies to every arm.
+    ``seeds``: a count (seeds ``cfg.seed``, ``cfg.seed + 1``, ...) or explicit seeds. ``weights``: one start, or
+    several (``'W1,W2'`` or a list): every start x strategy then runs, arms named ``<start>/<strategy>``
+    (:mod:`~warmstart.experiments.compare_starts`), and the summary gains ``starts`` and ``grid``. Every other
+    option means what it means for :func:`~warmstart.experiments.train.train` and applies to every arm.
     """
     cfg = cfg or TrainConfig()
     # under torchrun: join the process group first, so that only rank 0 logs and writes
@@ -123,41 +127,44 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
         from warmstart.init.data_init import check_init
 
         check_init(init)  # a bad spec fails before anything is written
-    reusing = [s.spec for s in strats if s.needs_pretrained]
-    if reusing and str(weights).strip().lower() == "none":
-        raise UserError(f"--strategies {', '.join(reusing)} reuse pretrained layers but --weights is none; pass --weights imagenet "
-                        "or a weights file (e.g. the model.safetensors of an earlier run), or compare scratch arms only")
-    # scratch alone needs only the preprocessing of "imagenet" weights, not their tensors (as in train)
-    w_spec = "none" if not reusing and weights == "imagenet" else weights
+    specs = parse_weights(weights)
     augs = {s.spec: default_augment(s, augment) for s in strats}
-    prepared = prepare(data, arch=model, weights=w_spec, augment=any(augs.values()), data_root=data_root,
-                       val_fraction=val_fraction, subset=subset, seed=seed_list[0], skip_bad_images=skip_bad_images,
-                       classes=classes)
+    starts = prepare_starts(data, specs, strats, arch=model, augment=any(augs.values()), data_root=data_root,
+                            val_fraction=val_fraction, subset=subset, seed=seed_list[0], skip_bad_images=skip_bad_images,
+                            classes=classes)
+    prepared = starts[0].prepared  # the split, the validation images and scratch's preprocessing
+    arms = arm_plan(starts, strats)
     check_plans(prepared, model, strats, epochs=epochs, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn, cfg=cfg)
     resolve_device(cfg.device)
 
     out = Path(out) if out else default_out("compare")
     if options is None:  # called as a library: record the call, so config.json still says how to rerun it
         options = {"data": str(data), "strategies": ",".join(s.spec for s in strats), "seeds": ",".join(map(str, seed_list)),
-                   "model": model, "weights": weights, "epochs": epochs, "init": init, "lr": lr, "backbone_lr": backbone_lr,
-                   "lr_decay": lr_decay, "bn": bn, "augment": augment, "feature_cache": feature_cache,
+                   "model": model, "weights": (weights if isinstance(weights, str) else specs[0]) if len(specs) == 1 else absolute(specs),
+                   "epochs": epochs, "init": init, "lr": lr, "backbone_lr": backbone_lr, "lr_decay": lr_decay, "bn": bn, "augment": augment, "feature_cache": feature_cache,
                    "classes": ",".join(classes) if classes else None, "data_root": str(data_root) if data_root else None,
                    "val_fraction": val_fraction, "subset": subset, "skip_bad_images": skip_bad_images,
                    **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "lr"}}
+    if len(specs) > 1 and options.get("weights") == weights:  # several paths: recorded absolute, for --resume anywhere
+        options = {**options, "weights": absolute(specs)}
     setup = {"options": options, "preprocess": prepared.weights.preprocess.to_dict(),
              "strategies": [s.spec for s in strats], "seeds": seed_list}
+    if len(starts) > 1:
+        setup["starts"] = describe_starts(starts)
     run = Run(out, "compare", setup, resume=resume, tensorboard=cfg.tensorboard).start()
     warm_up(prepared, model, cfg)
     records: list[dict[str, Any]] = []
-    total = len(strats) * len(seed_list)
+    total = len(arms) * len(seed_list)
     for seed in seed_list:
-        for strat in strats:
-            log(f"── arm {len(records) + 1}/{total}: {strat.spec}, seed {seed}")
-            records.append(run_one(prepared, run, model, strat, seed, epochs=epochs, cfg=dataclasses.replace(cfg, seed=seed),
-                                lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn, init=init, augment=augs[strat.spec],
-                                feature_cache=feature_cache, resume=resume, setup=setup))
-    summary = aggregate(records, strategies=[s.spec for s in strats], val_images=len(prepared.val))
-    summary.update(data=prepared.splits.source, data_name=_short(data), model=model, weights=prepared.weights.where,
+        for key, start, strat in arms:
+            log(f"── arm {len(records) + 1}/{total}: {key}, seed {seed}")
+            records.append(run_one(start.prepared, run, model, strat, seed, epochs=epochs, cfg=dataclasses.replace(cfg, seed=seed),
+                                   lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn, init=init, augment=augs[strat.spec],
+                                   feature_cache=feature_cache, resume=resume, setup=setup, key=key,
+                                   start=start.name if strat.needs_pretrained else None))
+    summary = aggregate(records, strategies=[key for key, _, _ in arms], val_images=len(prepared.val))
+    where = "; ".join(st.prepared.weights.where for st in starts)
+    summary.update(data=prepared.splits.source, data_name=_short(data), model=model, weights=where,
                    epochs=epochs, seeds=seed_list, classes=prepared.splits.classes, train_images=len(prepared.train_plain),
                    val_is_test=prepared.splits.val_is_test, augment=augs,
                    label_smoothing={r["strategy"]: r.get("label_smoothing") for r in records}, optimizer=cfg.optimizer, lr=lr,
@@ -165,6 +172,10 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
     if run.main:
         figures(run.dir, summary, prepared)
         summary["paired"] = paired(run.dir, summary)
+        if len(starts) > 1:  # the starts x strategies grid, and each strategy's starts tested against each other
+            summary["starts"] = describe_starts(starts)
+            summary["grid"] = grid(summary, arms)
+            summary["grid"]["paired"] = grid_paired(summary["grid"], lambda a, b: paired_seeds(run.dir, summary, a, b))
         summary["reading"] = reading(summary)
         run.write_summary(summary)
         from warmstart.report.html import write_report

@@ -25,7 +25,8 @@ PREDICTIONS = "predictions.json"  # each arm's predicted class per validation im
 
 
 def arm_name(strategy: Strategy | str, seed: int) -> str:
-    """The arm's folder: 'finetune-last:2', seed 1 -> 'finetune-last-2-seed1' (no ':' in file names)."""
+    """The arm's folder: 'finetune-last:2', seed 1 -> 'finetune-last-2-seed1' (no ':' in file names); with several
+    starts 'mobilenet_v2-imagenet/transfer', seed 0 -> 'mobilenet_v2-imagenet/transfer-seed0' (a folder per start)."""
     spec = strategy.spec if isinstance(strategy, Strategy) else str(strategy)
     return f"{spec.replace(':', '-')}-seed{seed}"
 
@@ -63,15 +64,22 @@ def check_plans(prepared: Prepared, arch: str, strats: list[Strategy], *, epochs
 
 
 def run_one(prepared: Prepared, run: Run, arch: str, strat: Strategy, seed: int, *, epochs: int, cfg: TrainConfig, lr,
-            backbone_lr, lr_decay, bn, init, augment: bool, feature_cache: str, resume: bool, setup: dict[str, Any]) -> dict[str, Any]:
-    """Train one arm into OUT/<strategy>-seed<S>/ (or, resuming, reuse it when complete); return its record."""
-    name = arm_name(strat, seed)
+            backbone_lr, lr_decay, bn, init, augment: bool, feature_cache: str, resume: bool, setup: dict[str, Any],
+            key: str | None = None, start: str | None = None) -> dict[str, Any]:
+    """Train one arm into OUT/<key>-seed<S>/ (or, resuming, reuse it when complete); return its record.
+
+    ``key``: the arm's name, its strategy unless the compare has several starts (``<start>/<strategy>``:
+    the arm's folder is then OUT/<start>/<strategy>-seed<S>); ``start``: that start's name.
+    """
+    key = key or strat.spec
+    name = arm_name(key, seed)
     done = run.dir / name / ARM
     if resume and done.is_file():
         log(f"{name}: complete, reused")
         return json.loads(done.read_text())
     # resuming, an arm that never started gets a fresh directory (and config.json) of its own
-    sub = Run(run.dir / name, "compare", {**setup, "arm": {"strategy": strat.spec, "seed": seed}},
+    arm = {"strategy": strat.spec, "seed": seed} | ({"start": start} if start else {})
+    sub = Run(run.dir / name, "compare", {**setup, "arm": arm},
               resume=resume and (run.dir / name / CONFIG).is_file(), tensorboard=cfg.tensorboard).start()
     net = build_model(arch, prepared, strat, init=init, seed=seed, batch_size=cfg.batch_size)
     layer, before = conv1_weights(net)
@@ -91,7 +99,7 @@ def run_one(prepared: Prepared, run: Run, arch: str, strat: Strategy, seed: int,
 
             with atomic_path(sub.dir / "conv1.safetensors", "conv1 filters") as tmp:
                 save_file({"before": before.contiguous(), "after": after.contiguous()}, str(tmp))
-    record = {"strategy": strat.spec, "seed": seed, "best_val_accuracy": s["best_val_accuracy"],
+    record = {"strategy": key, "seed": seed, "best_val_accuracy": s["best_val_accuracy"],
               "final_val_accuracy": s["final_val_accuracy"], "train_seconds": s["train_seconds"], "dir": name,
               "best_epoch": s["best_epoch"], "epochs_run": int(last.get("epoch", epochs)),
               "final_train_loss": last.get("train_loss"), "final_train_accuracy": last.get("train_accuracy"),
@@ -99,6 +107,10 @@ def run_one(prepared: Prepared, run: Run, arch: str, strat: Strategy, seed: int,
               "total_params": s["total_params"], "feature_seconds": s["feature_seconds"], "feature_cache": s["feature_cache"],
               "augment": s["augment"], "label_smoothing": s["label_smoothing"], "stopped_early": s["stopped_early"],
               "conv1": {"layer": layer, "change": change}, "confusion": s["confusion"]}
+    if start:
+        record["start"] = start
+    if s.get("drift") is not None:
+        record["drift"] = {k: s["drift"][k] for k in ("final", "cka", "trained") if k in s["drift"]}
     sub.write_json(ARM, record)
     sub.close()
     return record
@@ -137,11 +149,17 @@ def aggregate(records: Sequence[dict[str, Any]], *, strategies: Sequence[str], v
         agg["feature_seconds"] = max(r.get("feature_seconds", 0.0) for r in rs)
         changes = [r["conv1"]["change"] for r in rs if r.get("conv1", {}).get("change") is not None]
         agg["conv1_change"] = mean_std(changes)[0] if changes else None
+        ckas = [r["drift"]["cka"] for r in rs if (r.get("drift") or {}).get("cka") is not None]
+        if ckas:  # fine-tuning arms: how far the start travelled (transfer.drift), mean over seeds
+            agg["cka"] = mean_std(ckas)[0]
+            finals = [r["drift"]["final"] for r in rs]
+            agg["drift"] = {g: mean_std([f[g] for f in finals if g in f])[0] for g in finals[0]}
         per[spec] = agg
     ranking = sorted(per, key=lambda k: (-per[k]["final_val_accuracy"]["mean"], -per[k]["best_val_accuracy"]["mean"],
                                          per[k]["train_seconds"]["mean"]))
     runs = [{k: r[k] for k in ("strategy", "seed", "best_val_accuracy", "final_val_accuracy", "train_seconds", "best_epoch",
-                               "train_images_per_second", "trainable_params", "feature_seconds", "dir")} for r in records]
+                               "train_images_per_second", "trainable_params", "feature_seconds", "dir")}
+            | ({"start": r["start"]} if r.get("start") is not None else {}) for r in records]
     return {"runs": runs, "best": ranking[0], "ranking": ranking, "strategies": per, "val_images": val_images,
             "one_image_pp": 100.0 / max(1, val_images)}
 
@@ -152,21 +170,27 @@ def paired(run_dir: Path, summary: dict[str, Any]) -> dict[str, list[dict[str, A
     For each seed both ran: ``best_only`` images the best gets right and the other wrong, ``other_only`` the
     reverse, and the exact McNemar p-value of that split. Needs the arms' predictions.json; empty without them.
     """
-    best, out = summary["best"], {}
-    runs = {(r["strategy"], r["seed"]): r for r in summary["runs"]}
+    out = {}
     for k in summary["ranking"][1:]:
-        rows = []
-        for (spec, seed), r in sorted(runs.items(), key=lambda kv: kv[0][1]):
-            if spec != best or (k, seed) not in runs:
-                continue
-            a, o = read_predictions(run_dir / r["dir"]), read_predictions(run_dir / runs[k, seed]["dir"])
-            if a is None or o is None or a["labels"] != o["labels"]:
-                continue
-            b, c = disagreements(a["labels"], a["predictions"], o["predictions"])
-            rows.append({"seed": seed, "best_only": b, "other_only": c, "p": mcnemar_p(b, c)})
+        rows = paired_seeds(run_dir, summary, summary["best"], k)
         if rows:
             out[k] = rows
     return out
+
+
+def paired_seeds(run_dir: Path, summary: dict[str, Any], best: str, other: str) -> list[dict[str, Any]]:
+    """Arm ``best`` against arm ``other``, seed by seed, on the same validation images (see :func:`paired`)."""
+    runs = {(r["strategy"], r["seed"]): r for r in summary["runs"]}
+    rows = []
+    for (spec, seed), r in sorted(runs.items(), key=lambda kv: kv[0][1]):
+        if spec != best or (other, seed) not in runs:
+            continue
+        a, o = read_predictions(run_dir / r["dir"]), read_predictions(run_dir / runs[other, seed]["dir"])
+        if a is None or o is None or a["labels"] != o["labels"]:
+            continue
+        b, c = disagreements(a["labels"], a["predictions"], o["predictions"])
+        rows.append({"seed": seed, "best_only": b, "other_only": c, "p": mcnemar_p(b, c)})
+    return rows
 
 
 def read_predictions(arm_dir: Path) -> dict[str, Any] | None:
@@ -189,7 +213,13 @@ def figures(run_dir: Path, summary: dict[str, Any], prepared: Prepared) -> None:
         if f.is_file():
             t = load_file(str(f))
             filters[f"{spec}: start"], filters[f"{spec}: trained"] = t["before"], t["after"]
+    drift = {}  # fine-tuning arms, first seed: how far the start travelled
+    for spec in summary["strategies"]:
+        first = next(r for r in summary["runs"] if r["strategy"] == spec)
+        d = read_summary(run_dir / first["dir"]).get("drift")
+        if d and d.get("per_epoch"):
+            drift[spec] = d
     write_figures(run_dir, summary, histories={r["dir"]: read_history(run_dir / r["dir"]) for r in summary["runs"]},
                   typical=typical, confusion=read_summary(run_dir / typical["dir"])["confusion"],
                   predictions=read_predictions(run_dir / typical["dir"]),  # None: made by a version that did not save them
-                  val=prepared.val, classes=prepared.splits.classes, filters=filters)
+                  val=prepared.val, classes=prepared.splits.classes, filters=filters, drift=drift)

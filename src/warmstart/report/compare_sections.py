@@ -113,6 +113,11 @@ def compare_sections(run_dir: str | Path, s: dict[str, Any], command: str) -> li
                                            "is scaled to its own range, so shapes compare, not magnitudes.")],
                            level=3, anchor=anchor + "-filters"))
 
+    if s.get("grid"):
+        out.append(grid_section(s, anchor))
+    if "drift" in figs:
+        out.append(drift_section(run_dir, s, anchor))
+
     run_rows = [[r["strategy"], r["seed"], pct(r["final_val_accuracy"]), pct(r["best_val_accuracy"]), r.get("best_epoch", ""),
                  seconds(r["train_seconds"]), f"`{r['dir']}`"] for r in s["runs"]]
     out.append(Section("Every run", tables=[Table(["strategy", "seed", "final val accuracy", "best val accuracy", "best epoch",
@@ -121,6 +126,57 @@ def compare_sections(run_dir: str | Path, s: dict[str, Any], command: str) -> li
                                                           "summary.json, model.safetensors usable as --weights).")],
                        level=3, anchor=anchor + "-runs"))
     return out
+
+
+def grid_section(s: dict[str, Any], anchor: str):
+    """Starts x strategies: mean ± std of the final validation accuracy, and each strategy's paired tests between starts."""
+    from warmstart.report.html import Section, Table
+
+    g, n_val = s["grid"], s["val_images"]
+    rows = []
+    for r in g["rows"]:
+        cells = g["cells"].get(r, {})
+        rows.append([r if r != "none" else "none (random init)"]
+                    + [pm(c["final_val_accuracy"]["mean"], c["final_val_accuracy"]["std"], c["seeds"]) if (c := cells.get(col)) else "—"
+                       for col in g["columns"]])
+    starts = {st["name"]: st for st in s.get("starts", [])}
+    where = "; ".join(f"{k}: `{v.get('weights')}`" for k, v in starts.items())
+    grid_table = Table(["start"] + g["columns"], rows,
+                       caption=f"Final validation accuracy, {'mean ± std over seeds' if len(s.get('seeds', [])) > 1 else 'one seed'}; "
+                               f"every start trains under the same data, seeds and budget. Starts: {where}."
+                               + (" scratch ignores the start: one row, random init." if "none" in g["rows"] else ""))
+    test_rows = [[col, b, r, p["seed"], p["best_only"], p["other_only"], f"{p['p']:.2g}"]
+                 for col, against in (g.get("paired") or {}).items() for b in [g["best_start"][col]]
+                 for r, ps in against.items() for p in ps]
+    tables = [grid_table]
+    if test_rows:
+        tables.append(Table(["strategy", "best start", "other start", "seed", "best alone right", "other alone right", "p"],
+                            test_rows, caption=f"Paired on the same {n_val} validation images: images only one of the two "
+                                               "gets right, and the exact McNemar test of that split."))
+    return Section("Starts × strategies", tables=tables, level=3, anchor=anchor + "-grid")
+
+
+def drift_section(run_dir: Path, s: dict[str, Any], anchor: str):
+    """How far each fine-tuning arm travelled from its start: the figure, and CKA of the head's input per arm."""
+    from warmstart.report.html import Figure, Section, Table
+
+    per = s["strategies"]
+    from warmstart.report.drift_plot import cka_text
+
+    rows = [[k, cka_text(p["cka"]), sig(100 * max((v for g, v in p["drift"].items() if g != "head"), default=0.0)) + " %",
+             sig(100 * p["drift"]["head"]) + " %" if p["drift"].get("head") is not None else "—"]
+            for k, p in per.items() if p.get("cka") is not None and p.get("drift")]
+    text = ("Fine-tuning starts the network in a region good for another problem; how far it moves from there is measured "
+            "per layer group as ‖w − w₀‖ / ‖w₀‖ after every epoch, and as linear CKA (Kornblith et al. 2019) between the "
+            "features entering the head before and after training, on the validation images (1: the same representation "
+            "up to rotation and scale).")
+    tables = [Table(["arm", "similarity of the head's input", "largest pretrained-group move", "head move"], rows,
+                    caption="Mean over seeds. Frozen groups move exactly 0.")] if rows else []
+    return Section("How far the start travelled", paragraphs=[text], tables=tables,
+                   figures=[Figure(run_dir / s["figures"]["drift"], "Distance from the start per layer group after training "
+                                   "(left; frozen groups, at 0, not drawn) and per epoch (right), first seed of each "
+                                   "fine-tuning arm; the legend gives each arm's CKA.", wide=True)],
+                   level=3, anchor=anchor + "-drift")
 
 
 def smoothing_text(by_strategy: dict[str, float | None]) -> str:

@@ -103,6 +103,37 @@ def reading(summary: dict[str, Any]) -> list[str]:
     if peak - acc[best] >= one:
         out.append(f"**{best}** peaked at {peak:.1f} % (epoch {epochs(b['best_epochs'])}) and ended at {acc[best]:.1f} %: "
                    "the peak is chosen on the validation images themselves, so it is the optimistic number.")
+    out[1:1] = grid_reading(summary)  # with several starts: which start, strategy by strategy, right after the ranking
+    return out
+
+
+def grid_reading(summary: dict[str, Any]) -> list[str]:
+    """With several starts (``summary["grid"]``): for each strategy, its starts ranked, and the best start against
+    each other one on the same validation images -- a start is called better only when it wins the paired test
+    in every seed."""
+    g = summary.get("grid")
+    if not g:
+        return []
+    n_val, out = summary["val_images"], []
+    for col in g["columns"]:
+        b = g["best_start"].get(col)
+        if b is None:
+            continue
+        others = sorted((r for r in g["rows"] if r != b and col in g["cells"].get(r, {}) and r != "none"),
+                        key=lambda r: -g["cells"][r][col]["final_val_accuracy"]["mean"])
+        acc = {r: 100 * g["cells"][r][col]["final_val_accuracy"]["mean"] for r in [b, *others]}
+        parts = []
+        for r in others:
+            pairs = (g.get("paired") or {}).get(col, {}).get(r)
+            if not pairs:
+                parts.append(f"**{b}** and **{r}**: no paired test (the arms saved no predictions)")
+                continue
+            test = paired_text(b, r, pairs, n_val)
+            won = all(p["p"] < SIGNIFICANCE and p["best_only"] > p["other_only"] for p in pairs)
+            parts.append(f"**{b}** is the better start, it wins in every seed: {test}" if won else
+                         f"the validation images cannot tell **{b}** from **{r}**: {test}")
+        out.append(f"Starts for **{col}**: " + " > ".join(f"**{r}** {acc[r]:.1f} %" for r in [b, *others]) + "; "
+                   + "; ".join(parts) + ".")
     return out
 
 
