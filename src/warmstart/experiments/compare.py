@@ -1,9 +1,15 @@
-"""`warmstart compare`: several strategies x several seeds under one budget, one report.
+"""`warmstart compare`: several strategies (x several starts) x several seeds under one budget, one report.
 
-    DATA ─ prepare (once: one decoded-image cache, one feature cache, one train/val split) ─┐
-    for seed in seeds, for strategy in strategies:                                         │
-        build_model ─ conv1 before ─ run_arm ─> OUT/<strategy>-seed<S>/  (a complete train run directory)
-    aggregate over seeds: mean ± std per strategy ─> summary.json, figures, report.html + report.md
+    DATA, --weights ─ prepare_starts (one train/val split, one decoded-image cache; per start its weights and
+                      feature cache) ─┐
+    for seed in seeds, for arm in arm_plan (a strategy, or <start>/<strategy> with several starts):
+        build_model ─ conv1 before ─ run_arm ─> OUT/<arm>-seed<S>/  (a complete train run directory)
+    aggregate over seeds: mean ± std per arm ─> paired tests, grid ─> summary.json, figures, report.html + report.md
+
+The parts: :mod:`~warmstart.experiments.compare_starts` (several starts, the grid),
+:mod:`~warmstart.experiments.compare_arms` (one arm, aggregation, paired tests), :mod:`warmstart.report.stats`,
+:mod:`warmstart.report.reading` (the written reading), :mod:`warmstart.report.compare_sections` and
+:mod:`warmstart.report.compare_figures` (the report).
 
 Every arm sees the same images, the same preprocessing (the weights' own, also for ``scratch``), the same
 epochs and the same optimizer settings; seeds vary model initialisation, batch order and augmentation only
@@ -140,8 +146,9 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
     out = Path(out) if out else default_out("compare")
     if options is None:  # called as a library: record the call, so config.json still says how to rerun it
         options = {"data": str(data), "strategies": ",".join(s.spec for s in strats), "seeds": ",".join(map(str, seed_list)),
-                   "model": model, "weights": (weights if isinstance(weights, str) else specs[0]) if len(specs) == 1 else absolute(specs),
-                   "epochs": epochs, "init": init, "lr": lr, "backbone_lr": backbone_lr, "lr_decay": lr_decay, "bn": bn, "augment": augment, "feature_cache": feature_cache,
+                   "model": model, "weights": ",".join(specs) if len(specs) == 1 else absolute(specs), "epochs": epochs,
+                   "init": init, "lr": lr, "backbone_lr": backbone_lr, "lr_decay": lr_decay, "bn": bn, "augment": augment,
+                   "feature_cache": feature_cache,
                    "classes": ",".join(classes) if classes else None, "data_root": str(data_root) if data_root else None,
                    "val_fraction": val_fraction, "subset": subset, "skip_bad_images": skip_bad_images,
                    **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "lr"}}
