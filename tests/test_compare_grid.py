@@ -123,3 +123,18 @@ def test_bad_start_lists_fail_before_anything_is_written(hymenoptera, weights_di
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, last
     assert not out.exists()
+
+
+def test_start_names_and_weights_lists(tmp_path):
+    from warmstart.errors import UserError
+    from warmstart.experiments.compare_starts import parse_weights, start_name
+
+    odd = tmp_path / "a,b.pth"                      # an existing file whose name has a comma is one start, not two
+    odd.write_bytes(b"")
+    assert parse_weights(str(odd)) == [str(odd)]
+    assert parse_weights(" x.pth , imagenet ,") == ["x.pth", "imagenet"] and parse_weights(["x.pth"]) == ["x.pth"]
+    with pytest.raises(UserError):
+        parse_weights(" , ")
+    assert start_name("../shared/weights/mobilenet_v2-inat-bird.pth") == "mobilenet_v2-inat-bird"
+    assert start_name("runs/ants-ft/model.safetensors") == "ants-ft"   # a finished run: named after its folder
+    assert start_name("IMAGENET") == "imagenet"
