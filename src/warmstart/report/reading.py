@@ -130,7 +130,8 @@ def grid_reading(summary: dict[str, Any]) -> list[str]:
                 continue
             test = paired_text(b, r, pairs, n_val)
             won = all(p["p"] < SIGNIFICANCE and p["best_only"] > p["other_only"] for p in pairs)
-            parts.append(f"**{b}** is the better start, it wins in every seed: {test}" if won else
+            every = " in every seed" if len(pairs) > 1 else ""
+            parts.append(f"**{b}** is the better start, it wins the paired test{every}: {test}" if won else
                          f"the validation images cannot tell **{b}** from **{r}**: {test}")
         out.append(f"Starts for **{col}**: " + " > ".join(f"**{r}** {acc[r]:.1f} %" for r in [b, *others]) + "; "
                    + "; ".join(parts) + ".")
