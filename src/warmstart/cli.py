@@ -333,13 +333,15 @@ def rank(data, **o):
     Pretrained candidates get four scores from one frozen pass each: linear-probe CV accuracy, kNN leave-one-out,
     LogME and LEEP. Init schemes get a zero-cost signal-propagation score at init. Writes summary.json and report.html.
     """
+    from warmstart.api import _normalised
     from warmstart.engine.console import set_quiet
     from warmstart.experiments.rank import format_table, rank as run_rank
 
     set_quiet(o["quiet"])
     given = click.get_current_context().get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE
     s = run_rank(data, o["candidates"], model=o["model"], by=o["by"], verify=o["verify"], epochs=o["epochs"] if given else None,
-                 out=o["out"], cfg=engine_config(o), options={"data": data, **_absolute_paths(o)}, data_root=o["data_root"],
+                 out=o["out"], cfg=engine_config(o), options=_normalised({"data": data, **o}), argv=argv(),
+                 data_root=o["data_root"],
                  val_fraction=o["val_fraction"], subset=o["subset"], skip_bad_images=o["skip_bad_images"])
     click.echo(format_table(s))
 

@@ -319,6 +319,8 @@ def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequenc
             else:
                 bad_epochs += 1
             last_in_phase = pe + 1 == phase.epochs
+            for cb in callbacks:  # before the row is logged and checkpointed: a callback may add measurements to it
+                cb(model, row)
             if run is not None:
                 try:
                     if improved and run.main:
@@ -331,8 +333,6 @@ def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequenc
                                    "best_val_loss": best_loss, "bad_epochs": bad_epochs}, run.checkpoint_path)
                 except UserError as e:  # e.g. a full disk: say where the run can continue from
                     raise UserError(f"{e}; training stopped in epoch {epoch}{_resumable(run, epoch - 1)}") from None
-            for cb in callbacks:
-                cb(model, row)
             if cfg.early_stopping and bad_epochs >= cfg.early_stopping:
                 log(f"early stopping: val loss has not improved for {bad_epochs} epochs")
                 stopped_early = True

@@ -33,7 +33,7 @@ def is_init_token(t: str) -> bool:
 
 def rank(data: str | Path, candidates: str | Sequence[str], *, model: str | None = None, by: str | None = None,
          verify: str | None = None, epochs: int | None = None, out: str | Path | None = None, cfg=None,
-         options: dict[str, Any] | None = None, **data_kw) -> dict[str, Any]:
+         options: dict[str, Any] | None = None, argv: list[str] | None = None, **data_kw) -> dict[str, Any]:
     """Rank the candidate starts on DATA; write OUT (config.json, summary.json, report.html). Returns the summary."""
     tokens = split_candidates(candidates)
     inits = [is_init_token(t) for t in tokens]
@@ -43,11 +43,11 @@ def rank(data: str | Path, candidates: str | Sequence[str], *, model: str | None
                         "in separate runs (or check the spelling of a weights file)")
     if all(inits):
         return rank_inits(data, tokens, model=model, verify=verify, epochs=epochs or 10, out=out, cfg=cfg,
-                          options=options, **data_kw)
+                          options=options, argv=argv, **data_kw)
     from warmstart.transfer.rank import rank_starts
 
     return rank_starts(data, tokens, model=model, by=by or "probe_cv", verify_strategy=verify, epochs=epochs or 2, out=out,
-                       cfg=cfg, options=options, write=_write_report, **data_kw)
+                       cfg=cfg, options=options, write=_write_report, argv=argv, **data_kw)
 
 
 # --------------------------------------------------------------------------------------------- init schemes
@@ -62,7 +62,8 @@ def _plain(model: str) -> tuple[str, int] | None:
 
 def rank_inits(data: str | Path, tokens: list[str], *, model: str | None, verify: str | None, epochs: int,
                out: str | Path | None, cfg=None, options: dict[str, Any] | None = None, data_root=None,
-               val_fraction: float = 0.2, subset: int | None = None, skip_bad_images: bool = False) -> dict[str, Any]:
+               val_fraction: float = 0.2, subset: int | None = None, skip_bad_images: bool = False,
+               argv: list[str] | None = None) -> dict[str, Any]:
     """Score each init scheme at init on one training batch (zero-cost signal spread); ``verify="scratch"`` trains."""
     from warmstart.engine.config import TrainConfig
     from warmstart.engine.run import Run, default_out
@@ -114,7 +115,8 @@ def rank_inits(data: str | Path, tokens: list[str], *, model: str | None, verify
     ranked = sorted(rows, key=lambda r: (r["scores"]["signal_spread"] is None, r["scores"]["signal_spread"] or 0.0))
     run = Run(Path(out) if out else default_out("rank"), "rank",
               {"options": options or {"data": str(data), "candidates": tokens, "model": model, "verify": verify,
-                                      "epochs": epochs, **cfg.to_dict()}, "inits": specs, "train": cfg.to_dict()}).start()
+                                      "epochs": epochs, **cfg.to_dict()}, "inits": specs, "train": cfg.to_dict()},
+              argv=argv).start()
     summary: dict[str, Any] = {"kind": "inits", "model": model, "data": source, "classes": n, "by": "signal_spread",
                                "lower_is_better": True, "probe_images": len(batch[0])}
     if verify:

@@ -6,44 +6,13 @@ Used by ``warmstart report`` (which rebuilds a report from run directories alone
 
 from __future__ import annotations
 
-import math
-import statistics
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from warmstart.engine.layout import CONFUSION, LEARNING_CURVES
 from warmstart.engine.run import read_config, read_history, read_summary  # noqa: F401  (read_history: re-exported)
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1; 0 for a single value)."""
-    vals = [float(v) for v in values]
-    if not vals:
-        return math.nan, math.nan
-    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
-
-
-def pct(x: float, digits: int = 1) -> str:
-    """0.9346 -> '93.5 %'."""
-    return f"{100 * x:.{digits}f} %"
-
-
-def pm(mean: float, std: float, n: int, *, scale: float = 100.0, unit: str = " %", digits: int = 1) -> str:
-    """'93.5 ± 1.2 %' (several values) or '93.5 %' (one)."""
-    if n > 1:
-        return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}{unit}"
-    return f"{scale * mean:.{digits}f}{unit}"
-
-
-def seconds(s: float) -> str:
-    """A duration the way people read it: '0.8 s', '42 s', '3 min 05 s', '1 h 02 min'."""
-    if s < 10:
-        return f"{s:.1f} s"
-    if s < 60:
-        return f"{s:.0f} s"
-    if s < 3600:
-        return f"{int(s // 60)} min {int(s % 60):02d} s"
-    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
+from warmstart.report.stats import mean_std  # noqa: F401  (re-exported: one definition)
+from warmstart.report.text import pct, pm, seconds  # noqa: F401  (re-exported: one definition)
 
 
 def command_of(config: dict[str, Any]) -> str:

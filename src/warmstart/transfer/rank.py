@@ -328,7 +328,7 @@ def as_rows(cands: Sequence[Candidate]) -> list[dict[str, Any]]:
 def rank_starts(data: str | Path, candidates: str | Sequence[str], *, model: str | None = None, by: str = "probe_cv",
                 verify_strategy: str | None = None, epochs: int = 2, out: str | Path | None = None, data_root=None,
                 val_fraction: float = 0.2, subset: int | None = None, skip_bad_images: bool = False, cfg=None,
-                options: dict[str, Any] | None = None, write=None) -> dict[str, Any]:
+                options: dict[str, Any] | None = None, write=None, argv: list[str] | None = None) -> dict[str, Any]:
     """Score pretrained starts on DATA's training split; with ``verify_strategy``, train each and correlate.
 
     Writes OUT (config.json, summary.json and, through ``write(run, summary, candidates)``, the report).
@@ -360,7 +360,7 @@ def rank_starts(data: str | Path, candidates: str | Sequence[str], *, model: str
               {"options": options or {"data": str(data), "candidates": list(tokens), "model": model, "by": by,
                                       "verify": verify_strategy, "epochs": epochs, "subset": subset,
                                       "val_fraction": val_fraction, **cfg.to_dict()},
-               "candidates": [c.spec for c in cands], "train": cfg.to_dict()}).start()
+               "candidates": [c.spec for c in cands], "train": cfg.to_dict()}, argv=argv).start()
     summary: dict[str, Any] = {"kind": "starts", "data": splits.source, "classes": splits.classes,
                                "train_images": len(splits.train), "by": by}
     if verify_strategy:

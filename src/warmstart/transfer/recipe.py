@@ -45,6 +45,7 @@ from warmstart.engine.loop import FitResult, amp_dtype, fast_cpu_channels_last, 
 from warmstart.engine.run import Run
 from warmstart.errors import UserError
 from warmstart.transfer.backbones import create_model
+from warmstart.transfer.drift import DriftTracker
 from warmstart.transfer.features import FeatureCache, cache_key, split_at
 from warmstart.transfer.spec import TrainSpec
 from warmstart.transfer.groups import layer_groups
@@ -195,6 +196,12 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
     if diagnostics and run.main:
         diag = _diagnostics(prepared.train_plain if not use_cache else train_set, net, run, cfg, normalize, resume)
         callbacks = [*callbacks, diag]
+    # how far the start travels: drift/<group> columns in metrics.csv, summary["drift"] (finetune-*, gradual)
+    drift = DriftTracker.for_run(model, groups, strategy, phases, images=prepared.val,
+                                 normalize=Normalizer.of(prepared.weights.preprocess), batch_size=max(64, cfg.batch_size),
+                                 resumed=resume and run.checkpoint_path.exists(),
+                                 device=resolve_device(cfg.device)) if run.main else None
+    callbacks = [*callbacks, drift] if drift is not None else callbacks
     # a small head on cached features is many tiny ops: extra intra-op threads only spin (measured on a busy
     # 2-core machine: hymenoptera's 5 transfer epochs took 2.4 s with 2 threads, 0.1 s with one)
     small = use_cache and sum(p.numel() for p in net.parameters()) < SMALL_HEAD_PARAMS
@@ -205,9 +212,12 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
     finally:
         if diag is not None:
             diag.finish(title=spec.model)
+    drift_summary = drift.finish(result.history) if drift is not None else None
     model.to("cpu")
     summary = _summary(prepared, spec, cfg, model, result, phases, lr=lr, probe_info=probe_info, use_cache=use_cache,
                        seconds=(time.perf_counter() - t0, feature_seconds, probe_seconds))
+    if drift_summary is not None:
+        summary["drift"] = drift_summary
     if run.main:
         meta = dict(prepared.weights.meta)
         meta.update(arch=spec.model, num_classes=prepared.splits.num_classes, categories=prepared.splits.classes,
