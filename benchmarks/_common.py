@@ -27,8 +27,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 
 
 def default_data() -> Path:
-    """hymenoptera_data where the tests unpack it ($WARMSTART_DATA or .data/), else /work/data."""
-    for root in (os.environ.get("WARMSTART_DATA"), REPO / ".data", REPO.parent / "data"):
+    """hymenoptera_data where the tests unpack it: $WARMSTART_DATA, else the repository's .data/."""
+    for root in (os.environ.get("WARMSTART_DATA"), REPO / ".data"):
         if root and (Path(root) / "hymenoptera_data" / "train").is_dir():
             return Path(root) / "hymenoptera_data"
     return REPO / ".data" / "hymenoptera_data"
@@ -218,5 +218,42 @@ def write_results(name: str, args: argparse.Namespace, payload: dict[str, Any]) 
     doc = {"benchmark": name, "smoke": bool(args.smoke), "when": time.strftime("%Y-%m-%d %H:%M:%S"),
            "machine": {**machine(), "threads": args.threads or "torch default"}, "warmstart_args": args.warmstart_args,
            "command": " ".join([Path(sys.executable).name, *sys.argv]), **payload}
-    path.write_text(json.dumps(doc, indent=1) + "\n")
+    path.write_text(json.dumps(portable(doc, workdir=getattr(args, "workdir", None)), indent=1) + "\n")
     return path
+
+
+def portable(obj: Any, *, workdir: Path | None = None) -> Any:
+    """``obj`` with every absolute path of this machine rewritten so the recorded results name nothing of it.
+
+    Inside the repository: relative to it; inside ``../shared``: as ``../shared/...``; inside the scratch
+    folder (temporary ``warmstart-bench-*`` or ``--workdir``): as ``<workdir>/...``; anything else absolute:
+    its file name alone. Applied to strings inside JSON documents and command lines alike.
+    """
+    import re
+
+    roots = [(REPO.parent / "shared", "../shared"), (REPO, ".")]
+    if workdir is not None:
+        roots.insert(0, (Path(workdir).resolve(), "<workdir>"))
+
+    def one(path: str) -> str:
+        p = Path(path)
+        for root, name in roots:
+            for r in {root, root.resolve()}:
+                if p == r or r in p.parents:
+                    rel = p.relative_to(r).as_posix()
+                    return name if rel == "." else f"{name}/{rel}".removeprefix("./")
+        if any(part.startswith("warmstart-bench-") for part in p.parts):
+            i = next(i for i, part in enumerate(p.parts) if part.startswith("warmstart-bench-"))
+            return "/".join(("<workdir>", *p.parts[i + 1:]))
+        return p.name
+
+    def fix(s: str) -> str:
+        return re.sub(r"(?<![\w.])/[^\s\"',=]+", lambda m: one(m.group(0)), s)
+
+    if isinstance(obj, str):
+        return fix(obj)
+    if isinstance(obj, dict):
+        return {k: portable(v, workdir=workdir) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable(v, workdir=workdir) for v in obj]
+    return obj

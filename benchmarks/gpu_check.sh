@@ -19,8 +19,8 @@
 # Only the repository's files travel to a device machine. To use the real weights (and hymenoptera), copy
 # them into an ignored folder of the checkout and carry it:
 #   echo /.bench/ >> .git/info/exclude; mkdir -p .bench
-#   cp /work/shared/weights/mobilenet_v3_small-imagenet.{pth,json} .bench/      # 10 MB
-#   cp -r /work/data/hymenoptera_data .bench/                                    # optional, 47 MB
+#   cp ../shared/weights/mobilenet_v3_small-imagenet.{pth,json} .bench/          # 10 MB
+#   ../shared/tools/unpack-data .data && cp -r .data/hymenoptera_data .bench/     # optional, 47 MB
 #   run(command="bash benchmarks/gpu_check.sh .bench/hymenoptera_data .bench/mobilenet_v3_small-imagenet.pth",
 #       carry=[".bench"], timeout_s=300)
 set -euo pipefail

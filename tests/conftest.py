@@ -13,13 +13,30 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("WARMSTART_SHARED", REPO.parent / "shared"))
 
 
+def data_root_problem(root: Path) -> str | None:
+    """Why ``root`` cannot hold the unpacked data (a dangling or foreign link, a file), or None when it can."""
+    if root.is_symlink() and not root.exists():
+        return (f"{root} is a link to {os.readlink(root)}, which does not exist on this machine; "
+                f"delete the link (rm {root}) and rerun: the tests unpack the data there themselves")
+    if root.exists() and not root.is_dir():
+        return f"{root} is a file, not a folder; delete it (rm {root}) and rerun: the tests unpack the data there"
+    return None
+
+
 def _data_root() -> Path:
     root = Path(os.environ.get("WARMSTART_DATA", REPO / ".data"))
+    problem = data_root_problem(root)
+    if problem:
+        pytest.exit(f"error: {problem}", returncode=2)
     if not (root / "hymenoptera_data").is_dir() or not (root / "cifar10").is_dir():
         tool = SHARED / "tools" / "unpack-data"
         if not tool.exists():
             pytest.skip(f"no unpacked data in {root} and no {tool} to unpack it")
-        subprocess.run([str(tool), str(root)], check=True, stdout=subprocess.DEVNULL)
+        done = subprocess.run([str(tool), str(root)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if done.returncode != 0:
+            last = (done.stdout.strip().splitlines() or ["(no output)"])[-1]
+            pytest.exit(f"error: {tool} {root} failed ({last}); fix that, or unpack the data yourself "
+                        f"and point WARMSTART_DATA at it", returncode=2)
     return root
 
 

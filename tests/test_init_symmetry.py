@@ -97,7 +97,17 @@ def test_chunked_gram_gives_the_same_answer(mobilenet, monkeypatch):
         model.classifier[3].bias[900] = model.classifier[3].bias[10]
     whole = symmetry_report(model).to_dict()
     monkeypatch.setattr(symmetry_module, "CHUNK", 97)
-    assert symmetry_report(model).to_dict() == whole
+    chunked = symmetry_report(model).to_dict()
+    # the chunks sum the Gram matrix in another order, so the cosines may differ in the last bits (seen:
+    # 0.1529995881434346 vs 0.15299958814343456); what the report decides from them must not
+    assert chunked.keys() == whole.keys()
+    for name, row in whole.items():
+        other = chunked[name]
+        for key, value in row.items():
+            if isinstance(value, float):
+                assert other[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (name, key)
+            else:
+                assert other[key] == value, (name, key)
     assert whole["classifier.3"]["distinct"] == 1000 - 200 - 1
 
 

@@ -84,7 +84,9 @@ def test_memory_and_disk_caches_agree(model, images, tmp_path):
     with torch.inference_mode():
         direct = trunk(NORM(images[0]))
     x_mem, y_mem = mem.tensors()
-    assert x_mem.dtype == torch.float32 and torch.equal(x_mem, direct) and y_mem.tolist() == images[1].tolist()
+    # batches of 4 vs one batch of all: the convolutions may sum in another order, so equal to float rounding
+    assert x_mem.dtype == torch.float32 and y_mem.tolist() == images[1].tolist()
+    torch.testing.assert_close(x_mem, direct, rtol=1e-5, atol=1e-5)
 
     path = tmp_path / "cache" / "feats.npy"
     disk = FeatureCache.build(trunk, data, normalize=NORM, batch_size=3, path=path)
