@@ -218,3 +218,21 @@ def test_training_is_identical_with_and_without_the_disk_cache(val8, tmp_path):
     assert with_disk == without
     for a, b in zip(m1.parameters(), m2.parameters()):
         assert torch.equal(a, b)
+
+
+def test_cli_cache_dir_option_moves_the_cache_and_a_second_run_reads_it(hymenoptera, weights_dir, tmp_path, capsys, monkeypatch):
+    from _cli import run_cli
+
+    monkeypatch.setenv("WARMSTART_CACHE_DIR", str(tmp_path / "not-this-one"))
+    args = ["train", hymenoptera, "--weights", weights_dir / "mobilenet_v3_small-imagenet.pth", "--strategy", "transfer",
+            "--epochs", "1", "--subset", "3", "--cache-dir", tmp_path / "cache", "--quiet"]
+    code, _, err = run_cli([*args, "--out", tmp_path / "a"], capsys)
+    assert code == 0, err
+    files = sorted(p.name for p in (tmp_path / "cache").glob("images-*.npy"))
+    assert len(files) == 2 and not (tmp_path / "not-this-one").exists()  # train and val, in --cache-dir
+    count = _Decodes(monkeypatch)
+    code, _, err = run_cli([*args, "--out", tmp_path / "b"], capsys)
+    assert code == 0, err
+    assert count.n == 0  # the next run on the same data decodes nothing
+    first = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert first["train_images"] == 6 and first["val_images"] == 6
