@@ -109,6 +109,7 @@ def main() -> None:
     c.check_inputs(args)
     if args.smoke:
         args.epochs, args.knob_images, args.knob_rounds, args.batch_size, args.repeats = 1, 8, 1, 4, 1
+        args.thread_sweep = min(args.thread_sweep, 1)
     knobs = list(KNOBS) if args.knobs == "all" else [] if args.knobs == "none" else args.knobs.split(",")
     unknown = [k for k in knobs if k not in KNOBS]
     if unknown:
