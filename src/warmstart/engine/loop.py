@@ -15,7 +15,7 @@ import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from warmstart.engine import checkpoint as ckpt
 from warmstart.engine.config import TrainConfig
-from warmstart.engine.console import log, progress
+from warmstart.engine.console import log, progress, quiet
 from warmstart.engine.distributed import World, all_gather_objects, all_reduce_sum, init_from_env, keep_freed_memory
 from warmstart.engine.metrics import accuracy, confusion, per_class_accuracy
 from warmstart.engine.optim import build_optimizer, build_scheduler
@@ -46,7 +46,6 @@ class FitResult:
     train_seconds: float
     train_images_per_second: float
     stopped_early: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
     val_predictions: list[int] = field(default_factory=list)  # the final model's class per validation sample
 
 
@@ -89,13 +88,22 @@ def set_phase(model: nn.Module, phase: Phase) -> int:
     return n
 
 
-def train_mode(model: nn.Module, phase: Phase) -> None:
-    """model.train(), except the modules the phase keeps in eval mode (frozen BatchNorm)."""
-    model.train()
-    modules = dict(model.named_modules())
-    for name in phase.eval_modules:
-        if name in modules:  # a feature-cache head holds only the trainable part of the model
-            modules[name].eval()
+def freeze_bn(model: nn.Module, module_names: Iterable[str], *, strict: bool = True) -> None:
+    """Put the named modules (and everything inside them) in eval mode; call it after ``model.train()``.
+
+    A BatchNorm in eval mode normalises with, and no longer updates, its running statistics; its affine
+    weight and bias still train if they require grad. Names follow ``model.named_modules()``. With
+    ``strict=False`` names that ``model`` lacks are skipped (a Phase's ``eval_modules`` applied to the
+    head of ``features.split_at``, which holds only part of the model).
+    """
+    for name in module_names:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            if strict:
+                raise
+            continue
+        module.eval()
 
 
 def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
@@ -196,6 +204,15 @@ def _to(x: torch.Tensor, device: torch.device, normalize: nn.Module | None, chan
 def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence[Phase], cfg: TrainConfig, *,
         num_classes: int, run=None, normalize: nn.Module | None = None, resume: bool = False,
         callbacks: Sequence[Callback] = ()) -> FitResult:
+    """Train ``model`` through ``phases`` (one fresh optimizer each); ``cfg.quiet`` silences the log and bars."""
+    with quiet(cfg.quiet):
+        return _fit(model, train_set, val_set, phases, cfg, num_classes=num_classes, run=run, normalize=normalize,
+                    resume=resume, callbacks=callbacks)
+
+
+def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence[Phase], cfg: TrainConfig, *,
+         num_classes: int, run=None, normalize: nn.Module | None = None, resume: bool = False,
+         callbacks: Sequence[Callback] = ()) -> FitResult:
     device = resolve_device(cfg.device)
     world = init_from_env(device.type)
     if device.type == "cuda":  # one GPU per rank under torchrun: its LOCAL_RANK-th
@@ -253,7 +270,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence
             # ---- train one epoch ----
             sampler.set_epoch(epoch)
             torch.manual_seed(epoch_seed(cfg.seed, epoch))
-            train_mode(model, phase)
+            model.train()
+            freeze_bn(model, phase.eval_modules, strict=False)  # the phase's frozen groups compute as at evaluation
             t0 = time.perf_counter()
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             correct = torch.zeros((), dtype=torch.long, device=device)

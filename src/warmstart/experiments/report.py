@@ -22,6 +22,7 @@ SECTIONS: dict[str, str] = {
     "compare": "warmstart.experiments.compare",
     "symmetry": "warmstart.experiments.symmetry",
     "depth": "warmstart.experiments.depth",
+    "rank": "warmstart.experiments.rank",
 }
 
 

@@ -45,11 +45,12 @@ from torch import Tensor, nn
 from warmstart.data import ImageDataset, Normalizer, Preprocess, describe_splits, load_data
 from warmstart.engine.config import TrainConfig
 from warmstart.engine.console import log
+from warmstart.engine.layout import CONV1_FILTERS, LEARNING_CURVES
 from warmstart.engine.loop import fit
 from warmstart.engine.plan import single_phase
 from warmstart.engine.run import Run, default_out
 from warmstart.errors import UserError
-from warmstart.experiments.restarts import BestOfK, best_of_k, check_restarts
+from warmstart.init.restarts import BestOfK, best_of_k, check_restarts
 from warmstart.init import apply_init, explain_layer, parse_init_spec, symmetry_report
 from warmstart.models import LECTURE_CONSTANT, LECTURE_CONSTANT_LINEAR, LECTURE_RANDOM, custom_3_layer
 
@@ -59,7 +60,7 @@ PREPROCESS = Preprocess(resize=32, crop=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5,
 DEFAULT_SUBSET = 250   # images per class and split: 2,500 train / 2,500 val images of CIFAR-10
 QUICK_SUBSET = 30
 DEFAULT_LR = 0.01
-FILTERS_PNG, CURVES_PNG = "conv1_filters.png", "learning_curves.png"
+FILTERS_PNG, CURVES_PNG = CONV1_FILTERS, LEARNING_CURVES
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -155,21 +156,25 @@ def explain_arm(model: nn.Module, start: nn.Module, layers: dict[str, dict], sta
 
 # ---------------------------------------------------------------------------------------------- the experiment
 
-def symmetry(data: str | Path | None = None, *, init: str | None = None, constant_linear: bool = False, epochs: int = 1,
+def symmetry(data: str | Path | None = None, *, init: str | None = None, constant_linear: bool = False, epochs: int | None = None,
              subset: int | None = DEFAULT_SUBSET, restarts: int = 1, restart_epochs: int = 1,
              out: str | Path | None = None, resume: bool = False, data_root: str | Path | None = None,
              val_fraction: float = 0.2, skip_bad_images: bool = False, quick: bool = False,
-             cfg: TrainConfig | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
+             cfg: TrainConfig | None = None, options: dict[str, Any] | None = None,
+             argv: list[str] | None = None) -> dict[str, Any]:
     """Train custom_3_layer from each arm's start; write the run directory; return summary.json's content.
 
     ``quick`` (the demo) caps the data at :data:`QUICK_SUBSET` images per class and split and trains 1 epoch.
-    ``restarts`` > 1 makes the random arm the best of K seeds (:mod:`warmstart.experiments.restarts`).
+    ``restarts`` > 1 makes the random arm the best of K seeds (:mod:`warmstart.init.restarts`).
     ``cfg`` holds the optimizer, learning rate, batch size, seed, device...: by default plain SGD (momentum
-    0.9), lr 0.01, constant schedule, batch 32.
+    0.9), lr 0.01, constant schedule, batch 32; its ``lr`` and ``epochs`` are used where given (``epochs``
+    here wins; 1 when neither says). ``argv``: the command line recorded in config.json.
     """
     t0 = time.perf_counter()
-    cfg = cfg or TrainConfig(optimizer="sgd", lr=DEFAULT_LR, schedule="constant")
+    cfg = (cfg or TrainConfig(optimizer="sgd", schedule="constant")).with_defaults(lr=DEFAULT_LR)
+    cfg.check_one_rate("symmetry")
     lr = cfg.lr
+    epochs = epochs if epochs is not None else cfg.epochs if cfg.epochs is not None else 1
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise UserError(f"--epochs must be a whole number >= 1, got {epochs!r}")
     check_restarts(restarts, restart_epochs)
@@ -178,16 +183,8 @@ def symmetry(data: str | Path | None = None, *, init: str | None = None, constan
     specs = arm_specs(init, constant_linear)
     for spec in specs.values():  # every rule must fit the network (names, shapes) before anything is read or written
         arm_model(spec, 10, cfg.seed)
-    given = data is not None
-    data = data if given else default_data(data_root)
-    try:
-        splits = load_data(data, data_root=data_root, val_fraction=val_fraction, subset=subset, seed=cfg.seed,
-                           skip_bad_images=skip_bad_images)
-    except UserError as e:
-        if given or data != "cifar10":
-            raise
-        raise UserError(f"no DATA given and no unpacked CIFAR-10 folder found ({', '.join(_default_places(data_root))}); "
-                        f"tried the cifar10 data set instead: {e}") from None
+    data, splits = _load(data, data_root=data_root, val_fraction=val_fraction, subset=subset, seed=cfg.seed,
+                         skip_bad_images=skip_bad_images)
     n = splits.num_classes
     log(describe_splits(splits) + (" (validation = the data set's test split)" if splits.val_is_test else ""))
     train_set = ImageDataset(splits.train, PREPROCESS, train=True, skip_bad_images=skip_bad_images)
@@ -200,7 +197,7 @@ def symmetry(data: str | Path | None = None, *, init: str | None = None, constan
                                                        "restart_epochs": restart_epochs, "val_fraction": val_fraction,
                                                        **cfg.to_dict()},
                                 "arms": specs, "preprocess": PREPROCESS.to_dict()},
-              resume=resume, tensorboard=cfg.tensorboard).start()
+              resume=resume, tensorboard=cfg.tensorboard, argv=argv).start()
 
     def train(model: nn.Module, arm_run: Run, n_epochs: int):
         return fit(model, train_set, val_set, single_phase(model, n_epochs, lr), cfg, num_classes=n, run=arm_run,
@@ -228,15 +225,8 @@ def symmetry(data: str | Path | None = None, *, init: str | None = None, constan
         start = arm_model(spec, n, seed)  # the arm's starting weights (the trials trained theirs)
         result = train(model, arm_run, epochs)
         model.to("cpu")
-        start_report, report = symmetry_report(start).to_dict(), symmetry_report(model).to_dict()
-        reasons = explain_arm(model, start, report, start_report)
-        layers = {name: {"filters": r["filters"], "distinct": r["distinct"], "max_cosine": _finite(r["max_cosine"]),
-                         "rank": r["rank"], "zero_filters": r["zero_filters"], "shape": r["shape"],
-                         "start": {"distinct": start_report[name]["distinct"], "rank": start_report[name]["rank"]},
-                         "explanation": reasons[name]}
-                  for name, r in report.items()}
         arms[arm] = {"val_accuracy": result.final_val_accuracy, "best_val_accuracy": result.best_val_accuracy,
-                     "init": spec, "seed": seed, "layers": layers, "train_seconds": result.train_seconds,
+                     "init": spec, "seed": seed, "layers": _layers(model, start), "train_seconds": result.train_seconds,
                      "run_dir": arm}
         arm_run.write_summary(arms[arm])
         arm_run.close()
@@ -260,6 +250,31 @@ def symmetry(data: str | Path | None = None, *, init: str | None = None, constan
     run.close()
     log(f"{summary['seconds']:.1f} s; run directory {run.dir}")
     return summary
+
+
+def _load(data, *, data_root, val_fraction: float, subset, seed: int, skip_bad_images: bool):
+    """(DATA as used, its splits): DATA, else the unpacked CIFAR-10, else the cifar10 data set under data_root."""
+    given = data is not None
+    data = data if given else default_data(data_root)
+    try:
+        return data, load_data(data, data_root=data_root, val_fraction=val_fraction, subset=subset, seed=seed,
+                               skip_bad_images=skip_bad_images)
+    except UserError as e:
+        if given or data != "cifar10":
+            raise
+        raise UserError(f"no DATA given and no unpacked CIFAR-10 folder found ({', '.join(_default_places(data_root))}); "
+                        f"tried the cifar10 data set instead: {e}") from None
+
+
+def _layers(model: nn.Module, start: nn.Module) -> dict[str, dict[str, Any]]:
+    """Per layer of the trained arm: filters, distinct, max cosine, rank, zeros, the start's, and why."""
+    start_report, report = symmetry_report(start).to_dict(), symmetry_report(model).to_dict()
+    reasons = explain_arm(model, start, report, start_report)
+    return {name: {"filters": r["filters"], "distinct": r["distinct"], "max_cosine": _finite(r["max_cosine"]),
+                   "rank": r["rank"], "zero_filters": r["zero_filters"], "shape": r["shape"],
+                   "start": {"distinct": start_report[name]["distinct"], "rank": start_report[name]["rank"]},
+                   "explanation": reasons[name]}
+            for name, r in report.items()}
 
 
 def _finite(x: float) -> float | None:

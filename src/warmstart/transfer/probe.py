@@ -192,7 +192,7 @@ def _fit_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, prior, l2s
                         (F.cross_entropy(out, ys[held]).item(), (out.argmax(1) == ys[held]).float().mean().item()))
         for (name, l2), r in scores.items():
             cv.append({"prior": name, "l2": l2, "loss": round(sum(a for a, _ in r) / len(r), 5),
-                       "accuracy": round(sum(b for _, b in r) / len(r), 5)})
+                       "accuracy": round(sum(b for _, b in r) / len(r), 5), "fold_accuracy": [round(b, 5) for _, b in r]})
         # lowest held-out loss; on a tie (to 1e-4), the stronger regularisation, then no prior
         best = min(cv, key=lambda row: (round(row["loss"], 4), -row["l2"], row["prior"] != "none"))
         name, l2 = best["prior"], best["l2"]

@@ -1,0 +1,45 @@
+"""The run directory's layout: every file name a command writes or reads, in one place.
+
+    <out>/config.json         everything needed to rerun it (the command line, the options, the parsed specs)
+    <out>/metrics.csv         one row per epoch
+    <out>/summary.json        final figures (keys documented in the README and kept stable)
+    <out>/checkpoint.pt       the last completed epoch (model, optimizer, schedule, history) for --resume
+    <out>/best.pt             the model weights at the best validation accuracy
+    <out>/model.safetensors   the trained model; with model.json a valid --weights for the next run
+    <out>/model.json          its metadata (architecture, classes, preprocessing)
+    <out>/probe.json          the linear probe the new head started from
+    <out>/predictions.json    each validation image's predicted class (compare arms)
+    <out>/arm.json            written last in a compare arm: the arm is complete
+    <out>/signal.json|csv     per-layer signal statistics (diagnostics), with signal_*.png
+    <out>/report.html|md      the report (compare, symmetry, depth, demo, report)
+    <out>/*.png               figures: learning curves, confusion, conv1 filters, ...
+    <out>/features/           feature caches on disk
+    <out>/events/             TensorBoard events with --tensorboard
+"""
+
+from __future__ import annotations
+
+CONFIG = "config.json"
+METRICS = "metrics.csv"
+SUMMARY = "summary.json"
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+MODEL = "model.safetensors"
+MODEL_META = "model.json"
+PROBE = "probe.json"
+PREDICTIONS = "predictions.json"
+ARM = "arm.json"
+SIGNAL_JSON, SIGNAL_CSV = "signal.json", "signal.csv"
+LEARNING_CURVES = "learning_curves.png"
+CONFUSION = "confusion.png"
+CONV1_FILTERS = "conv1_filters.png"
+ACCURACY_VS_TIME = "accuracy_vs_time.png"
+MISCLASSIFIED = "misclassified.png"
+SIGNAL_LAYERS_PNG, SIGNAL_HIST_INIT_PNG, SIGNAL_HIST_FINAL_PNG = (
+    "signal_layers.png", "signal_histograms_init.png", "signal_histograms_final.png")
+DEPTH_LOSS_PNG, DEPTH_LAYER_STD_PNG = "loss_curves.png", "layer_std_init.png"
+REPORT_HTML, REPORT_MD = "report.html", "report.md"
+FEATURES = "features"
+EVENTS = "events"
+#: the files that hold a run's model weights, most useful first (``inspect`` of a run directory)
+WEIGHT_FILES = (MODEL, CHECKPOINT, BEST)
