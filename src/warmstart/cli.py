@@ -24,6 +24,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 # ----------------------------------------------------------------------------------------------- options
 def _cache_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value is not None:  # read by warmstart.data.diskcache.cache_dir (the library's one source of the folder)
+        import os
+
         os.environ["WARMSTART_CACHE_DIR"] = value
 
 
