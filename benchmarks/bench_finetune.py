@@ -61,7 +61,6 @@ def knob_worker(args, names: list[str]) -> dict:
     from torch.utils.data import Subset
 
     from warmstart.data import ImageDataset, Normalizer
-    from warmstart.data.spec import DataSpec
     from warmstart.engine.config import TrainConfig
     from warmstart.engine.console import set_quiet
     from warmstart.engine.loop import fit
@@ -71,7 +70,7 @@ def knob_worker(args, names: list[str]) -> dict:
 
     set_quiet(True)
     c.set_threads(args)
-    prepared = prepare(DataSpec(str(args.view)), arch="mobilenet_v3_small", weights=str(args.weights), augment=True, seed=args.seed)
+    prepared = prepare(args.view, arch="mobilenet_v3_small", weights=str(args.weights), augment=True, seed=args.seed)
     g = torch.Generator().manual_seed(args.seed)
     pick = torch.randperm(len(prepared.train_aug), generator=g)[: args.knob_images].tolist()
     lazy = ImageDataset(prepared.splits.train, prepared.weights.preprocess, train=True, cache=False).with_augmentation(scale=(0.35, 1.0))
