@@ -95,14 +95,14 @@ class Workdir:
             shutil.rmtree(self.path, ignore_errors=True)
 
 
-def data_view(src: Path, dst: Path, per_class: int | None = None) -> Path:
+def data_view(src: Path, dst: Path, per_class: int | None = None, splits: dict[str, str] | None = None) -> Path:
     """A symlink copy of ``src``'s train/ and val/ holding the images ImageFolder reads (no placeholder GIF).
 
     Both sides of every comparison read this view, so they see exactly the same images. ``per_class``
     keeps the first N images (by name) of every class and split (``--smoke``).
     """
-    for split in ("train", "val"):
-        for cls in sorted(d for d in (src / split).iterdir() if d.is_dir() and not d.name.startswith(".")):
+    for split, there in (splits or {"train": "train", "val": "val"}).items():  # view's split -> src's folder
+        for cls in sorted(d for d in (src / there).iterdir() if d.is_dir() and not d.name.startswith(".")):
             files = sorted(f for f in cls.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."))
             out = dst / split / cls.name
             out.mkdir(parents=True, exist_ok=True)
@@ -156,12 +156,36 @@ def run_process(cmd: Sequence[str], *, timeout: float = 3600, python: str | None
     full = [python or sys.executable, *map(str, cmd)]
     load = loadavg()
     t0 = time.perf_counter()
-    done = subprocess.run(full, env=env(**extra_env), capture_output=True, text=True, timeout=timeout)
-    seconds = time.perf_counter() - t0
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr[-4000:])
-        raise SystemExit(f"error: {' '.join(map(str, full))} exited with {done.returncode}")
-    return {"seconds": round(seconds, 3), "load_before": load, "load_after": loadavg(), "stdout": done.stdout}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(full, env=env(**extra_env), stdout=out, stderr=err, text=True)
+        try:
+            _, status, usage = _wait4(proc, timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise SystemExit(f"error: {' '.join(map(str, full))} ran past {timeout} s")
+        seconds = time.perf_counter() - t0
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        sys.stderr.write(stderr[-4000:])
+        raise SystemExit(f"error: {' '.join(map(str, full))} exited with {code}")
+    return {"seconds": round(seconds, 3), "load_before": load, "load_after": loadavg(), "stdout": stdout,
+            "user_seconds": round(usage.ru_utime, 3), "system_seconds": round(usage.ru_stime, 3),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "minor_faults": usage.ru_minflt}
+
+
+def _wait4(proc: subprocess.Popen, timeout: float):
+    """os.wait4 on ``proc`` (its own CPU times, peak RSS and page faults, children it waited for included)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return pid, status, usage
+        if time.monotonic() > deadline:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        time.sleep(0.02)
 
 
 def warmstart(args: Sequence[str], **extra_env: str) -> dict[str, Any]:

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # One prepared GPU session (< 5 minutes): benchmarks/gpu_check.sh (fine-tune images/s per AMP / memory-format
 # setting, transfer with the feature cache on the GPU), then the CUDA paths of the lecture commands.
-#   bash benchmarks/gpu_session.sh .bench/hymenoptera_data .bench/mobilenet_v3_small-imagenet.pth
+#   bash benchmarks/gpu_session.sh .bench/hymenoptera_data .bench/mobilenet_v3_small-imagenet.pth [.bench/cifar10]
+# With a third argument (an image folder with train/ and test/ or val/, e.g. CIFAR-10 unpacked, carried in .bench)
+# it also measures throughput: finetune-all images/s at batch sizes for throughput (bf16 autocast, channels_last,
+# decoded-image cache on disk, uint8 batches cropped + flipped on the GPU by data/augment.py) against the bare
+# synthetic training step of the same network on the same GPU in the same run (benchmarks/floors.py train-step);
+# $OUT/gpu_throughput.json. Goals (issue 15): >= 8,000 img/s and >= 0.8 of the bare step. Not yet run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-.}
@@ -15,6 +20,44 @@ extra() {  # name, then a command
   tail -3 "$OUT/$name.log"
 }
 S=$(mktemp -d)
+if [ -n "${3:-}" ]; then
+  export WARMSTART_CACHE_DIR="$S/cache"
+  for B in ${THROUGHPUT_BATCHES:-256 512}; do
+    timeout 60 python3 benchmarks/floors.py train-step --batch-size "$B" --steps 30 > "$OUT/floor_step_b$B.json" 2> "$OUT/floor_step_b$B.log" \
+      || echo "floor b$B failed ($?)"
+    timeout 150 python3 -m warmstart train "$3" --weights "$2" --strategy finetune-all --epochs "${THROUGHPUT_EPOCHS:-2}" \
+      --subset "${THROUGHPUT_SUBSET:-1000}" --batch-size "$B" --amp bf16 --channels-last --workers 0 --device cuda --quiet \
+      --out "$S/ft_b$B" > "$OUT/finetune_b$B.log" 2>&1 || echo "finetune b$B failed ($?)"
+  done
+  python3 - "$S" "$OUT" <<'EOF'
+import csv, json, statistics, sys
+from pathlib import Path
+s, out = Path(sys.argv[1]), Path(sys.argv[2])
+rows = []
+for floor in sorted(out.glob("floor_step_b*.json")):
+    b = int(floor.stem.split("_b")[1])
+    row = {"batch_size": b}
+    try:
+        row["bare_step_images_per_second"] = json.loads(floor.read_text().strip().splitlines()[-1])["images_per_second"]
+    except (ValueError, IndexError, KeyError):
+        pass
+    m = s / f"ft_b{b}" / "metrics.csv"
+    if m.is_file():
+        with open(m, newline="") as f:
+            rates = [float(r["images_per_second"]) for r in csv.DictReader(f)]
+        row["finetune_images_per_second"] = statistics.median(rates[1:] or rates)
+        row["finetune_per_epoch"] = rates
+    if "bare_step_images_per_second" in row and "finetune_images_per_second" in row:
+        row["of_bare_step"] = round(row["finetune_images_per_second"] / row["bare_step_images_per_second"], 3)
+    rows.append(row)
+import torch
+doc = {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "torch": torch.__version__, "rows": rows,
+       "goals": {"images_per_second": 8000, "of_bare_step": 0.8}}
+(out / "gpu_throughput.json").write_text(json.dumps(doc, indent=1) + "\n")
+for r in rows:
+    print(r)
+EOF
+fi
 extra symmetry-cuda python3 -m warmstart symmetry digits --device cuda --subset 30 --constant-linear --out "$S/sym"
 [ -f "$S/sym/summary.json" ] && cp "$S/sym/summary.json" "$OUT/symmetry_cuda.json"
 extra depth-cuda python3 -m warmstart depth --quick --device cuda --out "$S/depth" -q

@@ -92,3 +92,16 @@ def v3_weights(weights_dir):
     from warmstart.transfer.weights import resolve_weights
 
     return resolve_weights(str(weights_dir / "mobilenet_v3_small-imagenet.pth"), "mobilenet_v3_small")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _decoded_image_cache(tmp_path_factory):
+    """The decoded-image disk cache of every test (and the processes tests start) in a temporary folder, not the
+    user's ~/.cache. Shared by the session: a data view decoded by one test is read back by the next."""
+    before = os.environ.get("WARMSTART_CACHE_DIR")
+    os.environ["WARMSTART_CACHE_DIR"] = str(tmp_path_factory.mktemp("decoded-image-cache"))
+    yield
+    if before is None:
+        os.environ.pop("WARMSTART_CACHE_DIR", None)
+    else:
+        os.environ["WARMSTART_CACHE_DIR"] = before

@@ -53,6 +53,9 @@ def test_transfer_smoke(hymenoptera, weights_dir, tmp_path):
     assert doc["warmstart_inside"]["feature_seconds"] > 0  # warmstart ran its feature cache
     assert len(doc["baseline_history"]) == 1 and doc["runs"]["baseline"][0]["load_before"] is not None
     assert "| wall time, whole process (s)" in stdout and "x faster" in stdout
+    assert wall["warmstart_second_run"] > 0 and wall["own_floor"] > 0  # issue 15: own floor and second run side by side
+    assert doc["warmstart_over_own_floor"] == round(wall["warmstart"] / wall["own_floor"], 3)
+    assert doc["own_floor_inside"]["images"] == 16 and doc["peak_rss_mb"]["warmstart"] > 0
 
 
 def test_finetune_smoke(hymenoptera, weights_dir, tmp_path):
@@ -64,6 +67,8 @@ def test_finetune_smoke(hymenoptera, weights_dir, tmp_path):
     assert [k["knob"] for k in doc["knobs"]] == ["plain", "channels_last"]
     assert all(k["steady_images_per_second"] > 0 for k in doc["knobs"])
     assert "training images/s" in stdout and "vs plain" in stdout
+    assert rates["floor_bare_step"] > 0 and doc["of_floor"] == round(rates["warmstart"] / rates["floor_bare_step"], 3)
+    assert set(doc["thread_sweep_median"]) == {"train-step threads=1", "train-step threads=2", "forward threads=1", "forward threads=2"}
 
 
 def test_inference_smoke(hymenoptera, weights_dir, tmp_path):
@@ -102,3 +107,24 @@ def test_fastai_smoke(hymenoptera, weights_dir, tmp_path):
     assert 0 <= doc["warmstart"]["final_val_accuracy"] <= 1 and 0 <= doc["fastai"]["final_val_accuracy"] <= 1
     assert doc["wall_fraction_of_fastai"] == round(doc["warmstart"]["seconds"] / doc["fastai"]["seconds"], 3)
     assert "of fastai's" in stdout
+
+
+def test_scale_and_memory_smoke(cifar10, weights_dir, tmp_path):
+    """bench_scale.py (CIFAR-10 at 224, first and second run) and bench_memory.py run and report consistently."""
+    w = str(weights_dir / "mobilenet_v3_small-imagenet.pth")
+    for name in ("scale", "memory"):
+        out = tmp_path / f"{name}.json"
+        cmd = [sys.executable, str(REPO / "benchmarks" / f"bench_{name}.py"), "--smoke", "--data", str(cifar10), "--weights", w,
+               "--json", str(out), *(["--skip-baseline"] if name == "scale" else [])]
+        done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-4000:]
+        doc = json.loads(out.read_text())
+        _machine_ok(doc)
+        if name == "scale":
+            rows = doc["rows"]
+            assert doc["images"] == {"train": 20, "val": 20}
+            assert set(rows) == {"own_floor", "transfer_first", "transfer_second", "finetune_first", "finetune_second"}
+            assert all(r["peak_rss_mb"] > 0 and r["user_seconds"] > 0 for r in rows.values())
+            assert doc["disk_cache_bytes"] == 2 * 40 * 3 * 256 * 256 + 4 * 128  # two folders, train + val each
+        else:
+            assert set(doc["feature_pass"]) == {"before", "after"} and set(doc["imports_seconds"]) == {"import torchvision", "import warmstart.data"}

@@ -41,13 +41,17 @@ def test_eval_samples_equal_plain_torchvision_pipeline(hymenoptera_val8, pre):
 
 
 def test_lazy_mode_gives_the_same_samples(hymenoptera_val8):
-    cached = ImageDataset(hymenoptera_val8, PRE)
-    lazy = ImageDataset(hymenoptera_val8, PRE, memory_limit=16 * 3 * 64 * 64 - 1)  # one byte short: lazy
+    """Without the disk cache: in memory under memory_limit, else decoded per sample; the same samples."""
+    cached = ImageDataset(hymenoptera_val8, PRE, cache_dir=False)
+    lazy = ImageDataset(hymenoptera_val8, PRE, memory_limit=16 * 3 * 64 * 64 - 1, cache_dir=False)  # one byte short
+    disk = ImageDataset(hymenoptera_val8, PRE, memory_limit=1)  # the disk cache ignores the memory limit
     assert cached.cached and not lazy.cached and cached.cache_bytes == 16 * 3 * 64 * 64
+    assert disk.cached and disk.cache_path is not None and cached.cache_path is None
     for i in (0, 7, 15):
         assert torch.equal(cached[i][0], lazy[i][0]) and cached[i][1] == lazy[i][1]
+        assert torch.equal(cached[i][0], disk[i][0]) and cached[i][1] == disk[i][1]
     assert not ImageDataset(hymenoptera_val8, PRE, cache=False).cached
-    assert ImageDataset(hymenoptera_val8, PRE, cache=True, memory_limit=1).cached
+    assert ImageDataset(hymenoptera_val8, PRE, cache=True, memory_limit=1, cache_dir=False).cached
 
 
 class _Counting:
@@ -62,9 +66,9 @@ class _Counting:
         monkeypatch.setattr(Image, "open", counting_open)
 
 
-def test_each_image_is_decoded_once_across_epochs(hymenoptera_val8, monkeypatch):
+def test_each_image_is_decoded_once_across_epochs(hymenoptera_val8, monkeypatch, tmp_path):
     count = _Counting(monkeypatch)
-    ds = ImageDataset(hymenoptera_val8, PRE, augment=True)
+    ds = ImageDataset(hymenoptera_val8, PRE, augment=True, cache_dir=tmp_path)  # an empty cache folder
     for _epoch in range(2):
         for x, y in torch.utils.data.DataLoader(ds, batch_size=5, shuffle=True):
             assert x.shape[1:] == (3, 56, 56)
@@ -226,7 +230,7 @@ def test_lazy_mode_skips_by_substituting_the_next_image(broken_folder, caplog):
     nxt = bad + 2
     with caplog.at_level("WARNING", logger="warmstart.data"):
         x, y = ds[bad]
-    assert torch.equal(x, ImageDataset(src.select([nxt]), PRE)[0][0]) and y == src.labels[nxt] == 1
+    assert torch.equal(x, ImageDataset(src.select([nxt]), PRE, cache_dir=False)[0][0]) and y == src.labels[nxt] == 1
     assert ds.num_skipped == 2 and "0_zero.jpg" in caplog.records[0].getMessage()
     with pytest.raises(UserError, match="0_zero.jpg: cannot decode"):
         ImageDataset(src, PRE, cache=False)[bad]

@@ -141,7 +141,7 @@ def test_feature_cache_is_computed_shard_by_shard_and_gathered_on_every_rank(tmp
 
 
 # ----------------------------------------------------------------- decoding, shard by shard
-def _decode_on_rank(rank: int, world: int, port: int, folder: str, data: str) -> None:
+def _decode_on_rank(rank: int, world: int, port: int, folder: str, data: str, cache_dir: str) -> None:
     import torch.distributed as dist
 
     from warmstart.data import ImageDataset, Preprocess, load_data
@@ -150,16 +150,20 @@ def _decode_on_rank(rank: int, world: int, port: int, folder: str, data: str) ->
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     try:
-        ds = ImageDataset(load_data(data).train, Preprocess(resize=40, crop=32), skip_bad_images=True)
-        torch.save({"images": ds._images, "labels": ds.labels, "bad": ds.bad_files, "here": ds.decoded_here},
-                   Path(folder) / f"decoded{rank}.pt")
+        ds = ImageDataset(load_data(data).train, Preprocess(resize=40, crop=32), skip_bad_images=True,
+                          cache_dir=cache_dir if cache_dir else False)
+        squares = torch.stack([ds._square(i)[0] for i in range(len(ds))])
+        torch.save({"images": squares, "labels": ds.labels, "bad": ds.bad_files, "here": ds.decoded_here,
+                    "disk": str(ds.cache_path) if ds.cache_path else None}, Path(folder) / f"decoded{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def test_images_are_decoded_shard_by_shard_and_gathered_on_every_rank(hymenoptera, tmp_path):
+@pytest.mark.parametrize("disk", [True, False], ids=["disk-cache", "in-memory"])
+def test_images_are_decoded_shard_by_shard_and_gathered_on_every_rank(hymenoptera, tmp_path, disk):
     """11 images (one of them truncated, in rank 1's shard): each rank decodes about half, and every rank ends
-    with the same cache as one process decoding all of them, the bad image skipped everywhere alike."""
+    with the same cache as one process decoding all of them, the bad image skipped everywhere alike. With the
+    disk cache every rank writes its rows into the one file; without it the blocks are all-gathered."""
     import shutil
 
     import torch.multiprocessing as mp
@@ -175,13 +179,19 @@ def test_images_are_decoded_shard_by_shard_and_gathered_on_every_rank(hymenopter
         shutil.copy(f, data / "val" / c / f.name)
     victim = sorted((data / "train" / "bees").glob("*.jpg"))[-1]   # the last image: in rank 1's shard
     victim.write_bytes(victim.read_bytes()[:300])
-    mp.start_processes(_decode_on_rank, args=(2, _free_port(), str(tmp_path), str(data)), nprocs=2, start_method="spawn")
-    ref = ImageDataset(load_data(data).train, Preprocess(resize=40, crop=32), skip_bad_images=True)
+    cache = tmp_path / "cache" if disk else ""
+    mp.start_processes(_decode_on_rank, args=(2, _free_port(), str(tmp_path), str(data), str(cache)), nprocs=2,
+                       start_method="spawn")
+    ref = ImageDataset(load_data(data).train, Preprocess(resize=40, crop=32), skip_bad_images=True, cache_dir=False)
     assert ref.decoded_here == 11 and len(ref) == 10 and ref.bad_files == [str(victim)]
     got = [torch.load(tmp_path / f"decoded{r}.pt") for r in (0, 1)]
     assert [g["here"] for g in got] == [5, 6]                      # shards of 11: 5 and 6 images
     for g in got:
         assert torch.equal(g["images"], ref._images) and g["labels"] == ref.labels and g["bad"] == ref.bad_files
+    assert [g["disk"] is not None for g in got] == [disk, disk] and got[0]["disk"] == got[1]["disk"]
+    if disk:  # the next run (one process here) reads the file the two ranks wrote: nothing to decode
+        again = ImageDataset(load_data(data).train, Preprocess(resize=40, crop=32), skip_bad_images=True, cache_dir=cache)
+        assert again.cache_hit and again.decoded_here == 0 and again.bad_files == ref.bad_files
 
 
 # ----------------------------------------------------------------- evaluate: predictions in dataset order

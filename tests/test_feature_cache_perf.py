@@ -138,3 +138,29 @@ def test_folding_batchnorm_keeps_the_trunks_function(arch, hymenoptera):
                            fold_bn=True).tensors()[0]
     with torch.inference_mode():
         torch.testing.assert_close(f, trunk(x), rtol=1e-4, atol=1e-4)
+
+
+def test_feature_pass_reuses_memory_instead_of_faulting_in_fresh_pages(single_thread):
+    """Before: every batch's activations came from fresh kernel pages (CIFAR-10 at 224 px: 1,229 minor page faults
+    per image, a quarter of the CPU time in the kernel). Now batches stay under the allocator's mmap threshold and
+    freed memory is reused: measured 57 per image."""
+    import resource
+
+    import torchvision
+
+    from warmstart.data import Normalizer
+    from warmstart.transfer.features import ACTIVATION_LIMIT
+
+    torch.manual_seed(0)
+    trunk = torchvision.models.mobilenet_v3_small().features
+    images = torch.randint(0, 256, (96, 3, 224, 224), dtype=torch.uint8)
+    data = torch.utils.data.TensorDataset(images, torch.arange(96) % 3)
+    norm = Normalizer((0.5,) * 3, (0.5,) * 3)
+    first = FeatureCache.build(trunk, data, normalize=norm, batch_size=64, channels_last=True, fold_bn=True)  # warm-up
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    again = FeatureCache.build(trunk, data, normalize=norm, batch_size=64, channels_last=True, fold_bn=True)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 96
+    print(f"{faults:.0f} minor page faults per image")
+    assert faults < 400, f"{faults:.0f} minor page faults per image"
+    torch.testing.assert_close(again.tensors()[0], first.tensors()[0])
+    assert 3 * 224 * 224 * 4 * 64 > ACTIVATION_LIMIT  # a batch of 64 float inputs alone is over the limit: it shrank

@@ -22,8 +22,18 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 # ----------------------------------------------------------------------------------------------- options
+def _cache_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:  # read by warmstart.data.diskcache.cache_dir (the library's one source of the folder)
+        import os
+
+        os.environ["WARMSTART_CACHE_DIR"] = value
+
+
 def data_options(f: Callable) -> Callable:
     for opt in reversed([
+        click.option("--cache-dir", default=None, expose_value=False, callback=_cache_dir, metavar="DIR",
+                     help="Folder of the decoded-image cache, reused by the next run on the same data "
+                          "[default: $WARMSTART_CACHE_DIR, else ~/.cache/warmstart]; 'off': decode in memory."),
         click.option("--data-root", type=click.Path(file_okay=False), default=None,
                      help="Where named torchvision datasets (cifar10, mnist, ...) live or are downloaded to."),
         click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,

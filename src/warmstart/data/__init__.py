@@ -4,6 +4,7 @@ Images reach the model as uint8 tensors (3 x crop x crop); a batch is normalised
 :class:`Normalizer` with the mean/std of the weights (:class:`Preprocess`).
 """
 
+from warmstart.data import _torchvision  # noqa: F401  (first: torchvision without torch._dynamo)
 from warmstart.data.dataset import GiB, ImageDataset
 from warmstart.data.images import IMG_EXTENSIONS, BadImageError, open_image, to_rgb
 from warmstart.data.loading import DataSplits, describe_splits, load_data

@@ -1,6 +1,11 @@
 """ImageDataset: an ImageSource as a torch Dataset of (uint8 3 x crop x crop tensor, int label).
 
-Decoding happens **once per run**: when ``N * 3 * resize * resize`` bytes fit under ``memory_limit``
+Decoding happens **once**, and once across runs: by default every image is decoded up front -- in a thread
+pool, PIL releases the GIL -- into the decoded-image cache on disk (:mod:`warmstart.data.diskcache`: a uint8
+memory-mapped file in the user's cache folder, keyed by the data's fingerprint and the preprocessing), so
+the next run on the same data decodes nothing and the process never holds more than the pages it reads.
+Without a usable disk cache (``cache_dir=False``, an in-memory source, an unwritable or full folder) the
+old rules apply: when ``N * 3 * resize * resize`` bytes fit under ``memory_limit``
 (2 GiB by default; hymenoptera at 256 needs 48 MB, CIFAR-10's 50,000 train images at 32 need 154 MB), every
 image is decoded up front -- in a thread pool, PIL releases the GIL -- resized so its shorter side is
 ``preprocess.resize`` (with ``preprocess.interpolation``) and centre-cropped to a ``resize`` square, into
@@ -19,9 +24,11 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,6 +37,7 @@ import torchvision.transforms.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from warmstart.data import diskcache
 from warmstart.data.images import BadImageError, interpolation
 from warmstart.data.sources import ImageSource
 from warmstart.data.transforms import Preprocess
@@ -50,16 +58,19 @@ class ImageDataset(Dataset):
         augment: random crop + horizontal flip instead of the centre crop.
         scale: with ``augment``, also resize from a random area of the cached square: the fraction range
             of ``T.RandomResizedCrop`` (e.g. ``(0.35, 1.0)``); ``None`` = a plain ``crop`` x ``crop`` crop.
-        cache: ``None`` decodes everything up front when it fits under ``memory_limit``, ``True`` always
-            does, ``False`` never does (decode in ``__getitem__``).
-        memory_limit: bytes the decoded cache may take (default 2 GiB).
+        cache: ``None`` decodes everything up front (into the disk cache; without one, when it fits under
+            ``memory_limit``), ``True`` always does, ``False`` never does (decode in ``__getitem__``).
+        memory_limit: bytes an in-memory decoded cache may take (default 2 GiB).
+        cache_dir: the disk cache's folder; ``None``: ``$WARMSTART_CACHE_DIR`` or the user's cache folder
+            (:func:`~warmstart.data.diskcache.cache_dir`); ``False`` or ``"off"``: no disk cache.
         skip_bad_images: drop images that cannot be decoded (one warning with the count) instead of raising.
         workers: decoding threads for the up-front cache.
     """
 
     def __init__(self, source: ImageSource, preprocess: Preprocess, *, train: bool = False, augment: bool = False,
                  scale: tuple[float, float] | None = None, cache: bool | None = None, memory_limit: int = 2 * GiB,
-                 skip_bad_images: bool = False, workers: int = 2) -> None:
+                 skip_bad_images: bool = False, workers: int = 2,
+                 cache_dir: str | os.PathLike | bool | None = None) -> None:
         if len(source) == 0:
             raise UserError(f"{source.name}: no images in this split")
         if scale is not None and not (0.0 < scale[0] <= scale[1] <= 1.0):
@@ -76,9 +87,17 @@ class ImageDataset(Dataset):
         self.decoded_here = 0  # images this process decoded for the cache (its shard under torchrun)
         r = preprocess.resize
         self.cache_bytes = len(source) * 3 * r * r
-        self.cached = cache if cache is not None else self.cache_bytes <= memory_limit
         self._index = list(range(len(source)))  # dataset position -> source index
+        self._rows: list[int] | None = None  # dataset position -> row of _images (None: the same)
         self._images: torch.Tensor | None = None
+        self.batch_augment = None  # set by with_augmentation(on_batch=True): crops + flips applied to whole batches
+        self.cache_path: Path | None = None  # the disk cache in use
+        self.cache_hit = False  # the disk cache was there already: nothing was decoded
+        folder = diskcache.cache_dir(cache_dir) if cache is not False and source.kind != "array" else None
+        if folder is not None and self._from_disk(folder, max(1, int(workers))):
+            self.cached = True
+            return
+        self.cached = cache if cache is not None else self.cache_bytes <= memory_limit
         if self.cached:
             self._decode_all(max(1, int(workers)))
         elif skip_bad_images:
@@ -88,19 +107,31 @@ class ImageDataset(Dataset):
     def num_skipped(self) -> int:
         return len(self.bad_files)
 
-    def with_augmentation(self, scale: tuple[float, float] | None = None) -> "ImageDataset":
-        """The same images (sharing the decoded cache, no second decode) with random crops + flips."""
+    def with_augmentation(self, scale: tuple[float, float] | None = None, *, on_batch: bool = True) -> "ImageDataset":
+        """The same images (sharing the decoded cache, no second decode) with random crops + flips.
+
+        ``on_batch`` (the default): samples are the whole uncropped uint8 squares and ``batch_augment`` (a
+        :class:`~warmstart.data.augment.BatchAugment`) crops, resizes and flips a whole batch at once, on
+        whatever device the batch is on (the training loop applies it after moving the batch there); else each
+        ``__getitem__`` crops its own sample on the CPU.
+        """
         if scale is not None and not (0.0 < scale[0] <= scale[1] <= 1.0):
             raise UserError(f"augmentation scale must satisfy 0 < min <= max <= 1, got {scale}")
         view = copy.copy(self)
-        view.augment, view.scale = True, scale
+        if on_batch:
+            from warmstart.data.augment import BatchAugment
+
+            view.augment, view.scale = False, scale
+            view.batch_augment = BatchAugment(self.preprocess.crop, scale, interpolation=self.preprocess.interpolation)
+        else:
+            view.augment, view.scale, view.batch_augment = True, scale, None
         return view
 
     def __len__(self) -> int:
         return len(self._index)
 
     def __repr__(self) -> str:
-        how = "cached" if self.cached else "lazy"
+        how = "disk cache" if self.cache_path is not None else "cached" if self.cached else "lazy"
         return (f"ImageDataset({self.source.name!r}, {len(self)} images, {how}, resize {self.preprocess.resize}, "
                 f"crop {self.preprocess.crop}, augment={self.augment})")
 
@@ -110,6 +141,125 @@ class ImageDataset(Dataset):
         """Source image ``i`` -> uint8 3 x R x R (shorter side resized to R, centre square)."""
         hwc = self.source.load(i, self.preprocess.resize, self.mode)
         return torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))
+
+    def _pool(self, work, count: int, workers: int) -> None:
+        """``work(j)`` for j in range(count) on ``workers`` threads, with a progress bar on a terminal."""
+        what = f"decoding {'train' if self.train else 'eval'} images ({self.source.name})"
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="warmstart-decode")
+        try:
+            for _ in tqdm(pool.map(work, range(count)), total=count, desc=what, unit="img", leave=False,
+                          disable=not sys.stderr.isatty(), file=sys.stderr):
+                pass
+        finally:  # on Ctrl-C, do not wait for the images still queued
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _from_disk(self, folder: Path, workers: int) -> bool:
+        """Use (or build, then use) the disk cache in ``folder``; False when it cannot be used (one warning).
+
+        Under torchrun rank 0 creates the file, every rank decodes its :func:`shard_range` of the images and
+        writes their rows into it (positioned writes), rank 0 checks and commits it, and every rank maps it;
+        the folder must then be one every rank sees (else the in-memory all-gather path is taken).
+        """
+        from warmstart.engine.distributed import all_gather_objects, barrier, broadcast_object, shard_range, world
+
+        n, r = len(self.source), self.preprocess.resize
+        shape = (n, 3, r, r)
+        key = diskcache.cache_key(self.source.fingerprint, self.source.kind, n, r, self.preprocess.interpolation)
+        w = world()
+        start = time.perf_counter()
+        found = diskcache.open_valid(folder, key, shape)
+        if all(all_gather_objects(found is not None)):
+            self._use_disk(found, folder, key, hit=True)
+            log.info(f"{self.source.name}: {n} decoded images read from {self.cache_path} (nothing decoded)")
+            return True
+        del found
+        made = broadcast_object(diskcache.prepare_file(folder, key, shape) if w.main else None)
+        if isinstance(made, str):
+            diskcache.warn_once(folder, made)
+            return False
+        tmp, offset = made
+        if not all(all_gather_objects(Path(tmp).is_file())):
+            if w.main:
+                diskcache.discard(tmp)
+            diskcache.warn_once(folder, "not every rank sees it: under torchrun on several machines use a shared folder")
+            return False
+        mine = shard_range(n, w)
+        row_bytes = 3 * r * r
+        failed: list[tuple[int, str, str]] = []
+        problem = None
+        try:
+            fd = os.open(tmp, os.O_WRONLY)
+            try:
+                def work(j: int) -> None:
+                    i = mine[j]
+                    try:
+                        row = np.ascontiguousarray(self.source.load(i, r, self.mode).transpose(2, 0, 1))
+                    except BadImageError as e:
+                        failed.append((i, e.path, e.reason))
+                        return
+                    view, at = memoryview(row).cast("B"), offset + i * row_bytes
+                    while len(view):  # pwrite may write less than asked
+                        k = os.pwrite(fd, view, at)
+                        view, at = view[k:], at + k
+
+                self._pool(work, len(mine), workers)
+            finally:
+                os.close(fd)
+        except OSError as e:  # e.g. the disk filled up meanwhile
+            problem = e.strerror or str(e)
+        self.decoded_here = len(mine)
+        parts = all_gather_objects((failed, problem))
+        problems = [p for _, p in parts if p]
+        errors = {i: BadImageError(path, reason) for f, _ in parts for i, path, reason in f}
+        if problems or (errors and not self.skip_bad_images):
+            barrier()
+            if w.main:
+                diskcache.discard(tmp)
+            if problems:
+                diskcache.warn_once(folder, problems[0])
+                return False
+            first = errors[min(errors)]
+            raise BadImageError(first.path, first.reason, more=len(errors) - 1)
+        barrier()  # every rank has written its rows
+        why = None
+        if w.main:
+            try:
+                reasons = {str(i): [e.path, e.reason] for i, e in errors.items()}
+                diskcache.commit(tmp, folder, key, shape, sorted(errors), {"source": self.source.name, "unreadable": reasons})
+            except OSError as e:
+                diskcache.discard(tmp)
+                why = e.strerror or str(e)
+        why = broadcast_object(why)
+        if why is not None:
+            diskcache.warn_once(folder, why)
+            return False
+        found = diskcache.open_valid(folder, key, shape)
+        if not all(all_gather_objects(found is not None)):
+            diskcache.warn_once(folder, "the cache just written does not read back")
+            return False
+        self._use_disk(found, folder, key, hit=False)
+        self.decode_seconds = time.perf_counter() - start
+        return True
+
+    def _use_disk(self, found, folder: Path, key: str, *, hit: bool) -> None:
+        array, meta = found
+        self._images = torch.from_numpy(array)  # copy-on-write map: pages are read when used, dropped by the kernel
+        self.cache_path, self.cache_hit = diskcache.paths(folder, key)[0], hit
+        bad = [int(i) for i in meta.get("bad", [])]
+        if not bad:
+            return
+        reasons = meta.get("unreadable", {})
+        first_path, first_reason = reasons.get(str(bad[0]), [self.source.describe(bad[0]), "unreadable"])
+        if not self.skip_bad_images:  # the cache was built skipping them; this run must not train on them silently
+            raise BadImageError(first_path, first_reason, more=len(bad) - 1)
+        drop = set(bad)
+        keep = [i for i in range(len(self.source)) if i not in drop]
+        if not keep:
+            raise UserError(f"{self.source.name}: none of the {len(self.source)} images could be decoded (first: {first_path})")
+        self._index = self._rows = keep
+        self.labels = [self.source.labels[i] for i in keep]
+        self.bad_files = [reasons.get(str(i), [self.source.describe(i)])[0] for i in bad]
+        log.warning(f"skipped {len(bad)} unreadable images (first: {first_path})")
 
     def _decode_all(self, workers: int) -> None:
         """Decode every image into one uint8 N x 3 x R x R tensor. Under torchrun each rank decodes its
@@ -133,14 +283,7 @@ class ImageDataset(Dataset):
                 failed.append((i, e.path, e.reason))
 
         start = time.perf_counter()
-        what = f"decoding {'train' if self.train else 'eval'} images ({self.source.name})"
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="warmstart-decode")
-        try:
-            for _ in tqdm(pool.map(work, range(len(mine))), total=len(mine), desc=what, unit="img", leave=False,
-                          disable=not sys.stderr.isatty(), file=sys.stderr):
-                pass
-        finally:  # on Ctrl-C, do not wait for the images still queued
-            pool.shutdown(wait=True, cancel_futures=True)
+        self._pool(work, len(mine), workers)
         self.decoded_here = len(mine)
         images = all_gather_rows(block, n) if w.distributed else block
         array = images.numpy()
@@ -168,7 +311,7 @@ class ImageDataset(Dataset):
 
     def _square(self, pos: int) -> tuple[torch.Tensor, int]:
         if self._images is not None:
-            return self._images[pos], self.labels[pos]
+            return self._images[self._rows[pos] if self._rows is not None else pos], self.labels[pos]
         if not self.skip_bad_images:
             return self._load(self._index[pos]), self.labels[pos]
         # lazy mode cannot drop an image once its length is known: the next readable image takes its place
@@ -186,6 +329,8 @@ class ImageDataset(Dataset):
     def __getitem__(self, pos: int) -> tuple[torch.Tensor, int]:
         img, label = self._square(pos)
         c = self.preprocess.crop
+        if self.batch_augment is not None:  # the whole square: the batch is cropped and flipped at once
+            return img.clone(), label
         if not self.augment:
             out = F.center_crop(img, [c, c])
         else:

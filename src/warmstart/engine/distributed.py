@@ -130,3 +130,37 @@ def threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+#: glibc serves allocations above this from fresh mmap()s, returned to the kernel on free (its largest setting)
+MMAP_THRESHOLD = 32 << 20
+#: free memory at the top of the heap glibc may keep instead of returning it
+TRIM_THRESHOLD = 512 << 20
+_kept = False
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep and reuse the memory of freed tensors below :data:`MMAP_THRESHOLD` (once per process).
+
+    By default glibc raises its mmap threshold only gradually and hands freed heap tops back to the kernel, so
+    a loop that allocates and frees the same activations batch after batch takes fresh zeroed pages from the
+    kernel every time: measured on the feature pass over CIFAR-10 at 224 px, 1,229 minor page faults per image
+    and a quarter of the CPU time in the kernel. With the thresholds fixed, freed blocks are reused (36 minor
+    faults per image at batch 32). Tensors above the threshold are still mapped per allocation, so callers
+    keep batches small enough (:func:`warmstart.transfer.features.FeatureCache.build` does). A no-op (False)
+    where the C library is not glibc.
+    """
+    global _kept
+    if _kept:
+        return True
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    _kept = bool(mallopt(m_mmap_threshold, MMAP_THRESHOLD)) and bool(mallopt(m_trim_threshold, TRIM_THRESHOLD))
+    return _kept

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from warmstart.engine import checkpoint as ckpt
 from warmstart.engine.config import TrainConfig
 from warmstart.engine.console import log, progress, quiet
-from warmstart.engine.distributed import World, all_gather_objects, all_reduce_sum, init_from_env
+from warmstart.engine.distributed import World, all_gather_objects, all_reduce_sum, init_from_env, keep_freed_memory
 from warmstart.engine.metrics import accuracy, confusion, per_class_accuracy
 from warmstart.engine.optim import build_optimizer, build_scheduler
 from warmstart.engine.plan import Phase
@@ -182,8 +182,18 @@ def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, *, cfg: Train
             "confusion": cm.tolist(), "predictions": predictions}
 
 
-def _to(x: torch.Tensor, device: torch.device, normalize: nn.Module | None, channels_last: bool) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
+def batch_augment(dataset: Dataset) -> nn.Module | None:
+    """The batch augmentation a training set asks for (``ImageDataset.batch_augment``, through Subset wrappers)."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return getattr(dataset, "batch_augment", None)
+
+
+def _to(x: torch.Tensor, device: torch.device, normalize: nn.Module | None, channels_last: bool,
+        augment: nn.Module | None = None) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)  # uint8 images travel as uint8 (pinned on CUDA): 4x less than float32
+    if augment is not None:  # random crops + flips of the whole batch, on its device
+        x = augment(x)
     if normalize is not None:
         x = normalize(x)
     if channels_last and x.ndim == 4:
@@ -211,6 +221,8 @@ def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequenc
         if not cfg.deterministic:
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels once
     seed_everything(cfg.seed, cfg.deterministic)
+    if device.type == "cpu":
+        keep_freed_memory()  # activations freed every step are reused, not faulted in afresh (fewer minor faults)
     model.to(device)
     channels_last = use_channels_last(cfg, device)
     if channels_last:
@@ -232,6 +244,7 @@ def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequenc
         log(f"resuming {run.dir} after epoch {len(history)} of {total_epochs}")
 
     epoch, seen, train_time, stopped_early = len(history), 0, 0.0, False
+    augment = batch_augment(train_set)
     val_loader = eval_loader(val_set, cfg, device, world, persistent=True)
     amp_ctx, scaler = _autocast(device, cfg.amp)
     for pi in range(start_phase, len(phases)):
@@ -267,7 +280,7 @@ def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequenc
             # anything of it is saved), since reading it every step would make the CPU wait for the GPU
             bad = torch.full((2,), -1.0, dtype=torch.float64, device=device)  # (step, loss)
             for step, (x, y) in enumerate(progress(loader, total=len(loader), desc=f"epoch {epoch + 1}")):
-                x, y = _to(x, device, normalize, channels_last), y.to(device, non_blocking=True)
+                x, y = _to(x, device, normalize, channels_last, augment), y.to(device, non_blocking=True)
                 with amp_ctx:
                     out = net(x)
                     loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing or 0.0)

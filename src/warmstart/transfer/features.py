@@ -34,11 +34,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from warmstart.engine.distributed import all_gather_rows, barrier, broadcast_object, shard_range, world
+from warmstart.engine.distributed import (MMAP_THRESHOLD, all_gather_rows, barrier, broadcast_object, keep_freed_memory,
+                                          shard_range, world)
 from warmstart.errors import UserError
 from warmstart.transfer.groups import LayerGroup
 
 CACHE_FORMAT = 1
+#: on a CPU, feature batches are kept small enough that every activation stays under this many bytes (below
+#: glibc's mmap threshold), so the allocator reuses freed memory instead of taking fresh pages every batch
+ACTIVATION_LIMIT = MMAP_THRESHOLD * 3 // 4
 
 
 # --------------------------------------------------------------------------------------------- split
@@ -259,6 +263,11 @@ class FeatureCache(torch.utils.data.Dataset):
         itself is left as it is); ``autocast`` (``torch.bfloat16`` or ``torch.float16``) runs it under autocast;
         ``fold_bn`` runs a copy of the trunk with every BatchNorm folded into the convolution before it
         (:func:`fold_batchnorm`: the same function up to float rounding, 1.9x faster for MobileNetV3-Small on a CPU).
+        On a CPU ``batch_size`` is an upper bound: batches shrink until the largest activation (measured on the
+        probe sample) stays under :data:`ACTIVATION_LIMIT`, and freed memory is kept for reuse
+        (:func:`~warmstart.engine.distributed.keep_freed_memory`): the pass then stops taking fresh pages from the
+        kernel every batch (CIFAR-10 at 224 px, 640 images: 1,200 -> 57 minor page faults per image, system time
+        1.5 s -> 0.07 s, the same user time).
 
         Under torchrun (``torch.distributed`` initialised) every rank computes only its contiguous shard of
         ``dataset`` (:func:`~warmstart.engine.distributed.shard_range`), and every rank ends with the whole
@@ -286,7 +295,10 @@ class FeatureCache(torch.utils.data.Dataset):
         tmp: Path | None = None
         try:
             run = _Runner(fold_batchnorm(trunk) if fold_bn else trunk, normalize, device, channels_last, autocast)
-            shape = run.probe(dataset)
+            shape, largest = run.probe(dataset)
+            if device.type == "cpu":
+                keep_freed_memory()
+                batch_size = max(1, min(batch_size, ACTIVATION_LIMIT // max(1, largest)))
             if path is not None and memory_limit is not None and n * math.prod(shape) * 4 <= memory_limit:
                 path = None
             labels = torch.empty(len(rows), dtype=torch.int64)
@@ -399,9 +411,23 @@ class _Runner:
                 x = x.contiguous(memory_format=torch.channels_last)
             return self.trunk(x).float().cpu()
 
-    def probe(self, dataset) -> tuple[int, ...]:
-        """The shape of the trunk's output for one sample (one forward pass on the first item)."""
-        return tuple(self(torch.as_tensor(dataset[0][0])[None]).shape[1:])
+    def probe(self, dataset) -> tuple[tuple[int, ...], int]:
+        """The shape of the trunk's output for one sample and the bytes of its largest activation (input included),
+        from one forward pass on the first item."""
+        x = torch.as_tensor(dataset[0][0])[None]
+        largest = [x.numel() * 4]
+
+        def note(_module, _inputs, out) -> None:
+            if isinstance(out, torch.Tensor):
+                largest[0] = max(largest[0], out.numel() * out.element_size())
+
+        hooks = [m.register_forward_hook(note) for m in self.trunk.modules()]
+        try:
+            shape = tuple(self(x).shape[1:])
+        finally:
+            for h in hooks:
+                h.remove()
+        return shape, largest[0]
 
 
 def _batches(run: _Runner, dataset, rows: range, batch_size: int, num_workers: int):
