@@ -24,3 +24,28 @@ def test_torchvision_without_dynamo_and_compile_still_works():
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_a_torchvision_that_needs_more_of_dynamo_is_imported_the_ordinary_way():
+    # the first import of torchvision.ops.roi_align fails (as a torchvision wanting more than the stand-in would);
+    # warmstart.data must then import torchvision normally instead of failing
+    script = textwrap.dedent("""
+        import sys
+        class FailOnce:
+            failed = False
+            def find_spec(self, name, path=None, target=None):
+                if name == "torchvision.ops.roi_align" and not FailOnce.failed:
+                    FailOnce.failed = True
+                    raise ImportError("cannot import name 'something_new' from 'torch._dynamo.utils'")
+                return None
+        sys.meta_path.insert(0, FailOnce())
+        import warmstart.data
+        import torchvision, torch
+        assert FailOnce.failed
+        from torchvision.ops import roi_align
+        out = roi_align(torch.arange(64.0).view(1, 1, 8, 8), [torch.tensor([[0.0, 0.0, 3.0, 3.0]])], 2)
+        assert out.shape == (1, 1, 2, 2)
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

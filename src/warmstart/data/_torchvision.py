@@ -36,12 +36,18 @@ def _import_torchvision() -> None:
     sys.modules["torch._dynamo"], sys.modules["torch._dynamo.utils"] = package, utils
     try:
         import torchvision  # noqa: F401
+    except ImportError:
+        # another torchvision release may want more of torch._dynamo at import time: forget the half-imported
+        # torchvision and import it the ordinary way below (slower, never broken)
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
     finally:
         for name in ("torch._dynamo.utils", "torch._dynamo"):
             if sys.modules.get(name) in (package, utils):
                 del sys.modules[name]
         if torch.__dict__.get("_dynamo") is package:
             del torch._dynamo
+    import torchvision  # noqa: F401, F811  (a no-op when the fast import above worked)
 
 
 _import_torchvision()
