@@ -124,7 +124,9 @@ def test_resume_across_a_phase_change_replays_the_run_exactly(hymenoptera, w64, 
 
     def interrupted_fit(*a, callbacks=(), **kw):
         def stop(model, row):
-            if row["epoch"] == 2:  # the last epoch of phase 2: the next one starts phase 3
+            # callbacks run before the engine logs and checkpoints an epoch's row: interrupted at the end of epoch 3,
+            # the run keeps epochs 1-2 (phase 2 finished) and must replay phase 3 from its start
+            if row["epoch"] == 3:
                 raise KeyboardInterrupt
         return real_fit(*a, callbacks=(*callbacks, stop), **kw)
 

@@ -27,6 +27,7 @@ BEST = "best.pt"
 MODEL = "model.safetensors"
 MODEL_META = "model.json"
 PROBE = "probe.json"
+PROBE_HEAD = "probe_head.safetensors"  # the head as the probe left it: where a resumed run's head started
 PREDICTIONS = "predictions.json"
 ARM = "arm.json"
 SIGNAL_JSON, SIGNAL_CSV = "signal.json", "signal.csv"

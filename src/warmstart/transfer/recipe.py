@@ -49,7 +49,7 @@ from warmstart.transfer.drift import DriftTracker
 from warmstart.transfer.features import FeatureCache, cache_key, split_at
 from warmstart.transfer.spec import TrainSpec
 from warmstart.transfer.groups import layer_groups
-from warmstart.transfer.weights import Weights, resolve_weights, save_weights
+from warmstart.transfer.weights import Weights, load_tensors, resolve_weights, save_weights
 
 #: default learning rate of a head that starts at random, per optimizer; a head that starts at its linear probe
 #: gets a tenth of it (PROBE_LR_FACTOR), and fine-tuned blocks a tenth of the head's (Strategy.phases)
@@ -199,7 +199,7 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
     # how far the start travels: drift/<group> columns in metrics.csv, summary["drift"] (finetune-*, gradual)
     drift = DriftTracker.for_run(model, groups, strategy, phases, images=prepared.val,
                                  normalize=Normalizer.of(prepared.weights.preprocess), batch_size=max(64, cfg.batch_size),
-                                 resumed=resume and run.checkpoint_path.exists(),
+                                 resumed=resume and run.checkpoint_path.exists() and not (run.dir / layout.PROBE_HEAD).is_file(),
                                  device=resolve_device(cfg.device)) if run.main else None
     callbacks = [*callbacks, drift] if drift is not None else callbacks
     # a small head on cached features is many tiny ops: extra intra-op threads only spin (measured on a busy
@@ -293,10 +293,13 @@ def _probe_head(prepared: Prepared, run: Run, model: nn.Module, groups, cfg: Tra
     """
     from warmstart.transfer.probe import fit_probe
 
-    if resume and run.checkpoint_path.exists() and (run.dir / layout.PROBE).is_file():
-        return json.loads((run.dir / layout.PROBE).read_text())
     head_name = groups[-1].modules[0]
     head = model.get_submodule(head_name)
+    if resume and run.checkpoint_path.exists() and (run.dir / layout.PROBE).is_file():
+        # the checkpoint holds the trained head; the probe's head is put back as the start (drift measures from it)
+        if (run.dir / layout.PROBE_HEAD).is_file():
+            head.load_state_dict(load_tensors(run.dir / layout.PROBE_HEAD))
+        return json.loads((run.dir / layout.PROBE).read_text())
     if not isinstance(head, nn.Linear):
         log(f"linear probe skipped: the head {head_name} is a {type(head).__name__}, not a Linear layer")
         return None
@@ -324,6 +327,12 @@ def _probe_head(prepared: Prepared, run: Run, model: nn.Module, groups, cfg: Tra
     info = probe.to_dict()
     if run.main:
         run.write_json(layout.PROBE, info)
+        from safetensors.torch import save as save_tensors
+
+        from warmstart.engine.io import write_bytes
+
+        write_bytes(run.dir / layout.PROBE_HEAD, save_tensors({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}),
+                    "probe head")
     return info
 
 
