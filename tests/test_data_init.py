@@ -13,8 +13,10 @@ from warmstart.cli import main
 from warmstart.data import ImageDataset, Normalizer, Preprocess, load_data
 from warmstart.engine.config import TrainConfig
 from warmstart.errors import UserError
-from warmstart.experiments.diagnostics import load_signal
-from warmstart.experiments.train import train
+from warmstart.init.diagnostics import load_signal
+from warmstart.data.spec import DataSpec
+from warmstart.experiments.train import run_train
+from warmstart.transfer.spec import TrainSpec
 from warmstart.init.data_init import check_init, init_model, is_lsuv, sample_batch
 from warmstart.init.signal import signal_stats
 from warmstart.models.plain import plain_mlp
@@ -70,8 +72,9 @@ def test_train_scratch_with_init_lsuv_and_diagnostics(tmp_path):
     """`train --strategy scratch --init lsuv`: LSUV runs on one training batch (the data is there), and the
     diagnostics record the network at init and after each epoch."""
     out = tmp_path / "scratch"
-    summary = train("digits", model="custom_3_layer", weights="none", strategy="scratch", epochs=2, init="lsuv",
-                    subset=10, augment="off", out=out, cfg=TrainConfig(seed=0, tensorboard=True), diagnostics=True)
+    summary = run_train(DataSpec("digits", subset=10),
+                        TrainSpec(model="custom_3_layer", weights="none", strategy="scratch", init="lsuv", augment="off"),
+                        TrainConfig(epochs=2, seed=0, tensorboard=True), out=out, diagnostics=True).summary
     assert summary["epochs"] == 2
     snapshots = load_signal(out)
     assert [s.tag for s in snapshots] == ["init", "epoch 1", "epoch 2"]

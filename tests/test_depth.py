@@ -14,7 +14,7 @@ import torch
 
 from warmstart.cli import main
 from warmstart.experiments.depth import sections, split_arms
-from warmstart.experiments.diagnostics import load_signal
+from warmstart.init.diagnostics import load_signal
 
 LN10 = math.log(10)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -116,7 +116,7 @@ def test_flags_of_an_all_zero_layer():
 @pytest.mark.parametrize("argv, message", [
     (["mobilenet_v3_smal"], 'unknown model "mobilenet_v3_smal" (did you mean "mobilenet_v3_small"?)'),
     (["/no/such/checkpoint.pt"], "no such file or folder"),
-    (["custom_3_layer", "--weights", "WRONG"], "does not hold custom_3_layer's parameters"),
+    (["custom_3_layer", "--weights", "WRONG"], "do not fit custom_3_layer"),
     (["EVIL"], "refusing to load"),
     (["RUNS"], "inspect one of: "),
 ])

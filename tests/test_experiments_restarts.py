@@ -14,7 +14,7 @@ from torch import nn
 
 
 from warmstart.errors import UserError
-from warmstart.experiments.restarts import best_of_k, check_restarts
+from warmstart.init.restarts import best_of_k, check_restarts
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")

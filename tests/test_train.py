@@ -17,7 +17,7 @@ import torch
 from _runs import ARCH, V3, cli, small_weights, summary
 from safetensors.torch import load_file
 
-import warmstart.experiments.train as train_mod
+import warmstart.transfer.recipe as train_mod
 from warmstart.transfer.backbones import create_model
 from warmstart.transfer.groups import layer_groups
 from warmstart.transfer.weights import load_tensors, resolve_weights

@@ -1,3 +1,57 @@
-"""warmstart: where a network starts — weight initialization and transfer learning."""
+"""warmstart: where a network starts — weight initialization and transfer learning.
+
+The front door::
+
+    import warmstart as ws
+    r = ws.train("photos/", weights="imagenet", strategy="finetune-all", epochs=5)   # the recipe of `warmstart train`
+    r.model, r.run_dir, r.summary, r.history, r.predict(["cat.jpg"])                 # inline HTML in a notebook
+
+Every name below is imported on first use (PEP 562), so ``import warmstart`` and ``warmstart --help`` stay
+free of torch; ``UserError`` (what every fixable problem raises) is plain Python and imported now.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from warmstart.errors import UserError
 
 __version__ = "0.1.0"
+
+#: public name -> module that defines it (imported lazily)
+_LAZY = {
+    # verbs
+    "train": "warmstart.api",
+    "compare": "warmstart.api",
+    "load_run": "warmstart.api",
+    "symmetry": "warmstart.experiments.symmetry",
+    "depth": "warmstart.experiments.depth",
+    "apply_init": "warmstart.init.spec",
+    "symmetry_report": "warmstart.init.symmetry",
+    "load_data": "warmstart.data.loading",
+    "create_model": "warmstart.transfer.backbones",
+    "resolve_weights": "warmstart.transfer.weights",
+    "fit": "warmstart.engine.loop",
+    "list_models": "warmstart.transfer.registry",
+    "get_model": "warmstart.transfer.registry",
+    # the types they take and return
+    "TrainResult": "warmstart.results",
+    "CompareResult": "warmstart.results",
+    "TrainConfig": "warmstart.engine.config",
+}
+
+__all__ = ["UserError", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'warmstart' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next access is an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

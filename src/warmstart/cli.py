@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -77,65 +76,36 @@ def out_options(f: Callable) -> Callable:
     return click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory [default: runs/<command>-<time>].")(f)
 
 
-ENGINE_KEYS = ("batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "warmup_epochs", "label_smoothing", "grad_clip",
-               "early_stopping", "seed", "deterministic", "device", "amp", "channels_last", "workers", "quiet", "tensorboard")
-
-
-def engine_config(opts: dict[str, Any], **override):
+def engine_config(opts: dict[str, Any]):
+    """The TrainConfig of a command's options (None values: the command's own defaults)."""
     from warmstart.engine.config import TrainConfig
 
-    d = {k: opts[k] for k in ENGINE_KEYS if k in opts and opts[k] is not None}
-    d.update(override)
-    return TrainConfig.from_dict(d)
+    return TrainConfig.from_dict({k: v for k, v in opts.items() if v is not None})
 
 
-#: options that may name a file or folder: recorded absolute, so a run continues (--resume) from any directory
-PATH_OPTIONS = ("data", "weights", "data_root")
+def given() -> set[str]:
+    """The options and arguments named on the command line (what a resumed run must agree with)."""
+    ctx = click.get_current_context()
+    return {p.name for p in ctx.command.params if ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE}
 
 
-def _absolute_paths(opts: dict[str, Any]) -> dict[str, Any]:
-    """Path options that name something on disk, made absolute (not resolved: symlinks stay as the user named them).
-
-    Names that are not paths (``imagenet``, ``digits``, ``cifar10``) stay as they are."""
-    out = dict(opts)
-    for k in PATH_OPTIONS:
-        v = out.get(k)
-        if isinstance(v, str) and v and os.path.exists(v):
-            out[k] = os.path.abspath(v)
-    return out
+def argv() -> list[str] | None:
+    """The command line being run (recorded in config.json), passed down from :func:`main`."""
+    obj = click.get_current_context().find_root().obj
+    return obj.get("argv") if isinstance(obj, dict) else None
 
 
 def with_resume(command: str) -> Callable[[Callable], Callable]:
-    """Merge --resume RUN_DIR: options come from its config.json; an explicitly given option that differs is an error."""
+    """Merge --resume RUN_DIR (the engine's merge_resume): options come from its config.json; an explicitly
+    given option that differs is an error. Also sets --quiet for the command."""
 
     def deco(f: Callable) -> Callable:
         @functools.wraps(f)
         def wrapper(**opts):
-            ctx = click.get_current_context()
-            opts = _absolute_paths(opts)
-            resume = opts.get("resume")
-            if resume:
-                from warmstart.engine.run import read_config
-
-                saved = read_config(resume)
-                if saved.get("command") != command:
-                    raise UserError(f"--resume {resume}: that run was made by 'warmstart {saved.get('command')}', not '{command}'; "
-                                    f"continue it with 'warmstart {saved.get('command')} --resume {resume}'")
-                saved_opts = saved.get("options", {})
-                for k, v in opts.items():
-                    if k in ("resume", "out", "quiet") or k not in saved_opts:
-                        continue
-                    given = ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
-                    if given and json.loads(json.dumps(v)) != saved_opts[k]:
-                        was = "not given" if saved_opts[k] is None else repr(saved_opts[k])
-                        param = next((p for p in ctx.command.params if p.name == k), None)
-                        what = k.upper() if isinstance(param, click.Argument) else f"--{k.replace('_', '-')}"
-                        raise UserError(f"--resume {resume}: {what} is {v!r} here but {was} in that run; "
-                                        "drop the option to continue it, or start a new run with another --out")
-                opts = {**opts, **{k: v for k, v in saved_opts.items() if k in opts and k not in ("resume", "out", "quiet")}}
-                opts["out"] = resume
+            from warmstart.api import _normalised, _resumed
             from warmstart.engine.console import set_quiet
 
+            opts = _resumed(command, _normalised(opts), given())
             set_quiet(bool(opts.get("quiet")))
             return f(**opts)
 
@@ -193,10 +163,6 @@ def model_options(f: Callable) -> Callable:
     return f
 
 
-def _classes(text: str | None) -> list[str] | None:
-    return [c.strip() for c in text.split(",") if c.strip()] if text else None
-
-
 @cli.command(context_settings=CONTEXT)
 @click.argument("data", required=False)
 @click.option("--strategy", default="transfer", show_default=True,
@@ -211,7 +177,6 @@ def _classes(text: str | None) -> list[str] | None:
 @engine_options(label_smoothing=None)
 @data_options
 @out_options
-@with_resume("train")
 def train(data, **o):
     """Train a classifier on DATA: from scratch, by transfer (frozen backbone, new head) or by fine-tuning.
 
@@ -219,16 +184,11 @@ def train(data, **o):
     (path,label[,split]), or a data set name (digits, cifar10, mnist, fashion-mnist, ...). With --resume RUN_DIR
     it may be left out: the run continues on its own DATA.
     """
-    if data is None:
+    if data is None and not o["resume"]:
         raise click.UsageError("missing argument 'DATA' (or continue a run with --resume RUN_DIR)", click.get_current_context())
-    from warmstart.experiments.train import train as run_train
+    from warmstart.api import train_options
 
-    summary = run_train(data, model=o["model"], weights=o["weights"], strategy=o["strategy"], epochs=o["epochs"], init=o["init"],
-                        lr=o["lr"], backbone_lr=o["backbone_lr"], lr_decay=o["lr_decay"], bn=o["bn"], augment=o["augment"],
-                        feature_cache=o["feature_cache"], head_init=o["head_init"], classes=_classes(o["classes"]), out=o["out"], resume=bool(o["resume"]),
-                        data_root=o["data_root"], val_fraction=o["val_fraction"], subset=o["subset"],
-                        skip_bad_images=o["skip_bad_images"], restarts=o["restarts"], restart_epochs=o["restart_epochs"],
-                        cfg=engine_config(o), options={"data": data, **o})
+    summary = train_options({"data": data, **o}, given=given(), argv=argv()).summary
     from warmstart.engine.distributed import world
 
     if world().main:  # under torchrun, one result line, not one per rank
@@ -259,7 +219,7 @@ def symmetry(data, **o):
     summary = run_symmetry(data, init=o["init"], constant_linear=o["constant_linear"], epochs=o["epochs"],
                            subset=o["subset"] or DEFAULT_SUBSET, restarts=o["restarts"], restart_epochs=o["restart_epochs"],
                            out=o["out"], resume=bool(o["resume"]), data_root=o["data_root"], val_fraction=o["val_fraction"],
-                           skip_bad_images=o["skip_bad_images"], cfg=engine_config(o), options={"data": data, **o})
+                           skip_bad_images=o["skip_bad_images"], cfg=engine_config(o), options={"data": data, **o}, argv=argv())
     click.echo(format_table(summary))
     for arm, a in summary["arms"].items():
         if arm != "random":
@@ -318,7 +278,9 @@ def depth_command(data, depth_, **o):
     summary = run_depth(data, out=o["out"], arch=o["arch"], depth=depth_, width=o["width"], activation=o["activation"],
                         arms=o["arms"], epochs=o["epochs"] if given or not o["quick"] else None, image_size=o["image_size"],
                         quick=o["quick"], data_root=o["data_root"], val_fraction=o["val_fraction"], subset=o["subset"],
-                        skip_bad_images=o["skip_bad_images"], cfg=engine_config(o), options={"data": data, "depth": depth_, **o})
+                        skip_bad_images=o["skip_bad_images"], cfg=engine_config({**o, "epochs": None}),
+                        options={"data": data, "depth": depth_, **o},
+                        argv=argv())
     click.echo(report_text(summary))
 
 
@@ -332,22 +294,17 @@ def depth_command(data, depth_, **o):
 @engine_options(label_smoothing=None)
 @data_options
 @out_options
-@with_resume("compare")
 def compare(data, **o):
     """Train several strategies x seeds on DATA under the same data, preprocessing and budget; write one report.
 
     OUT gets one sub-directory per run (each a complete train run), summary.json, report.html (one
     self-contained file) and report.md. With --resume RUN_DIR, DATA may be left out; finished runs are kept.
     """
-    if data is None:
+    if data is None and not o["resume"]:
         raise click.UsageError("missing argument 'DATA' (or continue a run with --resume RUN_DIR)", click.get_current_context())
-    from warmstart.experiments.compare import compare as run_compare
+    from warmstart.api import compare_options
 
-    s = run_compare(data, strategies=o["strategies"], seeds=o["seeds"], model=o["model"], weights=o["weights"], epochs=o["epochs"],
-                    init=o["init"], lr=o["lr"], backbone_lr=o["backbone_lr"], lr_decay=o["lr_decay"], bn=o["bn"],
-                    augment=o["augment"], feature_cache=o["feature_cache"], classes=_classes(o["classes"]), out=o["out"],
-                    resume=bool(o["resume"]), data_root=o["data_root"], val_fraction=o["val_fraction"], subset=o["subset"],
-                    skip_bad_images=o["skip_bad_images"], cfg=engine_config(o), options={"data": data, **o})
+    s = compare_options({"data": data, **o}, given=given(), argv=argv()).summary
     for spec in s["ranking"]:
         p = s["strategies"][spec]
         f, t = p["final_val_accuracy"], p["train_seconds"]
@@ -416,13 +373,9 @@ def main(argv: list[str] | None = None) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING)
     logger.propagate = False
-    from warmstart.engine import run as run_module
-
-    run_module.COMMAND_LINE = ["warmstart", *(sys.argv[1:] if argv is None else [str(a) for a in argv])]  # for config.json
     try:
         _main(argv)
     finally:
-        run_module.COMMAND_LINE = None
         logger.removeHandler(handler)
         logger.setLevel(before[0])
         logger.propagate = before[1]
@@ -430,7 +383,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def _main(argv: list[str] | None) -> None:
     try:
-        rv = cli.main(args=argv, prog_name="warmstart", standalone_mode=False)
+        line = ["warmstart", *(sys.argv[1:] if argv is None else [str(a) for a in argv])]  # for config.json
+        rv = cli.main(args=argv, prog_name="warmstart", standalone_mode=False, obj={"argv": line})
         sys.exit(rv if isinstance(rv, int) else 0)
     except UserError as e:
         _fail(str(e), e.exit_code)

@@ -1,8 +1,13 @@
-"""The knobs of the one training loop, validated at the edge."""
+"""The knobs of training, validated at the edge: epochs and learning rates, the optimizer, the loop.
+
+``epochs``, ``lr`` and ``label_smoothing`` may be left ``None``: the command's recipe decides (``train``:
+:func:`warmstart.transfer.recipe.default_lr` and friends; ``symmetry`` and ``depth``: their documented
+defaults). Every field is read by the commands that take a TrainConfig; none is silently ignored.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from warmstart.errors import UserError, unknown
 
@@ -14,9 +19,12 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 @dataclass
 class TrainConfig:
+    epochs: int | None = None    # None = the command's default (train 5, symmetry 1, depth 30)
+    lr: float | None = None      # None = the recipe's: the head's rate (train), the one rate (symmetry, depth)
+    backbone_lr: float | None = None  # fine-tuned blocks [default: lr/10]
+    lr_decay: float = 1.0        # each block further from the head gets this factor more
     batch_size: int = 32
     optimizer: str = "adamw"
-    lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 1e-4
     schedule: str = "cosine"
@@ -33,7 +41,6 @@ class TrainConfig:
     channels_last: bool | None = None  # None = auto: on for x86 CPUs (oneDNN; 1.35x measured), off elsewhere
     workers: int = 0
     eval_batch_size: int = 0     # 0 = 2 x batch_size
-    quiet: bool = False
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
@@ -45,7 +52,11 @@ class TrainConfig:
                 raise UserError(f"--{flag} must be {what}, got {value!r}")
 
         need(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch-size", self.batch_size, "a whole number >= 1")
-        need(self.lr > 0 and self.lr == self.lr and self.lr != float("inf"), "lr", self.lr, "a positive number")
+        need(self.epochs is None or (isinstance(self.epochs, int) and not isinstance(self.epochs, bool) and self.epochs >= 1),
+             "epochs", self.epochs, "a whole number >= 1")
+        for flag, v in (("lr", self.lr), ("backbone-lr", self.backbone_lr)):
+            need(v is None or (isinstance(v, (int, float)) and 0 < v < float("inf")), flag, v, "a positive number")
+        need(isinstance(self.lr_decay, (int, float)) and 0 < self.lr_decay <= 1, "lr-decay", self.lr_decay, "in (0, 1]")
         need(0 <= self.momentum < 1, "momentum", self.momentum, "in [0, 1)")
         need(self.weight_decay >= 0, "weight-decay", self.weight_decay, ">= 0")
         need(self.warmup_epochs >= 0, "warmup-epochs", self.warmup_epochs, ">= 0")
@@ -64,6 +75,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def with_defaults(self, **defaults) -> "TrainConfig":
+        """This config with every field that is None here taken from ``defaults`` (a command's own defaults)."""
+        return replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

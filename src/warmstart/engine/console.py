@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Iterable, TypeVar
+from contextlib import contextmanager
+from typing import Iterable, Iterator, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -16,8 +17,22 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
-def is_quiet() -> bool:
-    return _quiet
+@contextmanager
+def quiet(on: bool = True) -> Iterator[None]:
+    """Silence the log and the progress bars inside (``ws.train(..., quiet=True)``); restored afterwards."""
+    global _quiet
+    before, _quiet = _quiet, bool(on) or _quiet
+    try:
+        yield
+    finally:
+        _quiet = before
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (where tqdm.auto draws the notebook bar)."""
+    shell = sys.modules.get("IPython")
+    ip = shell.get_ipython() if shell is not None and hasattr(shell, "get_ipython") else None
+    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
 
 
 def log(msg: str) -> None:
@@ -37,9 +52,9 @@ def warn(msg: str) -> None:
 
 
 def progress(it: Iterable[T], total: int | None = None, desc: str = "") -> Iterable[T]:
-    """A tqdm bar on an interactive terminal; the plain iterable elsewhere."""
+    """A tqdm bar on an interactive terminal or in Jupyter (tqdm.auto: the notebook bar); the plain iterable elsewhere."""
     from warmstart.engine.distributed import world
 
-    if _quiet or not world().main or not sys.stderr.isatty():
+    if _quiet or not world().main or not (sys.stderr.isatty() or in_notebook()):
         return it
     return tqdm(it, total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)

@@ -24,9 +24,10 @@ def build_optimizer(model: nn.Module, phase: Phase, cfg: TrainConfig) -> torch.o
         for sub, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
             if sub:
                 groups.append({"params": sub, "lr": g.lr, "weight_decay": wd, "name": g.name})
+    lr = phase.groups[-1].lr  # every group sets its own rate (the phase's plan); this default is never used
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=False)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=False)
+    return torch.optim.AdamW(groups, lr=lr)
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int, epochs: int):

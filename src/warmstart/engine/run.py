@@ -1,13 +1,7 @@
-"""The run directory: one format for every command.
+"""The run directory: one format for every command (file names: :mod:`warmstart.engine.layout`).
 
-    <out>/config.json    everything needed to rerun it (the command line and every resolved option)
-    <out>/metrics.csv    one row per epoch
-    <out>/summary.json   final figures (keys documented in the README and kept stable)
-    <out>/checkpoint.pt  the last completed epoch (model, optimizer, schedule, history) for --resume
-    <out>/best.pt        the model weights at the best validation accuracy
-    <out>/events/        TensorBoard events with --tensorboard
-
-Only the main process writes. Every write is atomic.
+Only the main process writes. Every write is atomic. The command line that made a run is passed in
+(``argv``), never read from a global: library calls record ``None``.
 """
 
 from __future__ import annotations
@@ -15,44 +9,51 @@ from __future__ import annotations
 import csv
 import io as _io
 import json
+import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from warmstart.engine import io
 from warmstart.engine.distributed import init_from_env, world
+from warmstart.engine.layout import BEST, CHECKPOINT, CONFIG, EVENTS, METRICS, SUMMARY
 from warmstart.errors import UserError
-
-#: the command line being run, set by warmstart.cli.main (None for library calls)
-COMMAND_LINE: list[str] | None = None
-
-
-
-@contextmanager
-def command_line(argv: list[str] | None):
-    """Record ``argv`` as the command line of the runs made inside (e.g. each part of ``warmstart demo``)."""
-    global COMMAND_LINE
-    before, COMMAND_LINE = COMMAND_LINE, argv
-    try:
-        yield
-    finally:
-        COMMAND_LINE = before
-
-
-CONFIG, METRICS, SUMMARY, CHECKPOINT, BEST = "config.json", "metrics.csv", "summary.json", "checkpoint.pt", "best.pt"
 
 
 def default_out(command: str) -> Path:
-    return Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """``runs/<command>-<time>``, with ``-2``, ``-3``, ... when that folder exists (a cell re-run in the same second)."""
+    base = Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, i = base, 1
+    while out.exists():
+        i += 1
+        out = base.with_name(f"{base.name}-{i}")
+    return out
+
+
+def check_out(out: Path | str, *, overwrite: bool = False, resume: bool = False) -> None:
+    """Refuse an existing non-empty ``out`` unless it is resumed or replaced (``overwrite``: only a run directory)."""
+    p = Path(out)
+    if resume or not p.exists():
+        return
+    if not p.is_dir():
+        raise UserError(f"--out {p} is a file; choose a folder")
+    if not any(p.iterdir()):
+        return
+    if not (p / CONFIG).is_file():
+        raise UserError(f"--out {p} is not empty and holds no warmstart run; choose another --out (an empty or new folder)")
+    if not overwrite:
+        raise UserError(f"--out {p} already holds a run ({CONFIG}); pass --resume {p} to continue it or choose another --out "
+                        "(from Python: resume=OUT continues it, overwrite=True replaces it)")
 
 
 class Run:
-    def __init__(self, out: Path | str, command: str, config: dict[str, Any], *, resume: bool = False, tensorboard: bool = False):
+    def __init__(self, out: Path | str, command: str, config: dict[str, Any], *, resume: bool = False, tensorboard: bool = False,
+                 argv: list[str] | None = None, overwrite: bool = False):
         self.dir = Path(out)
         self.command = command
-        self.config = {"command": command, "argv": list(COMMAND_LINE) if COMMAND_LINE else None, **config}
+        self.config = {"command": command, "argv": list(argv) if argv else None, **config}
         self.resume = resume
+        self.overwrite = overwrite and not resume
         self.rows: list[dict[str, Any]] = []
         self._tb = None
         self._tensorboard = tensorboard
@@ -76,6 +77,9 @@ class Run:
         init_from_env()
         if not self.main:
             return self
+        if self.overwrite and self.dir.exists():
+            check_out(self.dir, overwrite=True)
+            shutil.rmtree(self.dir)
         if self.config_path.exists() and not self.resume:
             raise UserError(
                 f"--out {self.dir} already holds a run (config.json); pass --resume {self.dir} to continue it or choose another --out"
@@ -92,7 +96,8 @@ class Run:
 
     def sub(self, name: str, config: dict[str, Any]) -> "Run":
         """A run directory nested inside this one (an arm of an experiment)."""
-        return Run(self.dir / name, self.command, config, resume=self.resume, tensorboard=self._tensorboard).start()
+        return Run(self.dir / name, self.command, config, resume=self.resume, tensorboard=self._tensorboard,
+                   argv=self.config.get("argv")).start()
 
     def log_epoch(self, row: dict[str, Any]) -> None:
         if not self.main:
@@ -118,7 +123,7 @@ class Run:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 raise UserError("--tensorboard needs the tensorboard package: pip install 'warmstart[tensorboard]'") from None
-            self._tb = SummaryWriter(log_dir=str(self.dir / "events"))
+            self._tb = SummaryWriter(log_dir=str(self.dir / EVENTS))
         return self._tb
 
     def write_summary(self, summary: dict[str, Any]) -> None:
@@ -151,3 +156,50 @@ def read_summary(run_dir: Path | str) -> dict[str, Any]:
     if not p.is_file():
         raise UserError(f"{run_dir} has no {SUMMARY}: the run did not finish; finish it with --resume {run_dir}")
     return json.loads(p.read_text())
+
+
+#: options that never come from the resumed run: where it is, and how loud this process is
+NOT_RESUMED = ("resume", "out", "quiet", "overwrite")
+
+
+def merge_resume(command: str, resume: Path | str, options: Mapping[str, Any], given: Iterable[str] = (),
+                 names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``options`` continued from the run in ``resume``: its config.json's options win, ``out`` becomes ``resume``.
+
+    An option in ``given`` (named explicitly by the caller) whose value differs from the saved one is a
+    UserError: a run continues as it started. ``names`` spells an option for messages (``DATA``, ``--lr``).
+    """
+    saved = read_config(resume)
+    if saved.get("command") != command:
+        raise UserError(f"--resume {resume}: that run was made by 'warmstart {saved.get('command')}', not '{command}'; "
+                        f"continue it with 'warmstart {saved.get('command')} --resume {resume}'")
+    saved_opts = saved.get("options", {})
+    for k in given:
+        if k in NOT_RESUMED or k not in saved_opts or k not in options:
+            continue
+        v = options[k]
+        if json.loads(json.dumps(v)) != saved_opts[k]:
+            was = "not given" if saved_opts[k] is None else repr(saved_opts[k])
+            what = (names or {}).get(k, f"--{k.replace('_', '-')}")
+            raise UserError(f"--resume {resume}: {what} is {v!r} here but {was} in that run; "
+                            "drop the option to continue it, or start a new run with another --out")
+    merged = {**options, **{k: v for k, v in saved_opts.items() if k in options and k not in NOT_RESUMED}}
+    merged["out"] = str(resume)
+    return merged
+
+
+def read_history(run_dir: Path | str) -> list[dict[str, Any]]:
+    """metrics.csv as a list of rows, numbers parsed (empty when the run logged no epoch)."""
+    p = Path(run_dir) / METRICS
+    if not p.is_file():
+        return []
+    with open(p, newline="") as f:
+        return [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _num(v: str) -> Any:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return v
+    return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f

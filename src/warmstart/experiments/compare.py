@@ -110,7 +110,7 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
             augment: str = "auto", feature_cache: str = "auto", classes: Sequence[str] | None = None,
             out: str | Path | None = None, resume: bool = False, data_root=None, val_fraction: float = 0.2,
             subset: int | None = None, skip_bad_images: bool = False, cfg: TrainConfig | None = None,
-            options: dict[str, Any] | None = None) -> dict[str, Any]:
+            options: dict[str, Any] | None = None, argv: list[str] | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train every strategy with every seed on DATA under the same budget; write one run directory with a
     sub-directory per arm, summary.json and report.html/report.md; return the summary.
 
@@ -160,7 +160,7 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
                    **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "lr"}}
     setup = {"options": options, "preprocess": prepared.weights.preprocess.to_dict(),
              "strategies": [s.spec for s in strats], "seeds": seed_list}
-    run = Run(out, "compare", setup, resume=resume, tensorboard=cfg.tensorboard).start()
+    run = Run(out, "compare", setup, resume=resume, tensorboard=cfg.tensorboard, argv=argv, overwrite=overwrite).start()
     _warm_up(prepared, model, cfg)
     records: list[dict[str, Any]] = []
     total = len(strats) * len(seed_list)
@@ -709,16 +709,18 @@ def demo_compare(out: str | Path, *, seed: int = 0, quick: bool = False, device:
             --val-fraction 0.95 --augment off --strategies scratch,transfer,finetune-all --epochs 6 --seeds 2 \\
             --batch-size 16 --out OUT
     """
-    from warmstart.experiments.train import train
+    from warmstart.data.spec import DataSpec
+    from warmstart.experiments.train import run_train
+    from warmstart.transfer.spec import TrainSpec
 
     out = Path(out)
     src = out / "source"
     # the source network gets its own seed: with the compare's seed, scratch would start from exactly the random
     # filters the source started from, and the filter pictures would suggest that scratch starts "pretrained"
-    base = TrainConfig(seed=seed + SOURCE_SEED_OFFSET, device=device, lr=3e-3)
-    train("digits", model="custom_3_layer", weights="none", strategy="scratch", classes=[str(c) for c in range(5)],
-          epochs=4 if quick else 8, lr=3e-3, out=src, cfg=base,
-          options={"data": "digits", "model": "custom_3_layer", "weights": "none", "strategy": "scratch",
+    base = TrainConfig(seed=seed + SOURCE_SEED_OFFSET, device=device, lr=3e-3, epochs=4 if quick else 8)
+    run_train(DataSpec("digits", classes=tuple(str(c) for c in range(5))),
+              TrainSpec(model="custom_3_layer", weights="none", strategy="scratch"), base, out=src,
+              options={"data": "digits", "model": "custom_3_layer", "weights": "none", "strategy": "scratch",
                    "classes": "0,1,2,3,4", "epochs": 4 if quick else 8, "lr": 3e-3, "seed": seed + SOURCE_SEED_OFFSET})
     epochs, seeds = (3, 1) if quick else (6, 2)
     return compare("digits", strategies=DEFAULT_STRATEGIES, seeds=seeds, model="custom_3_layer", weights=str(src / MODEL_FILE),

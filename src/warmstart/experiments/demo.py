@@ -21,7 +21,7 @@ from typing import Any
 
 from warmstart.engine.config import TrainConfig
 from warmstart.engine.console import log
-from warmstart.engine.run import Run, command_line, default_out
+from warmstart.engine.run import Run, default_out
 from warmstart.report.html import Section, Table, write_report
 
 INTRO = ("Where a network starts decides whether it learns. This report runs each experiment of the lecture for a "
@@ -46,24 +46,24 @@ def demo(out: str | Path | None = None, *, quick: bool = False, seed: int = 0, d
     log("demo 1/3: symmetry — constant vs random starts of the lecture's 3-layer CNN")
     t = time.perf_counter()
     sym_epochs = 1 if quick else 3
-    with command_line(["warmstart", "symmetry", "digits", "--subset", str(symmetry_mod.QUICK_SUBSET), "--epochs", str(sym_epochs),
-                       "--constant-linear", "--seed", str(seed), "--out", str(out / "symmetry")]):
-        sym = symmetry_mod.symmetry("digits", out=out / "symmetry", subset=symmetry_mod.QUICK_SUBSET, epochs=sym_epochs,
-                                    constant_linear=True,
-                                    cfg=TrainConfig(optimizer="sgd", lr=symmetry_mod.DEFAULT_LR, schedule="constant", seed=seed,
-                                                    device=device, quiet=True))
+    sym = symmetry_mod.symmetry("digits", out=out / "symmetry", subset=symmetry_mod.QUICK_SUBSET, epochs=sym_epochs,
+                                constant_linear=True,
+                                cfg=TrainConfig(optimizer="sgd", lr=symmetry_mod.DEFAULT_LR, schedule="constant", seed=seed,
+                                                device=device),
+                                argv=["warmstart", "symmetry", "digits", "--subset", str(symmetry_mod.QUICK_SUBSET), "--epochs",
+                                      str(sym_epochs), "--constant-linear", "--seed", str(seed), "--out", str(out / "symmetry")])
     timings["symmetry"] = time.perf_counter() - t
 
     log("demo 2/3: depth — a 30-layer plain net per init scheme, plain SGD")
     t = time.perf_counter()
-    with command_line(["warmstart", "depth", "digits", "--quick", "--seed", str(seed), "--out", str(out / "depth")]):
-        dep = depth_mod.depth("digits", out=out / "depth", quick=True, cfg=depth_mod.default_config(seed=seed, device=device))
+    dep = depth_mod.depth("digits", out=out / "depth", quick=True, cfg=depth_mod.default_config(seed=seed, device=device),
+                          argv=["warmstart", "depth", "digits", "--quick", "--seed", str(seed), "--out", str(out / "depth")])
     timings["depth"] = time.perf_counter() - t
 
     log("demo 3/3: transfer — trained on digits 0-4, reused on digits 5-9")
     t = time.perf_counter()
-    with command_line(None):  # two commands (train the source, then compare): each run records its own options
-        cmp = demo_compare(out / "transfer", seed=seed, quick=quick, device=device)
+    # two commands (train the source, then compare): each run records its own options, no command line
+    cmp = demo_compare(out / "transfer", seed=seed, quick=quick, device=device)
     timings["transfer"] = time.perf_counter() - t
 
     seconds = time.perf_counter() - t0

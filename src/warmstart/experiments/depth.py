@@ -17,7 +17,7 @@ are fed as one channel. Inputs are standardised with the training split's statis
 the MLP (each pixel of each channel to mean 0, std 1; constant pixels, such as the digits' blank corners,
 become 0) and per channel for the CNN.
 
-Measurements: the per-layer statistics (:class:`~warmstart.experiments.diagnostics.SignalDiagnostics`) are
+Measurements: the per-layer statistics (:class:`~warmstart.init.diagnostics.SignalDiagnostics`) are
 taken on one probe batch of up to 256 training images, the same for every arm, at init and after every epoch;
 LSUV scales its layers on another batch, one training batch (``--batch-size`` images, drawn with seed + 1).
 The predicted variance assumes a plain net; in the CNN the zero-padded border pixels see fewer inputs, so
@@ -56,7 +56,7 @@ from warmstart.engine.loop import fit, resolve_device
 from warmstart.engine.plan import single_phase
 from warmstart.engine.run import Run, default_out, read_config, read_summary
 from warmstart.errors import TrainingDiverged, UserError, did_you_mean, unknown
-from warmstart.experiments.diagnostics import SignalDiagnostics
+from warmstart.init.diagnostics import SignalDiagnostics
 from warmstart.init.data_init import LSUV, check_init, init_model, sample_batch
 from warmstart.init.lsuv import LSUVWarning
 from warmstart.init.schemes import SCHEMES
@@ -66,6 +66,7 @@ ARCHS = ("mlp", "cnn")
 NAMED_ARMS = ("xavier", "he", "default", "orthogonal", "lsuv")
 DEFAULT_ARMS = ",".join(NAMED_ARMS)
 DEFAULT_DEPTH, DEFAULT_EPOCHS = 30, 30
+DEFAULT_LR = 0.01
 DEFAULT_WIDTH = {"mlp": 128, "cnn": 32}
 QUICK_EPOCHS = 10
 NATIVE_SIZE = {"digits": 8}
@@ -82,7 +83,7 @@ SGD_NOTE = ("plain SGD as in He et al. 2015; an adaptive optimizer (Adam, AdamW)
 
 def default_config(**override: Any) -> TrainConfig:
     """The training recipe of every arm: SGD, momentum 0.9, lr 0.01, batch 32, constant schedule (He et al.)."""
-    return TrainConfig(**{"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "batch_size": 32, "schedule": "constant",
+    return TrainConfig(**{"optimizer": "sgd", "lr": DEFAULT_LR, "momentum": 0.9, "batch_size": 32, "schedule": "constant",
                           **override})
 
 
@@ -240,7 +241,8 @@ def depth(data: str | Path = "digits", *, out: str | Path | None = None, arch: s
           width: int | None = None, activation: str = "relu", arms: str | Sequence[str] = DEFAULT_ARMS,
           epochs: int | None = None, image_size: int | None = None, quick: bool = False, data_root=None,
           val_fraction: float = 0.2, subset: int | None = None, skip_bad_images: bool = False,
-          cfg: TrainConfig | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
+          cfg: TrainConfig | None = None, options: dict[str, Any] | None = None,
+          argv: list[str] | None = None) -> dict[str, Any]:
     """Train the same plain ``depth``-layer net once per init scheme in ``arms``; write a run directory.
 
     ``width`` defaults to 128 units (MLP) or 32 channels (CNN; a 30-layer CNN is ~40x the MLP's work per
@@ -250,7 +252,8 @@ def depth(data: str | Path = "digits", *, out: str | Path | None = None, arch: s
     """
     t0 = time.perf_counter()
     width = width if width is not None else DEFAULT_WIDTH.get(arch, 128)
-    epochs = epochs if epochs is not None else (QUICK_EPOCHS if quick else DEFAULT_EPOCHS)
+    cfg = (cfg or default_config()).with_defaults(lr=DEFAULT_LR)
+    epochs = epochs if epochs is not None else cfg.epochs if cfg.epochs is not None else (QUICK_EPOCHS if quick else DEFAULT_EPOCHS)
     activation = _check(arch, depth, width, activation, epochs, image_size)
     arm_names = split_arms(arms)
     specs = {arm: arm_spec(arm, activation) for arm in arm_names}
@@ -258,7 +261,6 @@ def depth(data: str | Path = "digits", *, out: str | Path | None = None, arch: s
     if len(set(folders)) < len(folders):
         clash = next(a for a, f in zip(arm_names, folders) if folders.count(f) > 1)
         raise UserError(f'--arms: "{clash}" and another arm would share the folder {_dirname(clash)}/; rename one')
-    cfg = cfg or default_config()
     if cfg.optimizer != "sgd":
         warn(f"--optimizer {cfg.optimizer}: the paper's effect needs {SGD_NOTE}; use --optimizer sgd")
     device = resolve_device(cfg.device)
@@ -275,7 +277,7 @@ def depth(data: str | Path = "digits", *, out: str | Path | None = None, arch: s
               {"options": opts, "arms": specs, "data": data_.source, "image_size": data_.image_size,
                "channels": data_.channels, "standardize": "per feature" if arch == "mlp" else "per channel",
                "probe_images": min(PROBE_IMAGES, len(data_.train)), "threads": threads or torch.get_num_threads(),
-               "train": cfg.to_dict()}, tensorboard=cfg.tensorboard).start()
+               "train": cfg.to_dict()}, tensorboard=cfg.tensorboard, argv=argv).start()
     log(f"{depth}-layer plain {arch.upper()}, width {width}, {activation}; arms {', '.join(arm_names)}; "
         f"{epochs} epochs of {cfg.optimizer} lr {cfg.lr:g} batch {cfg.batch_size}"
         + (" (one CPU thread: small layers)" if threads == 1 else ""))

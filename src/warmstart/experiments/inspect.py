@@ -26,11 +26,13 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from warmstart.engine.layout import CHECKPOINT, WEIGHT_FILES
 from warmstart.errors import UserError, unknown
 from warmstart.init import explain_layer, symmetry_report
+from warmstart.transfer.backbones import check_fits, find_head
+from warmstart.transfer.registry import get_model, list_models
+from warmstart.transfer.weights import load_tensors
 
-RUN_FILES = ("model.safetensors", "checkpoint.pt", "best.pt")
-STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict")
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
 
@@ -40,67 +42,28 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, Tensor], Path]:
     """A weights file or run directory -> (state_dict, the file read). Weights-only; errors are UserErrors."""
     path = Path(path).expanduser()
     if path.is_dir():
-        found = next((path / f for f in RUN_FILES if (path / f).is_file()), None)
+        found = next((path / f for f in WEIGHT_FILES if (path / f).is_file()), None)
         if found is None:
-            inner = sorted(str(p) for p in path.glob(f"*/{RUN_FILES[1]}"))
+            inner = sorted(str(p) for p in path.glob(f"*/{CHECKPOINT}"))
             hint = f"; it holds runs of its own, inspect one of: {', '.join(inner[:6])}" if inner else ""
-            raise UserError(f"{path}: no {', '.join(RUN_FILES)} in this folder{hint}")
+            raise UserError(f"{path}: no {', '.join(WEIGHT_FILES)} in this folder{hint}")
         path = found
     if not path.is_file():
         raise UserError(f"{path}: no such file or folder; pass a run directory, a .pt/.pth/.safetensors file or a model name")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return dict(load_file(str(path))), path
-        except (SafetensorError, OSError, ValueError) as e:
-            raise UserError(f"cannot read {path}: {str(e).splitlines()[0][:200]}; the file is damaged or not safetensors") from None
-    if path.suffix not in TORCH_SUFFIXES:
+    if path.suffix != ".safetensors" and path.suffix not in TORCH_SUFFIXES:
         raise UserError(f"{path}: unknown weights format {path.suffix or '(no suffix)'}; "
                         f"expected .safetensors or one of {', '.join(TORCH_SUFFIXES)}")
-    from warmstart.engine.checkpoint import load
-
-    obj = load(path)
-    sd = _state_dict_in(obj)
-    if sd is None:
-        keys = ", ".join(map(str, list(obj)[:6])) if isinstance(obj, Mapping) else type(obj).__name__
-        raise UserError(f"{path}: no state_dict found (it holds: {keys}); expected parameter names -> tensors, "
-                        f"or a dict with one under {', '.join(STATE_DICT_KEYS)}")
-    return sd, path
-
-
-def _state_dict_in(obj: Any) -> dict[str, Tensor] | None:
-    if isinstance(obj, Mapping) and obj and all(isinstance(v, Tensor) for v in obj.values()):
-        return dict(obj)
-    if isinstance(obj, Mapping):
-        for key in STATE_DICT_KEYS:
-            if key in obj:
-                found = _state_dict_in(obj[key])
-                if found is not None:
-                    return found
-    return None
-
-
-def model_names() -> list[str]:
-    import torchvision
-
-    return ["custom_3_layer", *torchvision.models.list_models(module=torchvision.models)]
+    return load_tensors(path), path
 
 
 def build_named(name: str, seed: int = 0) -> nn.Module:
-    """A model by name with its default random init, drawn from ``seed`` (the global RNG is left as it was)."""
-    if name not in model_names():
-        raise unknown("model", name, model_names())
+    """A model by name (:func:`~warmstart.transfer.registry.get_model`) with its default random init, drawn
+    from ``seed`` (the global RNG is left as it was)."""
+    if name not in list_models():
+        raise unknown("model", name, list_models())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if name == "custom_3_layer":
-            from warmstart.models import custom_3_layer
-
-            return custom_3_layer()
-        import torchvision
-
-        return torchvision.models.get_model(name, weights=None)
+        return get_model(name)
 
 
 def _looks_like_path(text: str) -> bool:
@@ -141,7 +104,7 @@ def inspect(target: str | Path, *, weights: str | Path | None = None, tol: float
         raise UserError(f"--tol must be >= 0, got {tol!r}")
     text = str(target)
     model_name = None
-    if Path(text).expanduser().exists() or (_looks_like_path(text) and text not in model_names()):
+    if Path(text).expanduser().exists() or (_looks_like_path(text) and text not in list_models()):
         if weights is not None:
             raise UserError(f"--weights goes with a model name (e.g. inspect mobilenet_v3_small --weights {weights}); "
                             f"{text} is a file already: inspect it alone")
@@ -154,7 +117,9 @@ def inspect(target: str | Path, *, weights: str | Path | None = None, tol: float
             source, where = model, f"{text}, random init (seed {seed})"
         else:
             source, file = load_state_dict(weights)
-            _check_fits(source, model, text, file)
+            head = find_head(model)  # a head of another size is fine: the rest must fit
+            rows = source.get(f"{head}.weight")
+            check_fits(source, model, text, str(file), head=head, orig_classes=rows.shape[0] if rows is not None else None)
             where = f"{text} weights from {file}"
     report = symmetry_report(source, tol)
     layers = {}
@@ -163,18 +128,6 @@ def inspect(target: str | Path, *, weights: str | Path | None = None, tol: float
         layers[name] = {**row, "flags": flags(row), "explanation": explain_layer(name, row)}
     return {"source": where, "model": model_name, "layers": layers,
             "flagged": [name for name, r in layers.items() if r["flags"]], "seconds": round(time.perf_counter() - t0, 3)}
-
-
-def _check_fits(sd: Mapping[str, Tensor], model: nn.Module, name: str, file: Path) -> None:
-    """The file must hold the model's parameters (by name); a different head size is fine."""
-    expected = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
-    have = {k for k in sd if not k.endswith("num_batches_tracked")}
-    missing, unexpected = sorted(expected - have), sorted(have - expected)
-    if missing or unexpected:
-        parts = ([f"missing {len(missing)} (e.g. {', '.join(missing[:3])})"] if missing else []) + \
-                ([f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})"] if unexpected else [])
-        raise UserError(f"--weights {file} does not hold {name}'s parameters: {'; '.join(parts)}; "
-                        f"pass the weights of a {name}, or inspect the file alone")
 
 
 def format_report(result: Mapping[str, Any], *, all_explanations: bool = False) -> str:

@@ -6,30 +6,13 @@ Used by ``warmstart report`` (which rebuilds a report from run directories alone
 
 from __future__ import annotations
 
-import csv
 import math
 import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-from warmstart.engine.run import METRICS, read_config, read_summary
-
-
-def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
-    """metrics.csv as a list of rows, numbers parsed (empty when the run logged no epoch)."""
-    p = Path(run_dir) / METRICS
-    if not p.is_file():
-        return []
-    with open(p, newline="") as f:
-        return [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def _num(v: str) -> Any:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return v
-    return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
+from warmstart.engine.layout import CONFUSION, LEARNING_CURVES
+from warmstart.engine.run import read_config, read_history, read_summary  # noqa: F401  (read_history: re-exported)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -92,9 +75,9 @@ def run_sections(run_dir: str | Path) -> list:
                     f"{tp:,} of {tot:,}" if tp is not None and tot else ""]],
                   caption="Final = the weights the run keeps (model.safetensors); best = the best epoch's accuracy, "
                           "chosen on the same validation images, so it flatters.")
-    figures = [Figure(run_dir / "learning_curves.png", "Loss and accuracy per epoch (solid: validation, dashed: training).",
+    figures = [Figure(run_dir / LEARNING_CURVES, "Loss and accuracy per epoch (solid: validation, dashed: training).",
                       wide=True),
-               Figure(run_dir / "confusion.png", "Confusion matrix on the validation images, final epoch.")]
+               Figure(run_dir / CONFUSION, "Confusion matrix on the validation images, final epoch.")]
     highlights = [("final val accuracy", pct(s["final_val_accuracy"])), ("best epoch", str(s.get("best_epoch", "")) +
                    (f" of {len(hist)}" if hist else "")), ("train time", seconds(float(s.get("train_seconds", 0))))]
     return [Section(f"Train: {s.get('strategy')} · {s.get('model')} · {data_name(s.get('data', ''))} ({run_dir.name})", paragraphs=[setup],

@@ -49,7 +49,7 @@ from warmstart.engine.loop import fit
 from warmstart.engine.plan import single_phase
 from warmstart.engine.run import Run, default_out
 from warmstart.errors import UserError
-from warmstart.experiments.restarts import BestOfK, best_of_k, check_restarts
+from warmstart.init.restarts import BestOfK, best_of_k, check_restarts
 from warmstart.init import apply_init, explain_layer, parse_init_spec, symmetry_report
 from warmstart.models import LECTURE_CONSTANT, LECTURE_CONSTANT_LINEAR, LECTURE_RANDOM, custom_3_layer
 
@@ -155,21 +155,24 @@ def explain_arm(model: nn.Module, start: nn.Module, layers: dict[str, dict], sta
 
 # ---------------------------------------------------------------------------------------------- the experiment
 
-def symmetry(data: str | Path | None = None, *, init: str | None = None, constant_linear: bool = False, epochs: int = 1,
+def symmetry(data: str | Path | None = None, *, init: str | None = None, constant_linear: bool = False, epochs: int | None = None,
              subset: int | None = DEFAULT_SUBSET, restarts: int = 1, restart_epochs: int = 1,
              out: str | Path | None = None, resume: bool = False, data_root: str | Path | None = None,
              val_fraction: float = 0.2, skip_bad_images: bool = False, quick: bool = False,
-             cfg: TrainConfig | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
+             cfg: TrainConfig | None = None, options: dict[str, Any] | None = None,
+             argv: list[str] | None = None) -> dict[str, Any]:
     """Train custom_3_layer from each arm's start; write the run directory; return summary.json's content.
 
     ``quick`` (the demo) caps the data at :data:`QUICK_SUBSET` images per class and split and trains 1 epoch.
-    ``restarts`` > 1 makes the random arm the best of K seeds (:mod:`warmstart.experiments.restarts`).
+    ``restarts`` > 1 makes the random arm the best of K seeds (:mod:`warmstart.init.restarts`).
     ``cfg`` holds the optimizer, learning rate, batch size, seed, device...: by default plain SGD (momentum
-    0.9), lr 0.01, constant schedule, batch 32.
+    0.9), lr 0.01, constant schedule, batch 32; its ``lr`` and ``epochs`` are used where given (``epochs``
+    here wins; 1 when neither says). ``argv``: the command line recorded in config.json.
     """
     t0 = time.perf_counter()
-    cfg = cfg or TrainConfig(optimizer="sgd", lr=DEFAULT_LR, schedule="constant")
+    cfg = (cfg or TrainConfig(optimizer="sgd", schedule="constant")).with_defaults(lr=DEFAULT_LR)
     lr = cfg.lr
+    epochs = epochs if epochs is not None else cfg.epochs if cfg.epochs is not None else 1
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise UserError(f"--epochs must be a whole number >= 1, got {epochs!r}")
     check_restarts(restarts, restart_epochs)
@@ -200,7 +203,7 @@ def symmetry(data: str | Path | None = None, *, init: str | None = None, constan
                                                        "restart_epochs": restart_epochs, "val_fraction": val_fraction,
                                                        **cfg.to_dict()},
                                 "arms": specs, "preprocess": PREPROCESS.to_dict()},
-              resume=resume, tensorboard=cfg.tensorboard).start()
+              resume=resume, tensorboard=cfg.tensorboard, argv=argv).start()
 
     def train(model: nn.Module, arm_run: Run, n_epochs: int):
         return fit(model, train_set, val_set, single_phase(model, n_epochs, lr), cfg, num_classes=n, run=arm_run,

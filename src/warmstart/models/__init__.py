@@ -19,6 +19,7 @@ from warmstart.models.custom import (LECTURE_CONSTANT, LECTURE_CONSTANT_LINEAR, 
 class ModelEntry:
     build: Callable[[int], nn.Module]          # num_classes -> model
     meta: dict[str, Any] = field(default_factory=dict)  # default preprocessing (the weights metadata format)
+    num_classes: int = 10                               # classes when the caller does not say
 
 
 SMALL_META = {"input_size": 32, "resize": 32, "interpolation": "bilinear", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}

@@ -53,12 +53,12 @@ def create_model(arch: str, num_classes: int | None, weights: Weights | None = N
     if weights.pretrained:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(AUX_PREFIXES.get(arch, ("\0",)))}
         keep_head = num_classes is None
-        _check_fits(state_dict, model, arch, weights, head=None if keep_head else head, orig_classes=orig)
+        check_fits(state_dict, model, arch, weights.where, head=None if keep_head else head, orig_classes=orig)
         if not keep_head:
             state_dict = {k: v for k, v in state_dict.items() if not _under(k, head)}
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
         left = [k for k in missing if not _under(k, head) and not k.endswith("num_batches_tracked")]
-        assert not left and not unexpected, (left, unexpected)  # _check_fits guarantees this
+        assert not left and not unexpected, (left, unexpected)  # check_fits guarantees this
     model.warmstart_pretrained = weights.pretrained
     model.warmstart_head = head
     return model
@@ -116,12 +116,12 @@ def _build_torchvision(arch: str, num_classes: int, weights: Weights) -> nn.Modu
         raise UserError(f"cannot build {arch} with {kwargs} (from {weights.where} model_kwargs): {e}") from None
 
 
-def _check_fits(
-    state_dict: Mapping[str, torch.Tensor], model: nn.Module, arch: str, weights: Weights, *, head: str | None, orig_classes: int | None
-) -> None:
+def check_fits(state_dict: Mapping[str, torch.Tensor], model: nn.Module, arch: str, where: str, *, head: str | None = None,
+               orig_classes: int | None = None) -> None:
     """Raise a UserError naming the first tensor that does not fit, as strict loading would refuse it.
 
     With ``head`` given, the head's tensors are expected with ``orig_classes`` rows (they are then replaced).
+    ``where`` names the weights in the message. Used by create_model and ``inspect``.
     """
     problems: list[str] = []
     for key, want in model.state_dict().items():
@@ -138,7 +138,7 @@ def _check_fits(
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise UserError(
-            f"weights {weights.where} do not fit {arch}: {problems[0]}{more}; are they for another architecture?"
+            f"weights {where} do not fit {arch}: {problems[0]}{more}; are they for another architecture?"
         )
 
 
@@ -152,7 +152,7 @@ def _create_timm(arch: str, num_classes: int | None, weights: Weights) -> nn.Mod
     model = timm.create_model(name, pretrained=False, num_classes=orig if weights.pretrained else n)
     if weights.pretrained:
         state_dict = weights.load_state_dict()
-        _check_fits(state_dict, model, arch, weights, head=None, orig_classes=orig)
+        check_fits(state_dict, model, arch, weights.where, head=None, orig_classes=orig)
         model.load_state_dict(state_dict, strict=True)
         if num_classes is not None:
             model.reset_classifier(num_classes)  # timm's own head re-initialisation

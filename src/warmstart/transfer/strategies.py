@@ -67,6 +67,26 @@ class Strategy:
         """Whether the strategy only makes sense from pretrained weights (all but ``scratch``)."""
         return self.kind != "scratch"
 
+    @property
+    def from_scratch(self) -> bool:
+        """``scratch``: a random start, every layer trains from the first epoch."""
+        return self.kind == "scratch"
+
+    @property
+    def head_only(self) -> bool:
+        """``transfer``: only the new head ever trains."""
+        return self.kind == "transfer"
+
+    @property
+    def fine_tunes(self) -> bool:
+        """Pretrained blocks train (at the backbone learning rate): finetune-last, finetune-all, gradual."""
+        return self.kind in ("finetune-last", "finetune-all", "gradual")
+
+    @property
+    def keeps_frozen_layers(self) -> bool:
+        """Some pretrained layers stay frozen through the run (what a feature cache can serve)."""
+        return self.kind in ("transfer", "finetune-last", "gradual")
+
     def __str__(self) -> str:
         return self.spec
 

@@ -255,8 +255,7 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         obj = safe_torch_load(path, what="weights file",
                               todo="save the weights with torch.save(model.state_dict(), path) or as .safetensors",
                               damaged="the file is damaged or not a PyTorch weights file")
-    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
-        obj = obj["model"]
+    obj = _state_dict_in(obj)
     if not isinstance(obj, Mapping) or not obj:
         raise UserError(f"{path}: expected a state_dict (a dict of tensors), got {type(obj).__name__}")
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
@@ -267,6 +266,20 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         if all(k.startswith(prefix) for k in sd):
             sd = {k[len(prefix):]: v for k, v in sd.items()}
     return sd
+
+
+#: where checkpoint dicts keep their state_dict (warmstart's own, Lightning-style, and common scripts)
+STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict")
+
+
+def _state_dict_in(obj: Any) -> Any:
+    """The state_dict inside a checkpoint dict (under one of STATE_DICT_KEYS, nested), else ``obj`` itself."""
+    while isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        inner = next((obj[k] for k in STATE_DICT_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            return obj
+        obj = inner
+    return obj
 
 
 def save_weights(path: str | Path, state_dict: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> Path:

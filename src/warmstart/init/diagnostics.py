@@ -40,10 +40,10 @@ import torch
 from torch import nn
 
 from warmstart.engine import io
+from warmstart.engine.layout import SIGNAL_CSV, SIGNAL_JSON
 from warmstart.errors import UserError
 from warmstart.init.signal import SignalStats, signal_stats
 
-SIGNAL_JSON, SIGNAL_CSV = "signal.json", "signal.csv"
 LAYERS_PNG, HIST_INIT_PNG, HIST_FINAL_PNG = "signal_layers.png", "signal_histograms_init.png", "signal_histograms_final.png"
 
 

@@ -1,0 +1,134 @@
+"""What ``ws.train`` and ``ws.compare`` return: the outcome of a run, in memory and on disk.
+
+A :class:`TrainResult` holds the trained model itself (``.model``), where its run directory is
+(``.run_dir``), the dict written to ``summary.json`` (``.summary``), one row per epoch (``.history``) and
+``.predict(images)``; in Jupyter it shows a table and the learning curves inline (``_repr_html_``).
+:func:`load_run` rebuilds one from a finished run directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from warmstart.engine import layout
+from warmstart.engine.run import read_history, read_summary
+
+#: summary.json keys shown in the HTML table (in this order, when present)
+SHOWN = ("strategy", "model", "weights", "epochs", "best_val_accuracy", "final_val_accuracy", "best_epoch", "train_seconds",
+         "train_images", "val_images", "lr", "backbone_lr", "label_smoothing", "augment", "feature_cache", "device")
+
+
+def _png(path: Path) -> str:
+    """An <img> with the PNG embedded as base64 (the notebook keeps it when the run directory moves)."""
+    if not path.is_file():
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" style="max-width:100%">'
+
+
+def _table(rows: Sequence[tuple[str, Any]]) -> str:
+    def cell(v: Any) -> str:
+        return html.escape(f"{v:.4g}" if isinstance(v, float) else str(v))
+
+    body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{cell(v)}</td></tr>" for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+@dataclass
+class TrainResult:
+    """One finished training run: ``model`` (in memory, on the CPU), ``run_dir``, ``summary``, ``history``."""
+
+    model: Any = field(repr=False)
+    run_dir: Path
+    summary: dict[str, Any] = field(repr=False)
+    history: list[dict[str, Any]] = field(repr=False)
+    weights: Any = field(repr=False, default=None)  # the run's Weights: preprocessing and class names
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.summary.get("classes") or [])
+
+    def predict(self, images: Any, *, top_k: int = 5) -> list[dict[str, Any]]:
+        """Top-k classes with probabilities per image, prepared exactly as the validation images were.
+
+        ``images``: a file, a folder (its images, recursively), a PIL image, a 3 x H x W tensor, or a list of them.
+        Returns ``[{"image", "predictions": [{"class", "probability"}]}]`` like ``warmstart predict --json``.
+        """
+        from warmstart.transfer.inference import check_top_k, image_paths, probabilities, top_k as top_k_of
+
+        check_top_k(top_k)
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        expanded: list[Any] = []
+        for item in items:
+            expanded += image_paths([item]) if isinstance(item, (str, Path)) else [item]
+        labels = [str(x) if isinstance(x, (str, Path)) else f"<{type(x).__name__} {i}>" for i, x in enumerate(expanded)]
+        probs = probabilities(self.model, self.weights, expanded)
+        return top_k_of(probs, self.classes or self.weights.categories, labels, top_k)
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (f"TrainResult({s.get('strategy')} {s.get('model')}: final val accuracy {s.get('final_val_accuracy', 0):.4f}, "
+                f"best {s.get('best_val_accuracy', 0):.4f}; run_dir={str(self.run_dir)!r})")
+
+    def _repr_html_(self) -> str:
+        rows = [(k, self.summary[k]) for k in SHOWN if k in self.summary]
+        return (f"<div><b>warmstart train</b> — {html.escape(str(self.run_dir))}{_table(rows)}"
+                f"{_png(self.run_dir / layout.LEARNING_CURVES)}</div>")
+
+
+@dataclass
+class CompareResult:
+    """One finished ``compare``: ``summary`` (summary.json), ``reading`` (its written reading), ``table``
+    (one row per strategy), ``curves`` (the learning-curves PNG), ``run_dir`` and the report's path."""
+
+    run_dir: Path
+    summary: dict[str, Any] = field(repr=False)
+
+    @property
+    def report(self) -> Path:
+        return Path(self.summary.get("report", self.run_dir / "report.html"))
+
+    @property
+    def table(self) -> list[dict[str, Any]]:
+        rows = []
+        for spec in self.summary.get("ranking", []):
+            p = self.summary["strategies"][spec]
+            rows.append({"strategy": spec, "final_val_accuracy": p["final_val_accuracy"]["mean"],
+                         "final_val_accuracy_std": p["final_val_accuracy"].get("std", 0.0), "seeds": p.get("seeds", 1),
+                         "train_seconds": p["train_seconds"]["mean"]})
+        return rows
+
+    @property
+    def reading(self) -> str:
+        """The report's written reading (report.md's text), or the best strategy when there is none."""
+        md = self.run_dir / "report.md"
+        return md.read_text() if md.is_file() else f"best: {self.summary.get('best')}"
+
+    @property
+    def curves(self) -> Path:
+        return self.run_dir / layout.LEARNING_CURVES
+
+    def __repr__(self) -> str:
+        return f"CompareResult(best={self.summary.get('best')!r}, run_dir={str(self.run_dir)!r})"
+
+    def _repr_html_(self) -> str:
+        head = "<tr><th>strategy</th><th>final val accuracy</th><th>± std</th><th>seeds</th><th>s/run</th></tr>"
+        body = "".join(f"<tr><td>{html.escape(r['strategy'])}</td><td>{r['final_val_accuracy']:.4f}</td>"
+                       f"<td>{r['final_val_accuracy_std']:.4f}</td><td>{r['seeds']}</td><td>{r['train_seconds']:.1f}</td></tr>"
+                       for r in self.table)
+        return (f"<div><b>warmstart compare</b> — best: {html.escape(str(self.summary.get('best')))} — "
+                f"{html.escape(str(self.run_dir))}<table>{head}{body}</table>{_png(self.curves)}</div>")
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> TrainResult:
+    """A finished ``train`` run directory as a :class:`TrainResult` (model loaded from model.safetensors)."""
+    from warmstart.transfer.inference import load_model
+
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir)
+    model, weights = load_model(run_dir, device)
+    return TrainResult(model=model, run_dir=run_dir, summary=summary, history=read_history(run_dir), weights=weights)

@@ -1,0 +1,325 @@
+"""The recipe of `warmstart train` (and ``ws.train``, and every arm of ``compare``), in the library.
+
+    DataSpec ─ load ─> splits ─ ImageDataset (decoded once, preprocessing from the weights) ─┐
+    TrainSpec.weights ─ resolve_weights ─> Weights ─ create_model ─> model ─ layer_groups ─┐
+    head input features (trunk run once) ─ fit_probe ─> the new head starts at the linear probe
+    TrainSpec.strategy.phases (learning rates from the recipe) ─> plan
+    plan + frozen prefix + no augmentation ─> FeatureCache (trunk run once) ─> engine.fit(head)
+    otherwise                                                               ─> engine.fit(model)
+
+**The defaults** (every part can be overridden). For every strategy that starts from pretrained weights,
+the new head starts where a linear probe on the frozen features ends (``transfer.probe``: logistic
+regression solved to the optimum, pulled towards the best-matching rows of the pretrained classifier when
+cross-validation on the training split says that helps). The epochs then train at a tenth of the usual head
+learning rate (AdamW 1e-4; the blocks that fine-tune get a tenth of that, 1e-5) with label smoothing 0.1
+(:func:`default_label_smoothing`), pretrained BatchNorm statistics frozen, on centre crops. This is LP-FT
+(Kumar et al., ICLR 2022): starting fine-tuning from a random head lets its large early gradients distort the
+pretrained features. Measured on hymenoptera (README; 153 validation images, one image = 0.65 points), best /
+final: the probe lifts transfer from 0.908 (final) to 0.948/0.948 (0.948/0.941 with label smoothing) and
+fine-tuning all layers from 0.915/0.908 to 0.941/0.935, and label smoothing to 0.961/0.954; random crops and a
+10x larger learning rate never helped from a probe head (0-1.3 points lower). Training from scratch (or
+``head_init="random"``) keeps AdamW 1e-3, no label smoothing, and random crops + flips.
+
+The run directory ends with ``model.safetensors`` + ``model.json`` (the weights' metadata, updated for the
+new head): a finished run is itself a valid ``--weights PATH`` for the next run, for ``predict`` and ``export``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from warmstart.data import ImageDataset, Normalizer, describe_splits
+from warmstart.data.loading import DataSplits
+from warmstart.data.spec import DataSpec
+from warmstart.engine import layout
+from warmstart.engine.config import TrainConfig
+from warmstart.engine.console import log
+from warmstart.engine.distributed import cores_per_rank, threads
+from warmstart.engine.loop import FitResult, amp_dtype, fast_cpu_channels_last, fit, resolve_device
+from warmstart.engine.run import Run
+from warmstart.errors import UserError
+from warmstart.transfer.backbones import create_model
+from warmstart.transfer.features import FeatureCache, cache_key, split_at
+from warmstart.transfer.spec import TrainSpec
+from warmstart.transfer.groups import layer_groups
+from warmstart.transfer.weights import Weights, resolve_weights, save_weights
+
+#: default learning rate of a head that starts at random, per optimizer; a head that starts at its linear probe
+#: gets a tenth of it (PROBE_LR_FACTOR), and fine-tuned blocks a tenth of the head's (Strategy.phases)
+DEFAULT_LR = {"adamw": 1e-3, "sgd": 1e-2}
+PROBE_LR_FACTOR = 0.1
+#: label smoothing of the epochs after a linear-probe head (timm's default for fine-tuning); 0 from a random head
+PROBE_LABEL_SMOOTHING = 0.1
+DEFAULT_EPOCHS = 5
+#: heads on cached features smaller than this train on one thread
+SMALL_HEAD_PARAMS = 1_000_000
+#: --feature-cache auto keeps features in memory up to this many bytes (float32), e.g. 262,144 images of
+#: MobileNetV3-Small's 1024 features; above it they go to disk as a float16 memory map (2 bytes per value)
+FEATURE_MEMORY_LIMIT = 1 << 30
+
+
+@dataclass
+class Prepared:
+    """Everything a training arm needs, built once and shareable between arms (``compare``)."""
+
+    splits: DataSplits
+    weights: Weights
+    train_plain: ImageDataset        # centre crops: evaluation transform, what a feature cache stores
+    train_aug: ImageDataset | None   # random crops + flips (the same decoded cache)
+    val: ImageDataset
+    features: dict[str, Any]         # shared feature caches, keyed by cache_key
+
+
+def prepare(data: DataSpec, *, arch: str, weights: str, augment: bool, seed: int = 0) -> Prepared:
+    """Resolve weights and data, decode the images once. Validates everything before anything is written."""
+    w = resolve_weights(weights, arch)
+    splits = data.load(seed=seed)
+    log(describe_splits(splits) + (" (validation = the data set's test split)" if splits.val_is_test else ""))
+    pre = w.preprocess
+    decoders = cores_per_rank()  # decoding scales with cores (PIL releases the GIL)
+    plain = ImageDataset(splits.train, pre, train=True, skip_bad_images=data.skip_bad_images, workers=decoders)
+    aug = plain.with_augmentation(scale=(0.35, 1.0)) if augment else None
+    val = ImageDataset(splits.val, pre, skip_bad_images=data.skip_bad_images, workers=decoders)
+    return Prepared(splits, w, plain, aug, val, {})
+
+
+def prepare_for(data: DataSpec, spec: TrainSpec, cfg: TrainConfig) -> Prepared:
+    """:func:`prepare` for one TrainSpec (augmented images only when it augments)."""
+    return prepare(data, arch=spec.model, weights=spec.weights_to_load, augment=spec.augments, seed=cfg.seed)
+
+
+def default_lr(optimizer: str, *, probed: bool) -> float:
+    """The recipe's head learning rate: DEFAULT_LR, a tenth of it when the head starts at its linear probe."""
+    return DEFAULT_LR[optimizer] * (PROBE_LR_FACTOR if probed else 1.0)
+
+
+def default_label_smoothing(*, probed: bool) -> float:
+    """The recipe's label smoothing: PROBE_LABEL_SMOOTHING when the head starts at its linear probe, else 0.
+
+    The probe already fits the training crops (hymenoptera: train accuracy 0.996, loss 0.03), so under plain
+    cross-entropy what is left to learn is a handful of images, while AdamW's steps keep their size (the first
+    conv moved as far with smoothing as without, measured). Our reading, not proven: smoothed targets, which no
+    image reaches, make the fine-tuning steps follow the whole batch rather than those few. Measured (README):
+    fine-tuning all layers of MobileNetV3-Small on hymenoptera, final accuracy 0.950 vs 0.941 over 3 seeds;
+    MobileNetV2 0.984 vs 0.974 (2 seeds); a CIFAR-10 subset 0.569 vs 0.573 (2 seeds, within noise).
+    """
+    return PROBE_LABEL_SMOOTHING if probed else 0.0
+
+
+def build_model(prepared: Prepared, spec: TrainSpec, *, seed: int, batch_size: int = 32) -> nn.Module:
+    """The model of one arm: pretrained with a new head, or (scratch) randomly initialised by ``spec.init``.
+
+    ``init`` ``lsuv`` is measured on one training batch (``batch_size`` images drawn with ``seed``).
+    """
+    torch.manual_seed(seed)
+    n = prepared.splits.num_classes
+    if spec.strategy.from_scratch:
+        model = create_model(spec.model, n, resolve_weights("none", spec.model))
+        if spec.init is not None:
+            from warmstart.init.data_init import init_model, is_lsuv, sample_batch
+
+            batch = sample_batch(prepared.train_plain, batch_size, seed=seed,
+                                 normalize=Normalizer.of(prepared.weights.preprocess))[0] if is_lsuv(spec.init) else None
+            init_model(model, spec.init, batch=batch, generator=seed)
+        return model
+    if not prepared.weights.pretrained:
+        raise UserError(f"strategy {spec.strategy.spec} reuses pretrained layers but --weights is none; "
+                        "pass --weights imagenet or a weights file, or use --strategy scratch")
+    return create_model(spec.model, n, prepared.weights)
+
+
+def plan(model: nn.Module, spec: TrainSpec, cfg: TrainConfig, *, probed: bool = False) -> list:
+    """The phases ``spec.strategy`` trains ``model`` in (validates K, learning rates and the BN policy).
+
+    ``cfg.lr`` defaults to the recipe's (:func:`default_lr`: lower when the head starts at its linear probe).
+    """
+    lr = cfg.lr if cfg.lr is not None else default_lr(cfg.optimizer, probed=probed)
+    return spec.strategy.phases(layer_groups(model), epochs=cfg.epochs or DEFAULT_EPOCHS, lr=lr, backbone_lr=cfg.backbone_lr,
+                                lr_decay=cfg.lr_decay, bn=spec.bn, pretrained=bool(getattr(model, "warmstart_pretrained", False)))
+
+
+def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, resume: bool = False,
+            model: nn.Module | None = None, callbacks: Sequence = (), diagnostics: bool = False
+            ) -> tuple[nn.Module, FitResult, dict[str, Any]]:
+    """Train one (model, strategy) arm into ``run``; returns the model, the fit result and the summary.
+
+    ``diagnostics`` records per-layer signal statistics of the trained network at init and after every epoch
+    (signal.json/csv and PNGs in the run directory, TensorBoard histograms with ``cfg.tensorboard``).
+    ``spec.augments`` trains on random crops + flips (``prepared`` must have been made with augmentation); it
+    turns the feature cache off, since every epoch then needs the frozen layers again.
+    """
+    t0 = time.perf_counter()
+    cfg = cfg.with_defaults(epochs=DEFAULT_EPOCHS)
+    strategy = spec.strategy
+    model = model if model is not None else build_model(prepared, spec, seed=cfg.seed, batch_size=cfg.batch_size)
+    groups = layer_groups(model)
+    probe_info: dict[str, Any] | None = None
+    probe_seconds = 0.0
+    if spec.head_init == "probe" and not strategy.from_scratch and getattr(model, "warmstart_pretrained", False):
+        p0 = time.perf_counter()
+        probe_info = _probe_head(prepared, run, model, groups, cfg, spec.feature_cache, resume=resume)
+        probe_seconds = time.perf_counter() - p0
+    probed = probe_info is not None
+    phases = plan(model, spec, cfg, probed=probed)
+    lr = phases[-1].groups[-1].lr  # the head's, as the recipe resolved it (the head group is last)
+    cfg = cfg.with_defaults(label_smoothing=default_label_smoothing(probed=probed))
+    frozen = strategy.frozen_prefix(groups, epochs=cfg.epochs) if not strategy.from_scratch else []
+    if spec.augments and prepared.train_aug is None:
+        raise ValueError("run_arm: this TrainSpec augments, so prepare(..., augment=True) is needed")
+    train_set = prepared.train_aug if spec.augments else prepared.train_plain
+    normalize = Normalizer.of(prepared.weights.preprocess)
+    use_cache = spec.feature_cache != "off" and bool(frozen) and not spec.augments
+    feature_seconds = 0.0
+    net = model
+    if spec.feature_cache in ("memory", "disk") and not frozen:
+        log(f"feature cache off: strategy {strategy.spec} trains every layer, nothing stays frozen to cache")
+    if use_cache:
+        f0 = time.perf_counter()
+        trunk, net = split_at(model, groups, len(frozen))
+        train_set, val_set = (_features(prepared, trunk, ds, which, frozen[-1].name, cfg, spec.feature_cache, run)
+                              for ds, which in ((prepared.train_plain, "train"), (prepared.val, "val")))
+        feature_seconds = time.perf_counter() - f0
+        log(f"feature cache: {len(frozen)} frozen groups run once ({feature_seconds:.1f} s); the head trains on "
+            f"{tuple(train_set.feature_shape)} features")
+        normalize = None
+    else:
+        val_set = prepared.val
+    diag = None
+    if diagnostics and run.main:
+        diag = _diagnostics(prepared.train_plain if not use_cache else train_set, net, run, cfg, normalize, resume)
+        callbacks = [*callbacks, diag]
+    # a small head on cached features is many tiny ops: extra intra-op threads only spin (measured on a busy
+    # 2-core machine: hymenoptera's 5 transfer epochs took 2.4 s with 2 threads, 0.1 s with one)
+    small = use_cache and sum(p.numel() for p in net.parameters()) < SMALL_HEAD_PARAMS
+    try:
+        with threads(1 if small else None):
+            result = fit(net, train_set, val_set, phases, cfg, num_classes=prepared.splits.num_classes, run=run,
+                         normalize=normalize, resume=resume, callbacks=callbacks)
+    finally:
+        if diag is not None:
+            diag.finish(title=spec.model)
+    model.to("cpu")
+    # every epoch's seconds, those before a --resume included (the history comes back from the checkpoint),
+    # plus the frozen features and the probe of this process
+    train_seconds = sum(float(row["seconds"]) for row in result.history) + feature_seconds + probe_seconds
+    trainable = {n for ph in phases for n in ph.trainable}
+    summary = {
+        "strategy": strategy.spec, "model": spec.model, "weights": "none" if strategy.from_scratch else prepared.weights.where,
+        "epochs": cfg.epochs, "best_val_accuracy": result.best_val_accuracy, "final_val_accuracy": result.final_val_accuracy,
+        "train_seconds": round(train_seconds, 3),
+        "train_images_per_second": round(len(prepared.train_plain) * len(result.history) / max(1e-9, train_seconds), 1),
+        "trainable_params": sum(p.numel() for n, p in model.named_parameters() if n in trainable),
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "best_epoch": result.best_epoch, "classes": prepared.splits.classes, "data": prepared.splits.source,
+        "val_is_test": prepared.splits.val_is_test, "train_images": len(prepared.train_plain), "val_images": len(prepared.val),
+        "feature_cache": bool(use_cache), "feature_seconds": round(feature_seconds, 3),
+        "probe_seconds": round(probe_seconds, 3), "augment": spec.augments,
+        "head_init": probe_info if probed else "random", "lr": lr,
+        "backbone_lr": (cfg.backbone_lr if cfg.backbone_lr is not None else lr / 10) if strategy.fine_tunes else None,
+        "bn": spec.bn, "label_smoothing": cfg.label_smoothing,
+        "stopped_early": result.stopped_early, "per_class_accuracy": result.per_class_accuracy, "confusion": result.confusion,
+        "seconds": round(time.perf_counter() - t0, 3), "device": str(resolve_device(cfg.device)),
+    }
+    if run.main:
+        meta = dict(prepared.weights.meta)
+        meta.update(arch=spec.model, num_classes=prepared.splits.num_classes, categories=prepared.splits.classes,
+                    source=f"warmstart train ({strategy.spec}) in {run.dir}")
+        save_weights(run.dir / layout.MODEL, model.state_dict(), meta)
+        run.write_summary(summary)
+        _plots(run, result, prepared.splits.classes)
+    return model, result, summary
+
+
+def _diagnostics(dataset, net: nn.Module, run: Run, cfg: TrainConfig, normalize, resume: bool):
+    from warmstart.init.data_init import sample_batch
+    from warmstart.init.diagnostics import SignalDiagnostics
+
+    batch = sample_batch(dataset, cfg.batch_size, seed=cfg.seed, normalize=normalize)
+    diag = SignalDiagnostics(batch, run.dir, tensorboard=run.tensorboard() if cfg.tensorboard else None)
+    if not (resume and diag.restore(len(run.rows))):
+        diag.start(net)
+    return diag
+
+
+def _features(prepared: Prepared, trunk, dataset, which: str, layer: str, cfg: TrainConfig, mode: str, run: Run) -> FeatureCache:
+    w = prepared.weights
+    key = cache_key(w.fingerprint, w.preprocess, f"{prepared.splits.fingerprint}:{which}", layer)
+    if key in prepared.features:
+        return prepared.features[key]
+    # auto: in memory (float32) up to FEATURE_MEMORY_LIMIT, else memory-mapped float16 on disk in the run directory
+    path = run.dir / layout.FEATURES / f"{which}-{key}.npy" if mode in ("disk", "auto") else None
+    device = resolve_device(cfg.device)
+    cache = FeatureCache.build(trunk, dataset, normalize=Normalizer.of(w.preprocess), batch_size=max(64, cfg.batch_size),
+                               device=device, path=path, memory_limit=FEATURE_MEMORY_LIMIT if mode == "auto" else None,
+                               channels_last=cfg.channels_last or fast_cpu_channels_last(device),
+                               autocast=amp_dtype(device, cfg.amp), fold_bn=True)
+    prepared.features[key] = cache
+    return cache
+
+
+def _probe_head(prepared: Prepared, run: Run, model: nn.Module, groups, cfg: TrainConfig, mode: str, *,
+                resume: bool) -> dict[str, Any] | None:
+    """Start the new head at the linear probe solved on the frozen features of the training images (LP-FT).
+
+    The features entering the head are computed once (shared with a transfer run's feature cache); the probe
+    is solved on them (``transfer.probe``: prior and regularisation chosen by cross-validation on the
+    training split) and copied into the head. A resumed run takes its head from the checkpoint instead.
+    """
+    from warmstart.transfer.probe import fit_probe
+
+    if resume and run.checkpoint_path.exists() and (run.dir / layout.PROBE).is_file():
+        return json.loads((run.dir / layout.PROBE).read_text())
+    head_name = groups[-1].modules[0]
+    head = model.get_submodule(head_name)
+    if not isinstance(head, nn.Linear):
+        log(f"linear probe skipped: the head {head_name} is a {type(head).__name__}, not a Linear layer")
+        return None
+    try:
+        trunk, _ = split_at(model, groups, len(groups) - 1)
+    except UserError as e:
+        log(f"linear probe skipped ({e}); the head starts at random")
+        return None
+    f0 = time.perf_counter()
+    feats = _features(prepared, trunk, prepared.train_plain, "train", groups[-2].name, cfg, mode, run)
+    f1 = time.perf_counter()
+    x, y = feats.tensors()
+    x = x.flatten(1)
+    prior = None
+    sd = prepared.weights.load_state_dict()
+    if f"{head_name}.weight" in sd and f"{head_name}.bias" in sd:
+        prior = (sd[f"{head_name}.weight"], sd[f"{head_name}.bias"])
+    probe = fit_probe(x, y, prepared.splits.num_classes, prior=prior, seed=cfg.seed)
+    with torch.no_grad():
+        head.weight.copy_(probe.weight.reshape(head.weight.shape))
+        if head.bias is not None:
+            head.bias.copy_(probe.bias)
+    log(f"{probe.describe(prepared.weights.categories)}; on {tuple(x.shape)} features of the training images "
+        f"({f1 - f0:.1f} s to compute)")
+    info = probe.to_dict()
+    if run.main:
+        run.write_json(layout.PROBE, info)
+    return info
+
+
+def _plots(run: Run, result: FitResult, classes: list[str]) -> None:
+    from warmstart.report.plots import confusion_matrix, learning_curves
+
+    learning_curves({run.dir.name: result.history}, run.dir / layout.LEARNING_CURVES)
+    confusion_matrix(result.confusion, classes, run.dir / layout.CONFUSION, title="validation, final epoch")
+
+
+def check(prepared: Prepared, spec: TrainSpec, cfg: TrainConfig) -> nn.Module:
+    """Everything that can still be wrong once data and weights are read (weights that do not fit, the init
+    spec on this model, K of finetune-last, the learning rates, the device): raised here, before a run
+    directory exists. Returns the built model (the arm's start)."""
+    net = build_model(prepared, spec, seed=cfg.seed, batch_size=cfg.batch_size)
+    plan(net, spec, cfg)
+    resolve_device(cfg.device)
+    return net
+
