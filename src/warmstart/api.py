@@ -40,8 +40,8 @@ def train(data: str | Path | None = None, *, model: str = "mobilenet_v3_small", 
 
     Every keyword is the CLI option of the same name (``warmstart train --help``). Besides: ``overwrite=True``
     replaces an existing run in ``out``; ``resume=RUN_DIR`` continues that run (its options come from its
-    config.json; a keyword given here that differs from it is an error); ``quiet=True`` silences the log and
-    the progress bars.
+    config.json; a keyword given here with a value other than its default that differs from the run's is an
+    error); ``quiet=True`` silences the log and the progress bars.
     """
     options = {k: v for k, v in locals().items()}
     return train_options(options, given=_given(train, options))

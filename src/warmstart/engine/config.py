@@ -41,6 +41,7 @@ class TrainConfig:
     channels_last: bool | None = None  # None = auto: on for x86 CPUs (oneDNN; 1.35x measured), off elsewhere
     workers: int = 0
     eval_batch_size: int = 0     # 0 = 2 x batch_size
+    quiet: bool = False          # no log lines, no progress bars (errors and warnings still show)
     tensorboard: bool = False
 
     def __post_init__(self) -> None:

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from warmstart.engine import checkpoint as ckpt
 from warmstart.engine.config import TrainConfig
-from warmstart.engine.console import log, progress
+from warmstart.engine.console import log, progress, quiet
 from warmstart.engine.distributed import World, all_gather_objects, all_reduce_sum, init_from_env
 from warmstart.engine.metrics import accuracy, confusion, per_class_accuracy
 from warmstart.engine.optim import build_optimizer, build_scheduler
@@ -186,6 +186,15 @@ def _to(x: torch.Tensor, device: torch.device, normalize: nn.Module | None, chan
 def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence[Phase], cfg: TrainConfig, *,
         num_classes: int, run=None, normalize: nn.Module | None = None, resume: bool = False,
         callbacks: Sequence[Callback] = ()) -> FitResult:
+    """Train ``model`` through ``phases`` (one fresh optimizer each); ``cfg.quiet`` silences the log and bars."""
+    with quiet(cfg.quiet):
+        return _fit(model, train_set, val_set, phases, cfg, num_classes=num_classes, run=run, normalize=normalize,
+                    resume=resume, callbacks=callbacks)
+
+
+def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence[Phase], cfg: TrainConfig, *,
+         num_classes: int, run=None, normalize: nn.Module | None = None, resume: bool = False,
+         callbacks: Sequence[Callback] = ()) -> FitResult:
     device = resolve_device(cfg.device)
     world = init_from_env(device.type)
     if device.type == "cuda":  # one GPU per rank under torchrun: its LOCAL_RANK-th
