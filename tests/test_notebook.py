@@ -19,6 +19,10 @@ NOTEBOOK = REPO / "examples" / "lecture.ipynb"
 CELL_TIMEOUT = int(os.environ.get("WARMSTART_NOTEBOOK_CELL_TIMEOUT", "600"))  # seconds; a stuck cell fails the test
 
 
+def _prepend(path: str, variable: str) -> str:
+    return os.pathsep.join([path] + [p for p in os.environ.get(variable, "").split(os.pathsep) if p])
+
+
 def _tree(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*") if ".ipynb_checkpoints" not in p.parts}
 
@@ -39,8 +43,8 @@ def test_the_lecture_notebook_runs_and_its_results_hold(data_root, weights_dir, 
     # importing the same warmstart as the tests; the data and weights these tests use; temporary files in tmp_path
     write_kernel_spec(tmp_path / "jupyter" / "kernels" / "python3")
     src = str(Path(warmstart.__file__).resolve().parents[1])
-    monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join([str(tmp_path / "jupyter"), os.environ.get("JUPYTER_PATH", "")]))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("JUPYTER_PATH", _prepend(str(tmp_path / "jupyter"), "JUPYTER_PATH"))
+    monkeypatch.setenv("PYTHONPATH", _prepend(src, "PYTHONPATH"))
     monkeypatch.setenv("WARMSTART_DATA", str(data_root))
     monkeypatch.setenv("WARMSTART_SHARED", str(weights_dir.parent))
     monkeypatch.setenv("TMPDIR", str(tmp_path))
