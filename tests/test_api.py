@@ -211,3 +211,19 @@ def test_cli_ws_train_and_the_readme_example_train_the_same(tmp_path, hymenopter
         assert by_cli[key] == by_ws[key] == by_parts[key], key
     hist = [json.loads(json.dumps(h)) for h in (scope["fit_result"].history,)][0]
     assert abs(float(hist[-1]["val_loss"]) - ws.load_run(tmp_path / "cli").history[-1]["val_loss"]) < 1e-5
+
+
+def test_compare_returns_its_table_reading_and_curves(tmp_path):
+    c = ws.compare("digits", strategies="scratch", seeds=2, model="custom_3_layer", weights="none", epochs=1, subset=6,
+                   batch_size=8, lr=0.004, out=tmp_path / "cmp", quiet=True)
+    assert c.run_dir == tmp_path / "cmp" and c.summary["best"] == "scratch"
+    assert json.loads((c.run_dir / "summary.json").read_text())["best"] == "scratch"
+    [row] = c.table
+    assert row["strategy"] == "scratch" and row["seeds"] == 2 and 0 <= row["final_val_accuracy"] <= 1
+    assert "scratch" in c.reading and c.curves.is_file()
+    assert read_config(c.run_dir)["options"]["lr"] == 0.004  # the config's lr reached the arms
+    assert all(r["lr"] == 0.004 for r in (json.loads(p.read_text()) for p in c.run_dir.glob("*/summary.json")))
+    html = c._repr_html_()
+    assert "<table" in html and "data:image/png;base64," in html
+    with pytest.raises(ws.UserError, match="already holds a run"):
+        ws.compare("digits", strategies="scratch", model="custom_3_layer", weights="none", out=tmp_path / "cmp", quiet=True)

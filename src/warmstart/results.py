@@ -90,7 +90,7 @@ class CompareResult:
 
     @property
     def report(self) -> Path:
-        return Path(self.summary.get("report", self.run_dir / "report.html"))
+        return Path(self.summary.get("report", self.run_dir / layout.REPORT_HTML))
 
     @property
     def table(self) -> list[dict[str, Any]]:
@@ -104,13 +104,14 @@ class CompareResult:
 
     @property
     def reading(self) -> str:
-        """The report's written reading (report.md's text), or the best strategy when there is none."""
-        md = self.run_dir / "report.md"
-        return md.read_text() if md.is_file() else f"best: {self.summary.get('best')}"
+        """The written reading of the comparison (summary.json's ``reading``: ranking, gaps against the noise)."""
+        r = self.summary.get("reading")
+        return "\n".join(r) if isinstance(r, list) else str(r or f"best: {self.summary.get('best')}")
 
     @property
     def curves(self) -> Path:
-        return self.run_dir / layout.LEARNING_CURVES
+        """The learning curves PNG (mean over seeds per strategy)."""
+        return self.run_dir / self.summary.get("figures", {}).get("learning_curves", layout.LEARNING_CURVES)
 
     def __repr__(self) -> str:
         return f"CompareResult(best={self.summary.get('best')!r}, run_dir={str(self.run_dir)!r})"
@@ -121,7 +122,8 @@ class CompareResult:
                        f"<td>{r['final_val_accuracy_std']:.4f}</td><td>{r['seeds']}</td><td>{r['train_seconds']:.1f}</td></tr>"
                        for r in self.table)
         return (f"<div><b>warmstart compare</b> — best: {html.escape(str(self.summary.get('best')))} — "
-                f"{html.escape(str(self.run_dir))}<table>{head}{body}</table>{_png(self.curves)}</div>")
+                f"{html.escape(str(self.run_dir))}<table>{head}{body}</table>"
+                f"<p>{html.escape(self.reading).replace(chr(10), '<br>')}</p>{_png(self.curves)}</div>")
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> TrainResult:

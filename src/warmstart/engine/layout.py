@@ -10,7 +10,9 @@
     <out>/probe.json          the linear probe the new head started from
     <out>/predictions.json    each validation image's predicted class (compare arms)
     <out>/arm.json            written last in a compare arm: the arm is complete
-    <out>/signal.json|csv     per-layer signal statistics (diagnostics)
+    <out>/signal.json|csv     per-layer signal statistics (diagnostics), with signal_*.png
+    <out>/report.html|md      the report (compare, symmetry, depth, demo, report)
+    <out>/*.png               figures: learning curves, confusion, conv1 filters, ...
     <out>/features/           feature caches on disk
     <out>/events/             TensorBoard events with --tensorboard
 """
@@ -30,6 +32,13 @@ ARM = "arm.json"
 SIGNAL_JSON, SIGNAL_CSV = "signal.json", "signal.csv"
 LEARNING_CURVES = "learning_curves.png"
 CONFUSION = "confusion.png"
+CONV1_FILTERS = "conv1_filters.png"
+ACCURACY_VS_TIME = "accuracy_vs_time.png"
+MISCLASSIFIED = "misclassified.png"
+SIGNAL_LAYERS_PNG, SIGNAL_HIST_INIT_PNG, SIGNAL_HIST_FINAL_PNG = (
+    "signal_layers.png", "signal_histograms_init.png", "signal_histograms_final.png")
+DEPTH_LOSS_PNG, DEPTH_LAYER_STD_PNG = "loss_curves.png", "layer_std_init.png"
+REPORT_HTML, REPORT_MD = "report.html", "report.md"
 FEATURES = "features"
 EVENTS = "events"
 #: the files that hold a run's model weights, most useful first (``inspect`` of a run directory)

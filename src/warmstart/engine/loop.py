@@ -15,7 +15,7 @@ import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -46,7 +46,6 @@ class FitResult:
     train_seconds: float
     train_images_per_second: float
     stopped_early: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
     val_predictions: list[int] = field(default_factory=list)  # the final model's class per validation sample
 
 
@@ -89,13 +88,22 @@ def set_phase(model: nn.Module, phase: Phase) -> int:
     return n
 
 
-def train_mode(model: nn.Module, phase: Phase) -> None:
-    """model.train(), except the modules the phase keeps in eval mode (frozen BatchNorm)."""
-    model.train()
-    modules = dict(model.named_modules())
-    for name in phase.eval_modules:
-        if name in modules:  # a feature-cache head holds only the trainable part of the model
-            modules[name].eval()
+def freeze_bn(model: nn.Module, module_names: Iterable[str], *, strict: bool = True) -> None:
+    """Put the named modules (and everything inside them) in eval mode; call it after ``model.train()``.
+
+    A BatchNorm in eval mode normalises with, and no longer updates, its running statistics; its affine
+    weight and bias still train if they require grad. Names follow ``model.named_modules()``. With
+    ``strict=False`` names that ``model`` lacks are skipped (a Phase's ``eval_modules`` applied to the
+    head of ``features.split_at``, which holds only part of the model).
+    """
+    for name in module_names:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            if strict:
+                raise
+            continue
+        module.eval()
 
 
 def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
@@ -249,7 +257,8 @@ def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequenc
             # ---- train one epoch ----
             sampler.set_epoch(epoch)
             torch.manual_seed(epoch_seed(cfg.seed, epoch))
-            train_mode(model, phase)
+            model.train()
+            freeze_bn(model, phase.eval_modules, strict=False)  # the phase's frozen groups compute as at evaluation
             t0 = time.perf_counter()
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             correct = torch.zeros((), dtype=torch.long, device=device)

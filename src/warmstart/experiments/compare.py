@@ -8,7 +8,7 @@
 Every arm sees the same images, the same preprocessing (the weights' own, also for ``scratch``), the same
 epochs and the same optimizer settings; seeds vary model initialisation, batch order and augmentation only
 (the train/val split is the first seed's, for every arm). Augmentation follows ``train``'s rule
-(:func:`~warmstart.experiments.train.default_augment`): on for arms that train convolutions, off for
+(``TrainSpec.augments``, :mod:`warmstart.transfer.spec`): on for arms that train convolutions, off for
 ``transfer`` (whose frozen features are computed once and shared by all its seeds).
 
 Strategies are ranked by their mean **final** validation accuracy: the weights each run keeps. The best
@@ -115,9 +115,10 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
     sub-directory per arm, summary.json and report.html/report.md; return the summary.
 
     ``seeds``: a count (seeds ``cfg.seed``, ``cfg.seed + 1``, ...) or explicit seeds. Every other option means
-    what it means for :func:`~warmstart.experiments.train.train` and applies to every arm.
+    what it means for ``warmstart train`` (:func:`warmstart.api.train`) and applies to every arm.
     """
     cfg = cfg or TrainConfig()
+    lr, backbone_lr = (lr if lr is not None else cfg.lr), (backbone_lr if backbone_lr is not None else cfg.backbone_lr)
     # under torchrun: join the process group first, so that only rank 0 logs and writes
     from warmstart.engine.distributed import init_from_env
 

@@ -52,6 +52,7 @@ from warmstart.data import ImageDataset, Preprocess, describe_splits, load_data
 from warmstart.engine.config import TrainConfig
 from warmstart.engine.console import log, warn
 from warmstart.engine.distributed import threads as threads_ctx
+from warmstart.engine.layout import DEPTH_LAYER_STD_PNG, DEPTH_LOSS_PNG
 from warmstart.engine.loop import fit, resolve_device
 from warmstart.engine.plan import single_phase
 from warmstart.engine.run import Run, default_out, read_config, read_summary
@@ -60,6 +61,7 @@ from warmstart.init.diagnostics import SignalDiagnostics
 from warmstart.init.data_init import LSUV, check_init, init_model, sample_batch
 from warmstart.init.lsuv import LSUVWarning
 from warmstart.init.schemes import SCHEMES
+from warmstart.init.spec import split_outside_parens
 from warmstart.models.plain import ACTIVATIONS, PlainNet, plain_cnn, plain_mlp
 
 ARCHS = ("mlp", "cnn")
@@ -76,7 +78,7 @@ CHANCE_MARGIN = 0.05
 """An arm whose final train loss is within this of ln(classes) (or above) "stayed at chance"."""
 SMALL_LAYER_MACS = 5e7
 """On the CPU, nets whose layers take fewer multiply-adds per step than this run on one thread."""
-LOSS_PNG, LAYERS_PNG = "loss_curves.png", "layer_std_init.png"
+LOSS_PNG, LAYERS_PNG = DEPTH_LOSS_PNG, DEPTH_LAYER_STD_PNG
 SGD_NOTE = ("plain SGD as in He et al. 2015; an adaptive optimizer (Adam, AdamW) divides each weight's step by the "
             "size of its gradients and so hides the vanishing gradients this experiment shows")
 
@@ -90,16 +92,7 @@ def default_config(**override: Any) -> TrainConfig:
 # ------------------------------------------------------------------------------------------ arms
 def split_arms(text: str | Sequence[str]) -> list[str]:
     """``"he,normal(0.01),lsuv"`` -> ``["he", "normal(0.01)", "lsuv"]`` (commas inside parentheses kept)."""
-    if not isinstance(text, str):
-        parts = [str(a) for a in text]
-    else:
-        parts, depth, start = [], 0, 0
-        for i, ch in enumerate(text):
-            depth += (ch == "(") - (ch == ")")
-            if ch == "," and depth == 0:
-                parts.append(text[start:i])
-                start = i + 1
-        parts.append(text[start:])
+    parts = [str(a) for a in text] if not isinstance(text, str) else split_outside_parens(text, what="--arms")
     arms = [p.strip() for p in parts]
     if not arms or any(not a for a in arms):
         raise UserError(f'--arms "{text if isinstance(text, str) else ",".join(parts)}": empty arm (a stray comma?); '

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from warmstart.data import ImageDataset, Normalizer, Preprocess, describe_splits, load_data
 from warmstart.engine.config import TrainConfig
 from warmstart.engine.console import log
+from warmstart.engine.layout import CONV1_FILTERS, LEARNING_CURVES
 from warmstart.engine.loop import fit
 from warmstart.engine.plan import single_phase
 from warmstart.engine.run import Run, default_out
@@ -59,7 +60,7 @@ PREPROCESS = Preprocess(resize=32, crop=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5,
 DEFAULT_SUBSET = 250   # images per class and split: 2,500 train / 2,500 val images of CIFAR-10
 QUICK_SUBSET = 30
 DEFAULT_LR = 0.01
-FILTERS_PNG, CURVES_PNG = "conv1_filters.png", "learning_curves.png"
+FILTERS_PNG, CURVES_PNG = CONV1_FILTERS, LEARNING_CURVES
 
 
 # ---------------------------------------------------------------------------------------------- inputs

@@ -111,7 +111,8 @@ def plan(model: nn.Module, strategy: Strategy, *, epochs: int, cfg: TrainConfig,
     from dataclasses import replace
 
     arch = getattr(model, "warmstart_arch", "model")
-    cfg = replace(cfg, epochs=epochs, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay)
+    cfg = replace(cfg, epochs=epochs, lr=lr if lr is not None else cfg.lr,
+                  backbone_lr=backbone_lr if backbone_lr is not None else cfg.backbone_lr, lr_decay=lr_decay)
     return recipe.plan(model, TrainSpec(model=arch, strategy=strategy, bn=bn), cfg, probed=probed)
 
 
@@ -121,7 +122,8 @@ def run_arm(prepared: Prepared, run: Run, *, arch: str, strategy: Strategy, epoc
             callbacks: Sequence = (), diagnostics: bool = False):
     from dataclasses import replace
 
-    cfg = replace(cfg, epochs=epochs, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay)
+    cfg = replace(cfg, epochs=epochs, lr=lr if lr is not None else cfg.lr,
+                  backbone_lr=backbone_lr if backbone_lr is not None else cfg.backbone_lr, lr_decay=lr_decay)
     return recipe.run_arm(prepared, run, _spec(arch, strategy, init, bn, augment, feature_cache, head_init), cfg, resume=resume,
                           model=model, callbacks=callbacks, diagnostics=diagnostics)
 

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from warmstart.errors import UserError
 from warmstart.init.lsuv import LSUVLayer, lsuv_init
-from warmstart.init.spec import InitSpec, InitTable, apply_init, parse_init_spec
+from warmstart.init.spec import InitSpec, InitTable, apply_init, as_generator, parse_init_spec, split_outside_parens
 
 LSUV = "lsuv"
 """The spec text that selects LSUV (case and surrounding spaces do not matter)."""
@@ -43,7 +43,7 @@ def check_init(spec: InitSpec | str) -> InitSpec | str:
         return spec
     if is_lsuv(spec):
         return LSUV
-    if isinstance(spec, str) and LSUV in {part.split("=")[-1].strip().lower() for part in spec.split(",")}:
+    if isinstance(spec, str) and LSUV in {part.split("=")[-1].strip().lower() for part in split_outside_parens(spec)}:
         raise UserError(f'init spec "{spec}": lsuv initialises the whole model from a batch of data and cannot be '
                         "combined with other rules; use it alone (--init lsuv)")
     return parse_init_spec(spec)
@@ -63,12 +63,6 @@ class InitResult:
         return {"spec": self.spec, "params": self.table.to_dicts() if self.table is not None else []}
 
 
-def _generator(generator: torch.Generator | int | None) -> torch.Generator | None:
-    if isinstance(generator, int) and not isinstance(generator, bool):
-        return torch.Generator().manual_seed(generator)
-    return generator
-
-
 def init_model(model: nn.Module, spec: InitSpec | str, *, batch: torch.Tensor | None = None,
                generator: torch.Generator | int | None = None, tol: float = 0.1, max_iters: int = 10) -> InitResult:
     """Initialise ``model`` in place by ``spec``.
@@ -85,7 +79,7 @@ def init_model(model: nn.Module, spec: InitSpec | str, *, batch: torch.Tensor | 
             raise UserError("init lsuv needs a batch of training inputs to measure each layer's output variance; "
                             "use it where there is data (warmstart depth, warmstart train --strategy scratch) "
                             "or call init_model(model, 'lsuv', batch=x)")
-        return InitResult(LSUV, lsuv=lsuv_init(model, batch, tol=tol, max_iters=max_iters, generator=_generator(generator)))
+        return InitResult(LSUV, lsuv=lsuv_init(model, batch, tol=tol, max_iters=max_iters, generator=as_generator(generator)))
     return InitResult(str(spec), table=apply_init(model, spec, generator=generator))
 
 

@@ -40,11 +40,12 @@ import torch
 from torch import nn
 
 from warmstart.engine import io
-from warmstart.engine.layout import SIGNAL_CSV, SIGNAL_JSON
+from warmstart.engine.layout import (SIGNAL_CSV, SIGNAL_HIST_FINAL_PNG, SIGNAL_HIST_INIT_PNG, SIGNAL_JSON,
+                                     SIGNAL_LAYERS_PNG)
 from warmstart.errors import UserError
 from warmstart.init.signal import SignalStats, signal_stats
 
-LAYERS_PNG, HIST_INIT_PNG, HIST_FINAL_PNG = "signal_layers.png", "signal_histograms_init.png", "signal_histograms_final.png"
+LAYERS_PNG, HIST_INIT_PNG, HIST_FINAL_PNG = SIGNAL_LAYERS_PNG, SIGNAL_HIST_INIT_PNG, SIGNAL_HIST_FINAL_PNG
 
 
 class SignalDiagnostics:

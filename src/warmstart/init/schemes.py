@@ -40,6 +40,8 @@ from warmstart.errors import UserError, unknown
 
 CONV_TYPES: tuple[type, ...] = (nn.modules.conv._ConvNd,)
 LINEAR_TYPES: tuple[type, ...] = (nn.Linear,)
+#: every normalisation layer (BatchNorm, InstanceNorm, GroupNorm, LayerNorm, RMSNorm): the one list warmstart uses
+#: (init rules ``bn=``, signal statistics, layer grouping)
 NORM_TYPES: tuple[type, ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
 
 #: Names ``torch.nn.init.calculate_gain`` knows.

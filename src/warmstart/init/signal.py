@@ -33,32 +33,25 @@ snapshots them with :meth:`SignalRecorder.record` (e.g. once per epoch).
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from warmstart.engine.io import atomic_path
 from warmstart.errors import UserError, unknown
+from warmstart.init.schemes import NORM_TYPES
+from warmstart.init.signal_stats import ZERO_TOL, LayerStats, SignalStats  # noqa: F401  (LayerStats re-exported)
 
 WEIGHT_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
     nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Softsign,
 )  # fmt: skip
-NORM_TYPES: tuple[type[nn.Module], ...] = (
-    nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
-)  # fmt: skip
-ZERO_TOL = 1e-6
-"""An entry counts as "near zero" when ``|x| < ZERO_TOL``."""
 DEFAULT_BIN_EDGES: tuple[float, ...] = tuple(round(-4.0 + 0.1 * i, 10) for i in range(81))
 """80 histogram bins of width 0.1 over [-4, 4]; values outside are counted in the under/over slots."""
 NONLINEARITY_GAIN = {"relu": 0.5, "linear": 1.0}
@@ -87,10 +80,6 @@ def save_modes(model: nn.Module) -> dict[nn.Module, bool]:
 def restore_modes(modes: dict[nn.Module, bool]) -> None:
     for m, training in modes.items():
         m.training = training
-
-
-def _float(x: Any) -> float:
-    return float(x) if x is not None else math.nan
 
 
 class _Moments:
@@ -178,152 +167,6 @@ class _Histogram:
         if self.counts is None:
             return [0] * (self.nbins + 2)
         return [int(c) for c in self.counts.cpu()]
-
-
-# --------------------------------------------------------------------------------------------- results
-@dataclass
-class LayerStats:
-    """Statistics of one weight layer. ``*_hist`` hold ``[below, bin_0, ..., bin_{n-1}, above]`` counts."""
-
-    index: int
-    name: str
-    kind: str
-    fan_in: int
-    weight_std: float
-    count: int
-    in_msq: float
-    out_mean: float
-    out_std: float
-    out_zero_frac: float
-    pred_var: float
-    pred_var_local: float
-    act: str | None
-    act_mean: float
-    act_std: float
-    act_zero_frac: float
-    grad_out_std: float
-    grad_weight_std: float
-    out_hist: list[int] = field(default_factory=list, repr=False)
-    act_hist: list[int] = field(default_factory=list, repr=False)
-
-    @property
-    def out_var(self) -> float:
-        return self.out_std**2
-
-    @property
-    def pred_std(self) -> float:
-        return math.sqrt(self.pred_var) if self.pred_var >= 0 else math.nan
-
-
-_CSV_FIELDS = [
-    "tag", "index", "name", "kind", "fan_in", "weight_std", "count", "in_msq", "out_mean", "out_std", "out_var",
-    "pred_var", "pred_var_local", "out_zero_frac", "act", "act_mean", "act_std", "act_zero_frac",
-    "grad_out_std", "grad_weight_std",
-]  # fmt: skip
-
-
-@dataclass
-class SignalStats:
-    """Per-layer signal statistics of one model at one moment (``tag``), layers in execution order."""
-
-    layers: list[LayerStats]
-    bin_edges: list[float]
-    tag: str = ""
-    zero_tol: float = ZERO_TOL
-    input_var: float = math.nan
-    """Second moment E[x^2] of the model input seen while measuring (NaN if none was seen)."""
-
-    def __len__(self) -> int:
-        return len(self.layers)
-
-    def __iter__(self) -> Iterator[LayerStats]:
-        return iter(self.layers)
-
-    def __getitem__(self, name: str) -> LayerStats:
-        for layer in self.layers:
-            if layer.name == name:
-                return layer
-        raise KeyError(name)
-
-    @property
-    def names(self) -> list[str]:
-        return [layer.name for layer in self.layers]
-
-    @property
-    def hidden(self) -> list[LayerStats]:
-        """All weight layers but the last one to run (taken to be the classifier head)."""
-        return self.layers[:-1]
-
-    @property
-    def act_std_ratio(self) -> float:
-        """Output std at the last hidden layer / at the first: << 1 vanishing, >> 1 exploding signal."""
-        h = self.hidden
-        return h[-1].out_std / h[0].out_std if len(h) >= 2 and h[0].out_std > 0 else math.nan
-
-    @property
-    def grad_std_ratio(self) -> float:
-        """dLoss/d(output) std at the first hidden layer / at the last: << 1 vanishing gradients."""
-        h = self.hidden
-        return h[0].grad_out_std / h[-1].grad_out_std if len(h) >= 2 and h[-1].grad_out_std > 0 else math.nan
-
-    def to_dicts(self) -> list[dict[str, Any]]:
-        """One flat dict per layer (scalars only, histograms left out), keys as in :meth:`save_csv`."""
-        rows = []
-        for layer in self.layers:
-            d = {k: v for k, v in asdict(layer).items() if not k.endswith("_hist")}
-            d["out_var"], d["tag"] = layer.out_var, self.tag
-            rows.append({k: d[k] for k in _CSV_FIELDS})
-        return rows
-
-    def save_csv(self, path: str | Path) -> Path:
-        """Write :meth:`to_dicts` as CSV (atomically: temp file, then ``os.replace``)."""
-        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=_CSV_FIELDS)
-            writer.writeheader()
-            writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in self.to_dicts())
-        return Path(path)
-
-    def to_json_dict(self) -> dict[str, Any]:
-        """Everything, histograms included; NaN becomes ``None`` so the result is strict JSON."""
-
-        def clean(v: Any) -> Any:
-            if isinstance(v, float) and not math.isfinite(v):
-                return None if math.isnan(v) else v
-            if isinstance(v, list):
-                return [clean(x) for x in v]
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items()}
-            return v
-
-        return clean(asdict(self))
-
-    def save_json(self, path: str | Path) -> Path:
-        """Write :meth:`to_json_dict` (atomically)."""
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(self.to_json_dict()))
-        return Path(path)
-
-    @classmethod
-    def from_json_dict(cls, d: dict[str, Any]) -> "SignalStats":
-        floats = {f.name for f in fields(LayerStats) if f.type in ("float", float)}
-        layers = [
-            LayerStats(**{k: (math.nan if (k in floats and v is None) else v) for k, v in layer.items()})
-            for layer in d["layers"]
-        ]
-        return cls(
-            layers=layers,
-            bin_edges=list(d["bin_edges"]),
-            tag=d.get("tag", ""),
-            zero_tol=float(d.get("zero_tol", ZERO_TOL)),
-            input_var=_float(d.get("input_var")),
-        )
-
-    @classmethod
-    def load_json(cls, path: str | Path) -> "SignalStats":
-        try:
-            return cls.from_json_dict(json.loads(Path(path).read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{path}: not a signal-statistics JSON file ({type(e).__name__}: {e})") from None
 
 
 # --------------------------------------------------------------------------------------------- theory

@@ -128,18 +128,19 @@ def leaf_sites(model: nn.Module) -> Iterator[Site]:
 
 # ---------------------------------------------------------------------------------------------- parsing
 
-def _split(text: str, sep: str, where: str) -> list[str]:
-    """Split at ``sep`` outside parentheses."""
+def split_outside_parens(text: str, sep: str = ",", where: str | None = None, what: str = "init spec") -> list[str]:
+    """Split at ``sep`` outside parentheses: ``"he,normal(0.01,2)"`` -> ``["he", "normal(0.01,2)"]``."""
+    where = text if where is None else where
     parts, depth, start = [], 0, 0
     for i, ch in enumerate(text):
         depth += (ch == "(") - (ch == ")")
         if depth < 0:
-            raise UserError(f'init spec: unbalanced ")" in "{where}"')
+            raise UserError(f'{what}: unbalanced ")" in "{where}"')
         if ch == sep and depth == 0:
             parts.append(text[start:i])
             start = i + 1
     if depth:
-        raise UserError(f'init spec: unclosed "(" in "{where}"')
+        raise UserError(f'{what}: unclosed "(" in "{where}"')
     return parts + [text[start:]]
 
 
@@ -167,7 +168,7 @@ def parse_scheme(text: str, where: str | None = None) -> Scheme:
         raise UserError(f'init spec: "{where}": {unknown("init scheme", name, SCHEMES)}')
     factory = SCHEMES[name]
     args, kwargs = [], {}
-    for arg in _split(arg_text, ",", where) if arg_text and arg_text.strip() else []:
+    for arg in split_outside_parens(arg_text, ",", where) if arg_text and arg_text.strip() else []:
         key, eq, value = arg.partition("=")
         if eq and key.strip().isidentifier():
             kwargs[key.strip()] = _value(value)
@@ -209,10 +210,10 @@ def parse_init_spec(text: str) -> InitSpec:
     if not isinstance(text, str) or not text.strip():
         raise UserError('empty init spec; write e.g. "he" or "conv=he_normal,linear=xavier_uniform,bias=zeros"')
     rules: list[Rule] = []
-    for part in _split(text, ",", text):
+    for part in split_outside_parens(text, ",", text):
         if not part.strip():
             raise UserError(f'init spec "{text}": empty rule (a stray comma?)')
-        target, *rest = _split(part, "=", part)
+        target, *rest = split_outside_parens(part, "=", part)
         if not rest:
             rules += _preset(parse_scheme(part))
             continue
@@ -277,7 +278,8 @@ class InitTable:
     __str__ = to_text
 
 
-def _generator(generator: torch.Generator | int | None) -> torch.Generator | None:
+def as_generator(generator: torch.Generator | int | None) -> torch.Generator | None:
+    """``None``, a torch.Generator, or an int seed (-> a fresh Generator seeded with it)."""
     if generator is None or isinstance(generator, torch.Generator):
         return generator
     if isinstance(generator, int) and not isinstance(generator, bool):
@@ -308,7 +310,7 @@ def apply_init(model: nn.Module, spec: InitSpec | str, *, generator: torch.Gener
     ``warmstart_pretrained = True`` warns, as pretrained values are lost.
     """
     spec = spec if isinstance(spec, InitSpec) else parse_init_spec(spec)
-    generator = _generator(generator)
+    generator = as_generator(generator)
     plan = spec.resolve(model)
     if plan and getattr(model, "warmstart_pretrained", False):
         warnings.warn(f"apply_init: re-initializing {len(plan)} parameters of a pretrained model "

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from warmstart.engine import io
+from warmstart.engine.layout import REPORT_HTML, REPORT_MD
 
 
 @dataclass
@@ -225,8 +226,8 @@ def _relative(path: Path, base: Path | None) -> str:
 def write_report(out_dir: Path, title: str, sections: Sequence[Section], subtitle: str = "") -> Path:
     """Write report.html (self-contained) and report.md into out_dir; return the HTML's path."""
     out_dir = Path(out_dir)
-    io.write_text(out_dir / "report.md", render_markdown(title, sections, subtitle, base=out_dir), "report")
-    path = out_dir / "report.html"
+    io.write_text(out_dir / REPORT_MD, render_markdown(title, sections, subtitle, base=out_dir), "report")
+    path = out_dir / REPORT_HTML
     io.write_text(path, render_html(title, sections, subtitle), "report")
     return path
 

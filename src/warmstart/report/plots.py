@@ -118,16 +118,6 @@ def image_grid(images: Sequence[torch.Tensor], labels: Sequence[str], path: Path
     return _save(fig, path)
 
 
-def bar_chart(values: Mapping[str, float], path: Path, ylabel: str, title: str = "", errors: Mapping[str, float] | None = None) -> Path:
-    fig, ax = plt.subplots(figsize=(1.5 + 1.1 * len(values), 3.2))
-    names = list(values)
-    ax.bar(names, [values[k] for k in names], yerr=[errors.get(k, 0) for k in names] if errors else None,
-           color=[f"C{i}" for i in range(len(names))], capsize=4)
-    ax.set(ylabel=ylabel, title=title)
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
-
-
 def tradeoff(points: Mapping[str, tuple[float, float, float, float]], path: Path, *, xlabel: str, ylabel: str,
              title: str = "", band: tuple[float, float, str] | None = None, percent: bool = False) -> Path:
     """One point per arm at (x, y) with error bars (xerr, yerr): e.g. accuracy against training time.

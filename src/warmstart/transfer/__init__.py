@@ -10,7 +10,7 @@ The pieces, in the order a run uses them::
 
 from warmstart.transfer.backbones import create_model, find_head
 from warmstart.transfer.bn import batchnorms, freeze_bn, recalibrate_bn
-from warmstart.transfer.features import FeatureCache, Stages, cache_key, module_fingerprint, split_at
+from warmstart.transfer.features import FeatureCache, Stages, cache_key, split_at
 from warmstart.transfer.groups import LayerGroup, conv1_of, group_params, layer_groups
 from warmstart.transfer.strategies import Strategy, parse_strategy
 from warmstart.transfer.weights import Weights, load_tensors, resolve_weights, save_weights
@@ -30,7 +30,6 @@ __all__ = [
     "group_params",
     "layer_groups",
     "load_tensors",
-    "module_fingerprint",
     "parse_strategy",
     "recalibrate_bn",
     "resolve_weights",

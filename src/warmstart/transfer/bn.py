@@ -1,7 +1,8 @@
 """BatchNorm policy helpers: keep chosen modules in eval mode, and re-estimate running statistics (AdaBN).
 
 ``Phase.eval_modules`` (see :mod:`warmstart.transfer.strategies`) names modules that must stay in eval mode
-while the rest of the model trains; :func:`freeze_bn` applies it after ``model.train()``.
+while the rest of the model trains; :func:`freeze_bn` (the engine's, re-exported here) applies it after
+``model.train()``.
 :func:`recalibrate_bn` is AdaBN (Li et al., 2016): re-estimate every BatchNorm's running mean/var on the
 target data with the weights unchanged, a cheap domain adaptation and a fix for models whose statistics
 were never estimated (or were dragged off by small-batch training).
@@ -15,28 +16,12 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from warmstart.engine.loop import freeze_bn  # noqa: F401  (public here: the BN policy's helpers in one place)
+
 
 def batchnorms(model: nn.Module) -> list[str]:
     """Names of every BatchNorm module (1d/2d/3d, SyncBatchNorm) in ``model``."""
     return [n for n, m in model.named_modules() if isinstance(m, _BatchNorm)]
-
-
-def freeze_bn(model: nn.Module, module_names: Iterable[str], *, strict: bool = True) -> None:
-    """Put the named modules (and everything inside them) in eval mode; call it after ``model.train()``.
-
-    A BatchNorm in eval mode normalises with, and no longer updates, its running statistics; its affine
-    weight and bias still train if they require grad. Names follow ``model.named_modules()``. With
-    ``strict=False`` names that ``model`` lacks are skipped (applying a Phase's ``eval_modules`` to the
-    ``head`` of ``features.split_at``, which holds only part of the model).
-    """
-    for name in module_names:
-        try:
-            module = model.get_submodule(name)
-        except AttributeError:
-            if strict:
-                raise
-            continue
-        module.eval()
 
 
 @torch.no_grad()

@@ -167,23 +167,13 @@ def split_at(model: nn.Module, groups: list[LayerGroup], n_frozen: int) -> tuple
 def cache_key(weights_fingerprint: str, preprocess: Any, data_fingerprint: str, layer: str) -> str:
     """A short hex key for features of ``data`` preprocessed as ``preprocess`` through weights up to ``layer``.
 
-    ``preprocess`` is a :class:`~warmstart.data.transforms.Preprocess` (or its dict). For random (``none``)
-    weights pass :func:`module_fingerprint` of the trunk instead of ``Weights.fingerprint``: the tensors then
-    depend on the seed.
+    ``preprocess`` is a :class:`~warmstart.data.transforms.Preprocess` (or its dict). Random (``none``)
+    weights depend on the seed: their features are not cached across runs (``Weights.fingerprint`` names the
+    architecture only).
     """
     pre = preprocess.to_dict() if hasattr(preprocess, "to_dict") else dict(preprocess)
     blob = json.dumps({"format": CACHE_FORMAT, "weights": weights_fingerprint, "preprocess": pre, "data": data_fingerprint, "layer": layer}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def module_fingerprint(module: nn.Module) -> str:
-    """sha256 over a module's state_dict (names, dtypes, shapes, values)."""
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------- cache

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from warmstart.init.schemes import NORM_TYPES
 from warmstart.transfer.backbones import find_head
 
 #: Attribute names of containers whose children are the network's blocks (torchvision and timm naming).
 BLOCK_CONTAINERS = frozenset({"features", "layers", "blocks", "trunk_output", "stages", "encoder"})
-NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 
 @dataclass
@@ -65,7 +65,7 @@ def layer_groups(model: nn.Module) -> list[LayerGroup]:
             groups.append(LayerGroup("head", [name]))
         elif not groups:
             (pending.append(name) if not _has_params(mod) else groups.append(LayerGroup("stem", pending + [name])))
-        elif groups[-1].name == "head" or not _has_params(mod) or isinstance(mod, NORMS):
+        elif groups[-1].name == "head" or not _has_params(mod) or isinstance(mod, NORM_TYPES):
             groups[-1].modules.append(name)
         else:
             groups.append(LayerGroup(name, [name]))

@@ -111,7 +111,7 @@ class Weights:
         ``file``: the file's bytes (hashed once per instance). ``imagenet``: torchvision's weights name and
         URL (the URL embeds a hash prefix of the file, so this is exact without reading hundreds of MB).
         ``none``: the architecture only — random weights depend on the seed, so a cache of features computed
-        from random weights must also key on the seed (or use ``features.module_fingerprint``).
+        from random weights must also key on the seed.
         """
         if self.kind == "file":
             assert self.path is not None
