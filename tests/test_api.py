@@ -227,3 +227,13 @@ def test_compare_returns_its_table_reading_and_curves(tmp_path):
     assert "<table" in html and "data:image/png;base64," in html
     with pytest.raises(ws.UserError, match="already holds a run"):
         ws.compare("digits", strategies="scratch", model="custom_3_layer", weights="none", out=tmp_path / "cmp", quiet=True)
+
+
+def test_symmetry_and_depth_honour_the_config_lr_and_refuse_fields_they_cannot_use(tmp_path):
+    cfg = TrainConfig(optimizer="sgd", schedule="constant", lr=0.02, epochs=1)
+    s = ws.symmetry("digits", subset=4, cfg=cfg, out=tmp_path / "sym")
+    assert s["lr"] == 0.02 and s["epochs"] == 1
+    for verb in (ws.symmetry, ws.depth):
+        with pytest.raises(ws.UserError, match="backbone_lr and lr_decay apply to fine-tuning"):
+            verb("digits", cfg=TrainConfig(lr_decay=0.5), out=tmp_path / "never")
+    assert not (tmp_path / "never").exists()

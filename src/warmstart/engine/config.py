@@ -77,6 +77,12 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def check_one_rate(self, command: str) -> None:
+        """For commands that train every layer at one rate (symmetry, depth): backbone_lr/lr_decay would be ignored."""
+        if self.backbone_lr is not None or self.lr_decay != 1.0:
+            raise UserError(f"{command} trains every layer at one learning rate (--lr); backbone_lr and lr_decay apply to "
+                            "fine-tuning pretrained blocks (train, compare): leave them unset")
+
     def with_defaults(self, **defaults) -> "TrainConfig":
         """This config with every field that is None here taken from ``defaults`` (a command's own defaults)."""
         return replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})

@@ -246,6 +246,7 @@ def depth(data: str | Path = "digits", *, out: str | Path | None = None, arch: s
     t0 = time.perf_counter()
     width = width if width is not None else DEFAULT_WIDTH.get(arch, 128)
     cfg = (cfg or default_config()).with_defaults(lr=DEFAULT_LR)
+    cfg.check_one_rate("depth")
     epochs = epochs if epochs is not None else cfg.epochs if cfg.epochs is not None else (QUICK_EPOCHS if quick else DEFAULT_EPOCHS)
     activation = _check(arch, depth, width, activation, epochs, image_size)
     arm_names = split_arms(arms)

@@ -172,6 +172,7 @@ def symmetry(data: str | Path | None = None, *, init: str | None = None, constan
     """
     t0 = time.perf_counter()
     cfg = (cfg or TrainConfig(optimizer="sgd", schedule="constant")).with_defaults(lr=DEFAULT_LR)
+    cfg.check_one_rate("symmetry")
     lr = cfg.lr
     epochs = epochs if epochs is not None else cfg.epochs if cfg.epochs is not None else 1
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
@@ -182,16 +183,8 @@ def symmetry(data: str | Path | None = None, *, init: str | None = None, constan
     specs = arm_specs(init, constant_linear)
     for spec in specs.values():  # every rule must fit the network (names, shapes) before anything is read or written
         arm_model(spec, 10, cfg.seed)
-    given = data is not None
-    data = data if given else default_data(data_root)
-    try:
-        splits = load_data(data, data_root=data_root, val_fraction=val_fraction, subset=subset, seed=cfg.seed,
-                           skip_bad_images=skip_bad_images)
-    except UserError as e:
-        if given or data != "cifar10":
-            raise
-        raise UserError(f"no DATA given and no unpacked CIFAR-10 folder found ({', '.join(_default_places(data_root))}); "
-                        f"tried the cifar10 data set instead: {e}") from None
+    data, splits = _load(data, data_root=data_root, val_fraction=val_fraction, subset=subset, seed=cfg.seed,
+                         skip_bad_images=skip_bad_images)
     n = splits.num_classes
     log(describe_splits(splits) + (" (validation = the data set's test split)" if splits.val_is_test else ""))
     train_set = ImageDataset(splits.train, PREPROCESS, train=True, skip_bad_images=skip_bad_images)
@@ -232,15 +225,8 @@ def symmetry(data: str | Path | None = None, *, init: str | None = None, constan
         start = arm_model(spec, n, seed)  # the arm's starting weights (the trials trained theirs)
         result = train(model, arm_run, epochs)
         model.to("cpu")
-        start_report, report = symmetry_report(start).to_dict(), symmetry_report(model).to_dict()
-        reasons = explain_arm(model, start, report, start_report)
-        layers = {name: {"filters": r["filters"], "distinct": r["distinct"], "max_cosine": _finite(r["max_cosine"]),
-                         "rank": r["rank"], "zero_filters": r["zero_filters"], "shape": r["shape"],
-                         "start": {"distinct": start_report[name]["distinct"], "rank": start_report[name]["rank"]},
-                         "explanation": reasons[name]}
-                  for name, r in report.items()}
         arms[arm] = {"val_accuracy": result.final_val_accuracy, "best_val_accuracy": result.best_val_accuracy,
-                     "init": spec, "seed": seed, "layers": layers, "train_seconds": result.train_seconds,
+                     "init": spec, "seed": seed, "layers": _layers(model, start), "train_seconds": result.train_seconds,
                      "run_dir": arm}
         arm_run.write_summary(arms[arm])
         arm_run.close()
@@ -264,6 +250,31 @@ def symmetry(data: str | Path | None = None, *, init: str | None = None, constan
     run.close()
     log(f"{summary['seconds']:.1f} s; run directory {run.dir}")
     return summary
+
+
+def _load(data, *, data_root, val_fraction: float, subset, seed: int, skip_bad_images: bool):
+    """(DATA as used, its splits): DATA, else the unpacked CIFAR-10, else the cifar10 data set under data_root."""
+    given = data is not None
+    data = data if given else default_data(data_root)
+    try:
+        return data, load_data(data, data_root=data_root, val_fraction=val_fraction, subset=subset, seed=seed,
+                               skip_bad_images=skip_bad_images)
+    except UserError as e:
+        if given or data != "cifar10":
+            raise
+        raise UserError(f"no DATA given and no unpacked CIFAR-10 folder found ({', '.join(_default_places(data_root))}); "
+                        f"tried the cifar10 data set instead: {e}") from None
+
+
+def _layers(model: nn.Module, start: nn.Module) -> dict[str, dict[str, Any]]:
+    """Per layer of the trained arm: filters, distinct, max cosine, rank, zeros, the start's, and why."""
+    start_report, report = symmetry_report(start).to_dict(), symmetry_report(model).to_dict()
+    reasons = explain_arm(model, start, report, start_report)
+    return {name: {"filters": r["filters"], "distinct": r["distinct"], "max_cosine": _finite(r["max_cosine"]),
+                   "rank": r["rank"], "zero_filters": r["zero_filters"], "shape": r["shape"],
+                   "start": {"distinct": start_report[name]["distinct"], "rank": start_report[name]["rank"]},
+                   "explanation": reasons[name]}
+            for name, r in report.items()}
 
 
 def _finite(x: float) -> float | None:

@@ -23,6 +23,7 @@ from warmstart.results import TrainResult
 from warmstart.transfer import recipe
 from warmstart.transfer.recipe import (DEFAULT_EPOCHS, DEFAULT_LR, FEATURE_MEMORY_LIMIT, Prepared,  # noqa: F401  (re-exported)
                                        _features, default_label_smoothing, default_lr)
+from warmstart.transfer.probe import fit_probe  # noqa: F401  (re-exported for rank)
 from warmstart.transfer.spec import FEATURE_CACHE, HEAD_INITS, TrainSpec  # noqa: F401  (re-exported)
 from warmstart.transfer.strategies import Strategy
 

@@ -120,7 +120,8 @@ def build_model(prepared: Prepared, spec: TrainSpec, *, seed: int, batch_size: i
     torch.manual_seed(seed)
     n = prepared.splits.num_classes
     if spec.strategy.from_scratch:
-        model = create_model(spec.model, n, resolve_weights("none", spec.model))
+        blank = prepared.weights if not prepared.weights.pretrained else resolve_weights("none", spec.model)
+        model = create_model(spec.model, n, blank)
         if spec.init is not None:
             from warmstart.init.data_init import init_model, is_lsuv, sample_batch
 
@@ -205,11 +206,28 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
         if diag is not None:
             diag.finish(title=spec.model)
     model.to("cpu")
+    summary = _summary(prepared, spec, cfg, model, result, phases, lr=lr, probe_info=probe_info, use_cache=use_cache,
+                       seconds=(time.perf_counter() - t0, feature_seconds, probe_seconds))
+    if run.main:
+        meta = dict(prepared.weights.meta)
+        meta.update(arch=spec.model, num_classes=prepared.splits.num_classes, categories=prepared.splits.classes,
+                    source=f"warmstart train ({strategy.spec}) in {run.dir}")
+        save_weights(run.dir / layout.MODEL, model.state_dict(), meta)
+        run.write_summary(summary)
+        _plots(run, result, prepared.splits.classes)
+    return model, result, summary
+
+
+def _summary(prepared: Prepared, spec: TrainSpec, cfg: TrainConfig, model: nn.Module, result: FitResult, phases, *, lr: float,
+             probe_info: dict[str, Any] | None, use_cache: bool, seconds: tuple[float, float, float]) -> dict[str, Any]:
+    """summary.json of one arm (keys documented in the README and kept stable)."""
+    total, feature_seconds, probe_seconds = seconds
+    strategy = spec.strategy
     # every epoch's seconds, those before a --resume included (the history comes back from the checkpoint),
     # plus the frozen features and the probe of this process
     train_seconds = sum(float(row["seconds"]) for row in result.history) + feature_seconds + probe_seconds
     trainable = {n for ph in phases for n in ph.trainable}
-    summary = {
+    return {
         "strategy": strategy.spec, "model": spec.model, "weights": "none" if strategy.from_scratch else prepared.weights.where,
         "epochs": cfg.epochs, "best_val_accuracy": result.best_val_accuracy, "final_val_accuracy": result.final_val_accuracy,
         "train_seconds": round(train_seconds, 3),
@@ -220,20 +238,12 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
         "val_is_test": prepared.splits.val_is_test, "train_images": len(prepared.train_plain), "val_images": len(prepared.val),
         "feature_cache": bool(use_cache), "feature_seconds": round(feature_seconds, 3),
         "probe_seconds": round(probe_seconds, 3), "augment": spec.augments,
-        "head_init": probe_info if probed else "random", "lr": lr,
+        "head_init": probe_info if probe_info is not None else "random", "lr": lr,
         "backbone_lr": (cfg.backbone_lr if cfg.backbone_lr is not None else lr / 10) if strategy.fine_tunes else None,
         "bn": spec.bn, "label_smoothing": cfg.label_smoothing,
         "stopped_early": result.stopped_early, "per_class_accuracy": result.per_class_accuracy, "confusion": result.confusion,
-        "seconds": round(time.perf_counter() - t0, 3), "device": str(resolve_device(cfg.device)),
+        "seconds": round(total, 3), "device": str(resolve_device(cfg.device)),
     }
-    if run.main:
-        meta = dict(prepared.weights.meta)
-        meta.update(arch=spec.model, num_classes=prepared.splits.num_classes, categories=prepared.splits.classes,
-                    source=f"warmstart train ({strategy.spec}) in {run.dir}")
-        save_weights(run.dir / layout.MODEL, model.state_dict(), meta)
-        run.write_summary(summary)
-        _plots(run, result, prepared.splits.classes)
-    return model, result, summary
 
 
 def _diagnostics(dataset, net: nn.Module, run: Run, cfg: TrainConfig, normalize, resume: bool):
