@@ -6,8 +6,6 @@ import sys
 from contextlib import contextmanager
 from typing import Iterable, Iterator, TypeVar
 
-from tqdm.auto import tqdm
-
 T = TypeVar("T")
 _quiet = False
 
@@ -57,4 +55,21 @@ def progress(it: Iterable[T], total: int | None = None, desc: str = "") -> Itera
 
     if _quiet or not world().main or not (sys.stderr.isatty() or in_notebook()):
         return it
-    return tqdm(it, total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
+    return _bar()(it, total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
+
+
+def _bar():
+    """tqdm's notebook bar in Jupyter when ipywidgets is there to draw it, else the text bar (tqdm.auto would
+    warn "IProgress not found" at every bar in a kernel without ipywidgets)."""
+    if in_notebook():
+        try:
+            import ipywidgets  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            from tqdm.notebook import tqdm
+
+            return tqdm
+    from tqdm.std import tqdm
+
+    return tqdm

@@ -31,7 +31,8 @@ def reading(summary: dict[str, Any]) -> list[str]:
     out = []
     if len(rank) > 1:
         out.append("Ranking by final validation accuracy" + (f" (mean of {n_seeds} seeds)" if n_seeds > 1 else "") + ": "
-                   + " > ".join(f"**{k}** {acc[k]:.1f} %" for k in rank) + ".")
+                   + "".join(("" if i == 0 else " = " if f"{acc[k]:.1f}" == f"{acc[rank[i - 1]]:.1f}" else " > ")
+                             + f"**{k}** {acc[k]:.1f} %" for i, k in enumerate(rank)) + ".")
     else:
         out.append(f"**{best}** reaches {pm(b['final_val_accuracy']['mean'], b['final_val_accuracy']['std'], b['seeds'])} final "
                    f"validation accuracy in {seconds(t[best])} of training.")
