@@ -18,17 +18,11 @@ from typing import Any, Sequence
 from warmstart.engine.console import log, warn
 from warmstart.engine.layout import CONFIG, RANK_SCORES_PNG, REPORT_HTML, VERIFY
 from warmstart.errors import UserError
-from warmstart.transfer.rank import SCORES, SPECIAL, correlations, split_candidates
-from warmstart.transfer.weights import SAFETENSORS_SUFFIX, STATE_DICT_SUFFIXES
+from warmstart.transfer.candidates import check_candidates
+from warmstart.transfer.rank import SCORES, correlations
 
 PLAIN = ("plain_mlp", "plain_cnn")
 INIT_PROBE_IMAGES = 256  # as warmstart depth's probe batch
-
-
-def is_init_token(t: str) -> bool:
-    """A candidate that names an init scheme, not weights: not none/imagenet, no path, no weights suffix."""
-    return (t.lower() not in SPECIAL and "/" not in t and "\\" not in t and not Path(t).exists()
-            and Path(t).suffix not in (*STATE_DICT_SUFFIXES, SAFETENSORS_SUFFIX))
 
 
 def rank(data: str | Path, candidates: str | Sequence[str], *, model: str | None = None, by: str | None = None,
@@ -36,13 +30,8 @@ def rank(data: str | Path, candidates: str | Sequence[str], *, model: str | None
          options: dict[str, Any] | None = None, argv: list[str] | None = None, **data_kw) -> dict[str, Any]:
     """Rank the candidate starts on DATA; write OUT (config.json, summary.json, report.html). Returns the summary,
     plus ``report`` (the report's path; not in summary.json)."""
-    tokens = split_candidates(candidates)
-    inits = [is_init_token(t) for t in tokens]
-    if any(inits) and not all(inits):
-        raise UserError(f"--candidates mixes init schemes ({', '.join(t for t, i in zip(tokens, inits) if i)}) with weights "
-                        f"({', '.join(t for t, i in zip(tokens, inits) if not i)}); rank pretrained starts and random inits "
-                        "in separate runs (or check the spelling of a weights file)")
-    if all(inits):
+    tokens, inits = check_candidates(candidates, model=model)
+    if inits:
         return rank_inits(data, tokens, model=model, verify=verify, epochs=epochs or 10, out=out, cfg=cfg,
                           options=options, argv=argv, **data_kw)
     from warmstart.transfer.rank import rank_starts
@@ -74,8 +63,7 @@ def rank_inits(data: str | Path, tokens: list[str], *, model: str | None, verify
     t0 = time.perf_counter()
     cfg = cfg or TrainConfig()
     if not model:
-        raise UserError("init schemes as candidates need --model ARCH, e.g. --model plain_mlp (the 30-layer net of "
-                        "warmstart depth) or --model custom_3_layer")
+        check_candidates(tokens, model=model)  # says what --model to give
     if verify is not None and verify != "scratch":
         raise UserError(f"--verify {verify}: init schemes are starts for training from scratch; use --verify scratch")
     if len(set(tokens)) < len(tokens):

@@ -31,10 +31,10 @@ from warmstart.data import DataSplits, ImageDataset
 from warmstart.engine.console import log
 from warmstart.engine.layout import CONFIG, REPORT_HTML, VERIFY
 from warmstart.errors import UserError
-from warmstart.transfer.weights import SAFETENSORS_SUFFIX, STATE_DICT_SUFFIXES, Weights, resolve_weights
+from warmstart.transfer.candidates import SAFETENSORS_SUFFIX, SPECIAL, STATE_DICT_SUFFIXES, split_candidates
+from warmstart.transfer.weights import Weights, resolve_weights
 
 SCORES = ("probe_cv", "knn_loo", "logme", "leep")
-SPECIAL = ("none", "imagenet")
 
 
 @dataclass
@@ -50,15 +50,6 @@ class Candidate:
 
 
 # --------------------------------------------------------------------------------------------- candidates
-def split_candidates(text: str | Sequence[str]) -> list[str]:
-    """``"a.pth,weights/,none"`` -> tokens (an empty token is an error)."""
-    parts = [p.strip() for p in (text.split(",") if isinstance(text, str) else [str(t) for t in text])]
-    if not parts or any(not p for p in parts):
-        raise UserError(f'--candidates "{text}": an empty candidate (a stray comma?); give weights files, folders, '
-                        "imagenet or none, separated by commas")
-    return parts
-
-
 def expand(tokens: Sequence[str]) -> list[str]:
     """Folders become their weights files (``.pth``/``.pt``/``.safetensors`` with a sidecar ``.json``), sorted."""
     out: list[str] = []
