@@ -45,6 +45,9 @@ def _python(code: str, *args: str) -> subprocess.CompletedProcess:
     (["rank", "x", "--candidates", "he,b.pth"], "--candidates mixes init schemes (he) with weights (b.pth)"),
     (["rank", "x", "--candidates", "nonsense"], "init schemes as candidates need --model ARCH"),
     (["rank", "x", "--candidates", "imagenet", "--verify", "finetune_al"], 'unknown strategy "finetune_al"'),
+    (["compare", "x", "--strategies", "scratch,finetune_al"], 'unknown strategy "finetune_al"'),
+    (["compare", "x", "--seeds", "0,a"], "every seed must be a whole number"),
+    (["compare", "x", "--init", "he_nrmal"], 'unknown init scheme "he_nrmal"'),
 ])
 def test_help_version_and_argument_errors_do_not_import_torch(argv, error):
     code = ("import sys\nfrom warmstart.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"

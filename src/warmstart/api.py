@@ -86,20 +86,28 @@ def compare(data: str | Path | None = None, *, strategies: str = "scratch,transf
 
 def compare_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv: list[str] | None = None):
     """``compare`` from a dict of its options (what the CLI parsed)."""
-    from warmstart.data.spec import parse_classes
     from warmstart.engine.config import TrainConfig
+    from warmstart.experiments.compare_parse import parse_seeds, parse_strategies
+    from warmstart.init.spec import check_init
+
+    o = _resumed("compare", _normalised(options), given)
+    if o.get("data") is None:
+        raise UserError("compare needs DATA: a folder, a CSV file or a data set name (or resume=RUN_DIR to continue a run)")
+    # --strategies, --seeds, --init and the config first: parsing them needs no torch, so a typo answers at once
+    cfg = TrainConfig.from_dict(o)
+    strats = parse_strategies(o["strategies"])
+    parse_seeds(o["seeds"], cfg.seed)
+    if o.get("init") and not all(s.needs_pretrained for s in strats):  # else compare() says --init has no scratch arm
+        check_init(o["init"])
+    from warmstart.data.spec import parse_classes
     from warmstart.engine.console import quiet
     from warmstart.engine.run import check_out
     from warmstart.experiments.compare import compare as run_compare
     from warmstart.results import CompareResult
 
-    o = _resumed("compare", _normalised(options), given)
-    if o.get("data") is None:
-        raise UserError("compare needs DATA: a folder, a CSV file or a data set name (or resume=RUN_DIR to continue a run)")
     if o.get("out") is not None:
         check_out(o["out"], overwrite=bool(o.get("overwrite")), resume=bool(o.get("resume")))
     with quiet(bool(o.get("quiet"))):
-        cfg = TrainConfig.from_dict(o)
         s = run_compare(o["data"], strategies=o["strategies"], seeds=o["seeds"], model=o["model"], weights=o["weights"],
                         epochs=o["epochs"], init=o["init"], lr=cfg.lr, backbone_lr=cfg.backbone_lr, lr_decay=cfg.lr_decay,
                         bn=o["bn"], augment=o["augment"], feature_cache=o["feature_cache"],

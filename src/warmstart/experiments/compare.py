@@ -40,6 +40,7 @@ from warmstart.errors import UserError, unknown
 from warmstart.experiments.compare_arms import (aggregate, arm_name, check_plans, figures, paired,  # noqa: F401
                                                 paired_seeds, run_one, warm_up)
 from warmstart.experiments.compare_demo import demo_compare  # noqa: F401  (warmstart demo)
+from warmstart.experiments.compare_parse import DEFAULT_STRATEGIES, MAX_SEEDS, parse_seeds, parse_strategies  # noqa: F401
 from warmstart.experiments.compare_starts import (absolute, arm_plan, describe_starts, grid, grid_paired, parse_weights,
                                                   prepare_starts)
 from warmstart.experiments.runs import pm
@@ -47,56 +48,7 @@ from warmstart.report.compare_sections import subtitle, title
 from warmstart.report.reading import SIGNIFICANCE, reading  # noqa: F401
 from warmstart.report.stats import mcnemar_p  # noqa: F401  (re-exported: the paired test)
 from warmstart.transfer.spec import FEATURE_CACHE, TrainSpec
-from warmstart.transfer.strategies import Strategy, parse_strategy
 
-DEFAULT_STRATEGIES = ("scratch", "transfer", "finetune-all")
-MAX_SEEDS = 100
-
-
-# ----------------------------------------------------------------------------------------------- parsing
-def parse_strategies(spec: str | Sequence[str]) -> list[Strategy]:
-    """'scratch,transfer,finetune-all' (or a list of specs) -> distinct strategies, in the given order."""
-    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s).strip() for s in spec]
-    items = [s for s in items if s]
-    if not items:
-        raise UserError("--strategies is empty; give a comma-separated list, e.g. scratch,transfer,finetune-all")
-    out: list[Strategy] = []
-    for text in items:
-        s = parse_strategy(text)
-        if s in out:
-            raise UserError(f"--strategies names {s.spec} twice; each strategy runs once per seed")
-        out.append(s)
-    return out
-
-
-def parse_seeds(seeds: int | str | Sequence[int], first: int = 0) -> list[int]:
-    """``3`` -> three seeds from ``first`` (first, first+1, first+2); ``'0,5,9'`` or a list -> those seeds."""
-    if isinstance(seeds, str):
-        text = seeds.strip()
-        if "," not in text:
-            try:
-                seeds = int(text)
-            except ValueError:
-                raise UserError(f"--seeds must be a count (e.g. 3) or a comma-separated list of seeds (e.g. 0,1,2), got {text!r}") from None
-        else:
-            try:
-                seeds = [int(p) for p in text.split(",") if p.strip()]
-            except ValueError:
-                raise UserError(f"--seeds {text!r}: every seed must be a whole number, e.g. 0,1,2") from None
-    if isinstance(seeds, bool):
-        raise UserError(f"--seeds must be a count or a list of seeds, got {seeds!r}")
-    if isinstance(seeds, int):
-        if not 1 <= seeds <= MAX_SEEDS:
-            raise UserError(f"--seeds must be between 1 and {MAX_SEEDS} (the number of seeds per strategy), got {seeds}")
-        return [first + i for i in range(seeds)]
-    out = [int(s) for s in seeds]
-    if not out:
-        raise UserError("--seeds is empty; give a count (e.g. 3) or seeds (e.g. 0,1,2)")
-    if len(set(out)) != len(out):
-        raise UserError(f"--seeds lists a seed twice ({', '.join(map(str, out))}); each seed runs once per strategy")
-    if len(out) > MAX_SEEDS:
-        raise UserError(f"--seeds: at most {MAX_SEEDS} seeds, got {len(out)}")
-    return out
 
 
 # ----------------------------------------------------------------------------------------------- the experiment
@@ -133,7 +85,7 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
         if all(s.needs_pretrained for s in strats):
             raise UserError(f"--init {init} initialises the scratch arms, but --strategies has none (the others start from "
                             "pretrained weights); add scratch to --strategies or drop --init")
-        from warmstart.init.data_init import check_init
+        from warmstart.init.spec import check_init
 
         check_init(init)  # a bad spec fails before anything is written
     specs = parse_weights(weights)
