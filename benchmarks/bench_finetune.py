@@ -64,19 +64,21 @@ def knob_worker(args, names: list[str]) -> dict:
     from warmstart.engine.config import TrainConfig
     from warmstart.engine.console import set_quiet
     from warmstart.engine.loop import fit
-    from warmstart.experiments.train import DEFAULT_LR, build_model, prepare
+    from warmstart.data.spec import DataSpec
+    from warmstart.transfer.recipe import DEFAULT_LR, build_model, prepare
+    from warmstart.transfer.spec import TrainSpec
     from warmstart.transfer.groups import layer_groups
     from warmstart.transfer.strategies import parse_strategy
 
     set_quiet(True)
     c.set_threads(args)
-    prepared = prepare(args.view, arch="mobilenet_v3_small", weights=str(args.weights), augment=True, seed=args.seed)
+    prepared = prepare(DataSpec(str(args.view)), arch="mobilenet_v3_small", weights=str(args.weights), augment=True, seed=args.seed)
     g = torch.Generator().manual_seed(args.seed)
     pick = torch.randperm(len(prepared.train_aug), generator=g)[: args.knob_images].tolist()
     lazy = ImageDataset(prepared.splits.train, prepared.weights.preprocess, train=True, cache=False).with_augmentation(scale=(0.35, 1.0))
     val = Subset(prepared.val, range(min(16, len(prepared.val))))  # evaluation is not what is measured
     strategy = parse_strategy("finetune-all")
-    models = {k: build_model("mobilenet_v3_small", prepared, strategy, init=None, seed=args.seed) for k in names}
+    models = {k: build_model(prepared, TrainSpec(model="mobilenet_v3_small", strategy=strategy), seed=args.seed) for k in names}
     if "compile" in models:
         models["compile"].compile()  # in place: parameter names (and so the phases) stay as they are
     threads = torch.get_num_threads()

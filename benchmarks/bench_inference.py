@@ -45,7 +45,8 @@ def main() -> None:
     from warmstart.data import ImageDataset, Normalizer
     from warmstart.engine.config import TrainConfig
     from warmstart.engine.loop import evaluate, use_channels_last
-    from warmstart.experiments.train import prepare
+    from warmstart.data.spec import DataSpec
+    from warmstart.transfer.recipe import prepare
     from warmstart.transfer.backbones import create_model
 
     c.set_threads(args)
@@ -54,7 +55,7 @@ def main() -> None:
                                        "baseline": []}
     with c.Workdir(args.workdir) as wd:
         view = c.data_view(args.data, wd / "data", 4 if args.smoke else None)
-        prepared = prepare(view, arch="mobilenet_v3_small", weights=str(args.weights), augment=False)
+        prepared = prepare(DataSpec(str(view)), arch="mobilenet_v3_small", weights=str(args.weights), augment=False)
         pre = prepared.weights.preprocess
         model = create_model("mobilenet_v3_small", prepared.splits.num_classes, prepared.weights).eval()
         norm = Normalizer.of(pre)

@@ -34,16 +34,31 @@ def _python(code: str, *args: str) -> subprocess.CompletedProcess:
 
 
 # ---------------------------------------------------------------------------------------------------- no torch
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["train", "--help"], ["train", "x", "--epochs", "0"],
-                                  ["nosuchcommand"]])
-def test_help_version_and_argument_errors_do_not_import_torch(argv):
+@pytest.mark.parametrize("argv, error", [
+    (["--help"], None), (["--version"], None), (["train", "--help"], None), (["train", "x", "--epochs", "0"], "--epochs"),
+    (["nosuchcommand"], "no such command"),
+    (["train", "x", "--strategy", "finetune_al"], 'unknown strategy "finetune_al" (did you mean "finetune-all"?)'),
+    (["train", "x", "--strategy", "scratch", "--init", "he_nrmal"], 'unknown init scheme "he_nrmal" (did you mean "he_normal"?)'),
+    (["train", "x", "--strategy", "scratch", "--init", "conv=he("], 'unclosed "("'),
+    (["train", "x", "--init", "he"], "--init he initialises a model trained from scratch"),
+    (["rank", "x", "--candidates", "a,,b"], "an empty candidate (a stray comma?)"),
+    (["rank", "x", "--candidates", "he,b.pth"], "--candidates mixes init schemes (he) with weights (b.pth)"),
+    (["rank", "x", "--candidates", "nonsense"], "init schemes as candidates need --model ARCH"),
+    (["rank", "x", "--candidates", "imagenet", "--verify", "finetune_al"], 'unknown strategy "finetune_al"'),
+    (["compare", "x", "--strategies", "scratch,finetune_al"], 'unknown strategy "finetune_al"'),
+    (["compare", "x", "--seeds", "0,a"], "every seed must be a whole number"),
+    (["compare", "x", "--init", "he_nrmal"], 'unknown init scheme "he_nrmal"'),
+])
+def test_help_version_and_argument_errors_do_not_import_torch(argv, error):
     code = ("import sys\nfrom warmstart.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
             "    print('exit', e.code, 'torch' in sys.modules, file=sys.stderr)\n")
     p = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120,
                        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
-    last = p.stderr.strip().splitlines()[-1]
+    *lines, last = p.stderr.strip().splitlines()
     assert last.startswith("exit ") and last.endswith(" False"), p.stderr  # torch was never imported
-    assert last.split()[1] in ("0", "2")
+    assert last.split()[1] == ("0" if error is None else "2")
+    if error is not None:  # one error line, the CLI's usual one
+        assert len(lines) == 1 and lines[0].startswith("error: ") and error in lines[0], p.stderr
 
 
 def test_python_m_warmstart_help_imports_no_torch():
@@ -227,6 +242,36 @@ def test_compare_returns_its_table_reading_and_curves(tmp_path):
     assert "<table" in html and "data:image/png;base64," in html
     with pytest.raises(ws.UserError, match="already holds a run"):
         ws.compare("digits", strategies="scratch", model="custom_3_layer", weights="none", out=tmp_path / "cmp", quiet=True)
+
+
+def test_rank_returns_its_summary_table_and_chart(tmp_path, hymenoptera, weights_dir):
+    v3, v2 = weights_dir / "mobilenet_v3_small-imagenet.pth", weights_dir / "mobilenet_v2-imagenet.pth"
+    r = ws.rank(hymenoptera, [str(v3), v2], subset=8, device="cpu", out=tmp_path / "rank", quiet=True)
+    assert isinstance(r, ws.RankResult) and r.run_dir == tmp_path / "rank"
+    on_disk = json.loads((r.run_dir / "summary.json").read_text())
+    assert {k: v for k, v in r.summary.items() if k != "report"} == on_disk and r.report == r.run_dir / "report.html"
+    assert sorted(r.ranking) == sorted([str(v3), str(v2)]) and r.best == r.ranking[0] and r.verdict == on_disk["verdict"]
+    for c in r.summary["candidates"]:  # real features: every score of both pretrained starts
+        assert all(v is not None for v in c["scores"].values()) and 0.5 < c["scores"]["probe_cv"] <= 1
+    lines = r.table.splitlines()
+    assert "probe_cv" in lines[0] and lines[1].split()[1] == r.summary["candidates"][0]["name"]  # ranked, best first
+    html = r._repr_html_()
+    assert r.chart.is_file() and "data:image/png;base64," in html and "<pre>" in html and Path(r.best).stem in html
+    assert read_config(r.run_dir)["options"]["subset"] == 8
+    with pytest.raises(ws.UserError, match="already holds a run"):
+        ws.rank(hymenoptera, [str(v3)], out=tmp_path / "rank", quiet=True)
+
+
+def test_compare_runs_a_grid_of_starts_from_python(tmp_path, hymenoptera, weights_dir):
+    starts = f"{weights_dir / 'mobilenet_v2-imagenet.pth'},{weights_dir / 'mobilenet_v2-inat-insect.pth'}"
+    c = ws.compare(hymenoptera, strategies="transfer", model="mobilenet_v2", weights=starts, subset=8, epochs=1,
+                   device="cpu", out=tmp_path / "grid", quiet=True)
+    g = c.summary["grid"]
+    assert g["rows"] == ["mobilenet_v2-imagenet", "mobilenet_v2-inat-insect"] and g["columns"] == ["transfer"]
+    assert sorted(row["strategy"] for row in c.table) == ["mobilenet_v2-imagenet/transfer", "mobilenet_v2-inat-insect/transfer"]
+    assert {a["final_val_accuracy"] for a in c.summary["runs"]} == {g["cells"][r]["transfer"]["final_val_accuracy"]["mean"]
+                                                                    for r in g["rows"]}
+    assert (c.run_dir / "mobilenet_v2-inat-insect" / "transfer-seed0" / "arm.json").is_file()
 
 
 def test_symmetry_and_depth_honour_the_config_lr_and_refuse_fields_they_cannot_use(tmp_path):

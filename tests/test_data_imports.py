@@ -10,7 +10,7 @@ import textwrap
 def test_torchvision_without_dynamo_and_compile_still_works():
     script = textwrap.dedent("""
         import sys
-        import warmstart.data
+        import warmstart.data.images  # a module of warmstart that imports torchvision
         import torchvision
         assert "torchvision" in sys.modules and "torch._dynamo" not in sys.modules, "dynamo was imported"
         import torch
@@ -39,7 +39,7 @@ def test_a_torchvision_that_needs_more_of_dynamo_is_imported_the_ordinary_way():
                     raise ImportError("cannot import name 'something_new' from 'torch._dynamo.utils'")
                 return None
         sys.meta_path.insert(0, FailOnce())
-        import warmstart.data
+        import warmstart.data.images  # a module of warmstart that imports torchvision
         import torchvision, torch
         assert FailOnce.failed
         from torchvision.ops import roi_align

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from warmstart.experiments.train import FEATURE_MEMORY_LIMIT
+from warmstart.transfer.recipe import FEATURE_MEMORY_LIMIT
 from warmstart.transfer.features import FeatureCache
 
 

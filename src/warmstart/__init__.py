@@ -24,6 +24,7 @@ _LAZY = {
     # verbs
     "train": "warmstart.api",
     "compare": "warmstart.api",
+    "rank": "warmstart.api",
     "load_run": "warmstart.api",
     "symmetry": "warmstart.experiments.symmetry",
     "depth": "warmstart.experiments.depth",
@@ -38,6 +39,7 @@ _LAZY = {
     # the types they take and return
     "TrainResult": "warmstart.results",
     "CompareResult": "warmstart.results",
+    "RankResult": "warmstart.results",
     "TrainConfig": "warmstart.engine.config",
 }
 

@@ -1,4 +1,4 @@
-"""The front door's verbs that take the CLI's options as keywords: ``ws.train``, ``ws.compare``, ``ws.load_run``.
+"""The front door's verbs that take the CLI's options as keywords: ``ws.train``, ``ws.compare``, ``ws.rank``, ``ws.load_run``.
 
 ``ws.train(data, weights=..., strategy=..., epochs=..., out=...)`` is ``warmstart train DATA --weights ...
 --strategy ... --epochs ... --out ...``: the same keywords (options with ``-`` written ``_``), the same
@@ -49,17 +49,20 @@ def train(data: str | Path | None = None, *, model: str = "mobilenet_v3_small", 
 
 def train_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv: list[str] | None = None):
     """``train`` from a dict of its options (what the CLI parsed); ``given``: the options named explicitly."""
-    from warmstart.data.spec import DataSpec
     from warmstart.engine.config import TrainConfig
     from warmstart.engine.console import quiet
-    from warmstart.experiments.train import run_train
     from warmstart.transfer.spec import TrainSpec
 
     options = _resumed("train", _normalised(options), given)
     if options.get("data") is None:
         raise UserError("train needs DATA: a folder, a CSV file or a data set name (or resume=RUN_DIR to continue a run)")
+    # the strategy, the init spec and the config first: parsing them needs no torch, so a typo answers at once
+    spec, cfg = TrainSpec.from_options(options), TrainConfig.from_dict(options)
+    from warmstart.data.spec import DataSpec
+    from warmstart.experiments.train import run_train
+
     with quiet(bool(options.get("quiet"))):
-        data, spec, cfg = DataSpec.from_options(options), TrainSpec.from_options(options), TrainConfig.from_dict(options)
+        data = DataSpec.from_options(options)
         return run_train(data, spec, cfg, out=options.get("out"), resume=bool(options.get("resume")),
                          overwrite=bool(options.get("overwrite")), argv=argv,
                          options={k: v for k, v in options.items() if k not in NOT_RECORDED})
@@ -83,20 +86,28 @@ def compare(data: str | Path | None = None, *, strategies: str = "scratch,transf
 
 def compare_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv: list[str] | None = None):
     """``compare`` from a dict of its options (what the CLI parsed)."""
-    from warmstart.data.spec import parse_classes
     from warmstart.engine.config import TrainConfig
+    from warmstart.experiments.compare_parse import parse_seeds, parse_strategies
+    from warmstart.init.spec import check_init
+
+    o = _resumed("compare", _normalised(options), given)
+    if o.get("data") is None:
+        raise UserError("compare needs DATA: a folder, a CSV file or a data set name (or resume=RUN_DIR to continue a run)")
+    # --strategies, --seeds, --init and the config first: parsing them needs no torch, so a typo answers at once
+    cfg = TrainConfig.from_dict(o)
+    strats = parse_strategies(o["strategies"])
+    parse_seeds(o["seeds"], cfg.seed)
+    if o.get("init") and not all(s.needs_pretrained for s in strats):  # else compare() says --init has no scratch arm
+        check_init(o["init"])
+    from warmstart.data.spec import parse_classes
     from warmstart.engine.console import quiet
     from warmstart.engine.run import check_out
     from warmstart.experiments.compare import compare as run_compare
     from warmstart.results import CompareResult
 
-    o = _resumed("compare", _normalised(options), given)
-    if o.get("data") is None:
-        raise UserError("compare needs DATA: a folder, a CSV file or a data set name (or resume=RUN_DIR to continue a run)")
     if o.get("out") is not None:
         check_out(o["out"], overwrite=bool(o.get("overwrite")), resume=bool(o.get("resume")))
     with quiet(bool(o.get("quiet"))):
-        cfg = TrainConfig.from_dict(o)
         s = run_compare(o["data"], strategies=o["strategies"], seeds=o["seeds"], model=o["model"], weights=o["weights"],
                         epochs=o["epochs"], init=o["init"], lr=cfg.lr, backbone_lr=cfg.backbone_lr, lr_decay=cfg.lr_decay,
                         bn=o["bn"], augment=o["augment"], feature_cache=o["feature_cache"],
@@ -105,6 +116,45 @@ def compare_options(options: Mapping[str, Any], *, given: Iterable[str] = (), ar
                         skip_bad_images=o["skip_bad_images"], cfg=cfg, argv=argv, overwrite=bool(o.get("overwrite")),
                         options={k: v for k, v in o.items() if k not in NOT_RECORDED})
     return CompareResult(run_dir=Path(s["report"]).parent, summary=s)
+
+
+def rank(data: str | Path, candidates: str | Sequence[str], *, model: str | None = None, by: str = "probe_cv",
+         verify: str | None = None, epochs: int | None = None, batch_size: int = 32, seed: int = 0, device: str = "auto",
+         amp: str = "none", channels_last: bool | None = None, workers: int = 0, data_root: str | Path | None = None,
+         val_fraction: float = 0.2, subset: int | None = None, skip_bad_images: bool = False, out: str | Path | None = None,
+         quiet: bool = False):
+    """``warmstart rank``: score candidate starts on DATA's training images (weights files, folders of them,
+    ``imagenet``, ``none``; or init schemes with ``model``); ``verify=STRATEGY`` also trains each and correlates.
+    ``epochs`` (of ``verify``): 2 for pretrained starts, 10 for init schemes when not given. Returns a
+    :class:`~warmstart.results.RankResult` (summary, ranked table, verdict; the score chart inline in Jupyter)."""
+    options = {k: v for k, v in locals().items()}
+    return rank_options(options)
+
+
+def rank_options(options: Mapping[str, Any], *, argv: list[str] | None = None):
+    """``rank`` from a dict of its options (what the CLI parsed; ``epochs`` None: the command's default)."""
+    from warmstart.engine.config import TrainConfig
+    from warmstart.transfer.candidates import check_candidates
+    from warmstart.transfer.strategies import parse_strategy
+
+    o = _normalised(options)
+    if o.get("data") is None:
+        raise UserError("rank needs DATA: a folder, a CSV file or a data set name")
+    # the candidates, --verify and the config first: checking them needs no torch, so a typo answers at once
+    _, inits = check_candidates(o["candidates"], model=o.get("model"))
+    if o.get("verify") is not None and not inits:
+        parse_strategy(o["verify"])
+    cfg = TrainConfig.from_dict({k: v for k, v in o.items() if v is not None})
+    from warmstart.engine.console import quiet
+    from warmstart.experiments.rank import rank as run_rank
+    from warmstart.results import RankResult
+
+    with quiet(bool(o.get("quiet"))):
+        s = run_rank(o["data"], o["candidates"], model=o.get("model"), by=o.get("by"), verify=o.get("verify"),
+                     epochs=o.get("epochs"), out=o.get("out"), cfg=cfg, options=o, argv=argv, data_root=o.get("data_root"),
+                     val_fraction=o.get("val_fraction", 0.2), subset=o.get("subset"),
+                     skip_bad_images=bool(o.get("skip_bad_images")))
+    return RankResult(run_dir=Path(s["report"]).parent, summary=s)
 
 
 def load_run(run_dir: str | Path, device: str = "cpu"):

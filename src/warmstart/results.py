@@ -1,4 +1,4 @@
-"""What ``ws.train`` and ``ws.compare`` return: the outcome of a run, in memory and on disk.
+"""What ``ws.train``, ``ws.compare`` and ``ws.rank`` return: the outcome of a run, in memory and on disk.
 
 A :class:`TrainResult` holds the trained model itself (``.model``), where its run directory is
 (``.run_dir``), the dict written to ``summary.json`` (``.summary``), one row per epoch (``.history``) and
@@ -124,6 +124,51 @@ class CompareResult:
         return (f"<div><b>warmstart compare</b> — best: {html.escape(str(self.summary.get('best')))} — "
                 f"{html.escape(str(self.run_dir))}<table>{head}{body}</table>"
                 f"<p>{html.escape(self.reading).replace(chr(10), '<br>')}</p>{_png(self.curves)}</div>")
+
+
+@dataclass
+class RankResult:
+    """One finished ``rank``: ``summary`` (summary.json: ``candidates`` best first, ``ranking``, ``best``,
+    ``verdict``), ``table`` (the ranked table ``warmstart rank`` prints), ``chart`` (the scores PNG), ``run_dir``."""
+
+    run_dir: Path
+    summary: dict[str, Any] = field(repr=False)
+
+    @property
+    def report(self) -> Path:
+        return Path(self.summary.get("report", self.run_dir / layout.REPORT_HTML))
+
+    @property
+    def ranking(self) -> list[str]:
+        return list(self.summary.get("ranking", []))
+
+    @property
+    def best(self) -> str | None:
+        return self.summary.get("best")
+
+    @property
+    def verdict(self) -> str:
+        """Whether the top candidate wins beyond the scores' noise, in one sentence."""
+        return str(self.summary.get("verdict", ""))
+
+    @property
+    def table(self) -> str:
+        """The ranked table, one row per candidate (as ``warmstart rank`` prints it), with the verdict."""
+        from warmstart.experiments.rank import format_table
+
+        return format_table(self.summary)
+
+    @property
+    def chart(self) -> Path:
+        """The bar chart of every score per candidate, in ranked order (and the real accuracy with ``verify``)."""
+        return self.run_dir / layout.RANK_SCORES_PNG
+
+    def __repr__(self) -> str:
+        return f"RankResult(best={self.best!r}, by={self.summary.get('by')!r}, run_dir={str(self.run_dir)!r})"
+
+    def _repr_html_(self) -> str:
+        return (f"<div><b>warmstart rank</b> — best: {html.escape(str(self.best))} — {html.escape(str(self.run_dir))}"
+                f"<pre>{html.escape(self.table)}</pre>{_png(self.chart)}</div>")
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> TrainResult:

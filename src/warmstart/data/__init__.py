@@ -4,16 +4,43 @@ Images reach the model as uint8 tensors (3 x crop x crop); a batch is normalised
 :class:`Normalizer` with the mean/std of the weights (:class:`Preprocess`).
 """
 
-from warmstart.data import _torchvision  # noqa: F401  (first: torchvision without torch._dynamo)
-from warmstart.data.dataset import GiB, ImageDataset
-from warmstart.data.images import IMG_EXTENSIONS, BadImageError, open_image, to_rgb
-from warmstart.data.loading import DataSplits, describe_splits, load_data
-from warmstart.data.named import NAMES as DATASET_NAMES
-from warmstart.data.sources import ArraySource, FileSource, ImageSource, TorchvisionSource, class_counts
-from warmstart.data.transforms import Normalizer, Preprocess
+from __future__ import annotations
 
-__all__ = [
-    "load_data", "DataSplits", "describe_splits", "class_counts", "ImageSource", "FileSource", "ArraySource",
-    "TorchvisionSource", "ImageDataset", "GiB", "Preprocess", "Normalizer", "IMG_EXTENSIONS", "BadImageError",
-    "open_image", "to_rgb", "DATASET_NAMES",
-]
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it (imported lazily)
+_LAZY = {
+    "GiB": "warmstart.data.dataset",
+    "ImageDataset": "warmstart.data.dataset",
+    "IMG_EXTENSIONS": "warmstart.data.images",
+    "BadImageError": "warmstart.data.images",
+    "open_image": "warmstart.data.images",
+    "to_rgb": "warmstart.data.images",
+    "DataSplits": "warmstart.data.loading",
+    "describe_splits": "warmstart.data.loading",
+    "load_data": "warmstart.data.loading",
+    "DATASET_NAMES": "warmstart.data.named",
+    "ArraySource": "warmstart.data.sources",
+    "FileSource": "warmstart.data.sources",
+    "ImageSource": "warmstart.data.sources",
+    "TorchvisionSource": "warmstart.data.sources",
+    "class_counts": "warmstart.data.sources",
+    "Normalizer": "warmstart.data.transforms",
+    "Preprocess": "warmstart.data.transforms",
+}
+_ALIAS = {"DATASET_NAMES": "NAMES"}
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: each name imported on first use, so parsing options needs no torch
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), _ALIAS.get(name, name))
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

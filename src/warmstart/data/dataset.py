@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from warmstart.data import _torchvision  # noqa: F401, I001  (first: torchvision without torch._dynamo)
 import torchvision.transforms as T
 import torchvision.transforms.functional as F
 from torch.utils.data import Dataset

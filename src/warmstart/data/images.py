@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
+from warmstart.data import _torchvision  # noqa: F401, I001  (first: torchvision without torch._dynamo)
 import torchvision.transforms.functional as F
 from PIL import ExifTags, Image, ImageFile, ImageOps
 from torchvision.datasets.folder import IMG_EXTENSIONS as _TV_EXTENSIONS

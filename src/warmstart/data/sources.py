@@ -15,6 +15,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
+from warmstart.data import _torchvision  # noqa: F401, I001  (first: torchvision without torch._dynamo)
 from torchvision.transforms import InterpolationMode
 
 from warmstart.data.images import (_DECODE_ERRORS, BadImageError, _reason, load_square, open_image, resize_center,

@@ -10,9 +10,11 @@
     <out>/probe.json          the linear probe the new head started from
     <out>/predictions.json    each validation image's predicted class (compare arms)
     <out>/arm.json            written last in a compare arm: the arm is complete
+    <out>/conv1.safetensors   a compare arm's first-layer filters before and after training
     <out>/signal.json|csv     per-layer signal statistics (diagnostics), with signal_*.png
     <out>/report.html|md      the report (compare, symmetry, depth, demo, report)
-    <out>/*.png               figures: learning curves, confusion, conv1 filters, ...
+    <out>/*.png               figures: learning curves, confusion, conv1 filters, drift, rank's scores, ...
+    <out>/verify/, restarts/  sub-runs (rank --verify, train --restarts); compare: one folder per arm
     <out>/features/           feature caches on disk
     <out>/events/             TensorBoard events with --tensorboard
 """
@@ -30,17 +32,25 @@ PROBE = "probe.json"
 PROBE_HEAD = "probe_head.safetensors"  # the head as the probe left it: where a resumed run's head started
 PREDICTIONS = "predictions.json"
 ARM = "arm.json"
+CONV1 = "conv1.safetensors"
 SIGNAL_JSON, SIGNAL_CSV = "signal.json", "signal.csv"
 LEARNING_CURVES = "learning_curves.png"
 CONFUSION = "confusion.png"
 CONV1_FILTERS = "conv1_filters.png"
 ACCURACY_VS_TIME = "accuracy_vs_time.png"
 MISCLASSIFIED = "misclassified.png"
+DRIFT_PNG = "drift.png"
+RANK_SCORES_PNG = "scores.png"
+#: the figures of a compare report, by the summary key that names them
+COMPARE_FIGURES = {"learning_curves": LEARNING_CURVES, "tradeoff": ACCURACY_VS_TIME, "confusion": CONFUSION,
+                   "misclassified": MISCLASSIFIED, "filters": CONV1_FILTERS, "drift": DRIFT_PNG}
 SIGNAL_LAYERS_PNG, SIGNAL_HIST_INIT_PNG, SIGNAL_HIST_FINAL_PNG = (
     "signal_layers.png", "signal_histograms_init.png", "signal_histograms_final.png")
 DEPTH_LOSS_PNG, DEPTH_LAYER_STD_PNG = "loss_curves.png", "layer_std_init.png"
 REPORT_HTML, REPORT_MD = "report.html", "report.md"
 FEATURES = "features"
 EVENTS = "events"
+VERIFY = "verify"
+RESTARTS = "restarts"
 #: the files that hold a run's model weights, most useful first (``inspect`` of a run directory)
 WEIGHT_FILES = (MODEL, CHECKPOINT, BEST)

@@ -30,71 +30,25 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
+from warmstart.data.spec import DataSpec
 from warmstart.engine.config import TrainConfig
 from warmstart.engine.console import log
+from warmstart.engine.layout import REPORT_HTML
 from warmstart.engine.loop import resolve_device
 from warmstart.engine.run import Run, default_out, read_config, read_summary
 from warmstart.errors import UserError, unknown
-from warmstart.experiments.compare_arms import (ARM, PREDICTIONS, aggregate, arm_name, check_plans, figures, paired,  # noqa: F401
+from warmstart.experiments.compare_arms import (aggregate, arm_name, check_plans, figures, paired,  # noqa: F401
                                                 paired_seeds, run_one, warm_up)
 from warmstart.experiments.compare_demo import demo_compare  # noqa: F401  (warmstart demo)
+from warmstart.experiments.compare_parse import DEFAULT_STRATEGIES, MAX_SEEDS, parse_seeds, parse_strategies  # noqa: F401
 from warmstart.experiments.compare_starts import (absolute, arm_plan, describe_starts, grid, grid_paired, parse_weights,
                                                   prepare_starts)
 from warmstart.experiments.runs import pm
-from warmstart.experiments.train import FEATURE_CACHE, default_augment
 from warmstart.report.compare_sections import subtitle, title
 from warmstart.report.reading import SIGNIFICANCE, reading  # noqa: F401
 from warmstart.report.stats import mcnemar_p  # noqa: F401  (re-exported: the paired test)
-from warmstart.transfer.strategies import Strategy, parse_strategy
+from warmstart.transfer.spec import FEATURE_CACHE, TrainSpec
 
-DEFAULT_STRATEGIES = ("scratch", "transfer", "finetune-all")
-MAX_SEEDS = 100
-
-
-# ----------------------------------------------------------------------------------------------- parsing
-def parse_strategies(spec: str | Sequence[str]) -> list[Strategy]:
-    """'scratch,transfer,finetune-all' (or a list of specs) -> distinct strategies, in the given order."""
-    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s).strip() for s in spec]
-    items = [s for s in items if s]
-    if not items:
-        raise UserError("--strategies is empty; give a comma-separated list, e.g. scratch,transfer,finetune-all")
-    out: list[Strategy] = []
-    for text in items:
-        s = parse_strategy(text)
-        if s in out:
-            raise UserError(f"--strategies names {s.spec} twice; each strategy runs once per seed")
-        out.append(s)
-    return out
-
-
-def parse_seeds(seeds: int | str | Sequence[int], first: int = 0) -> list[int]:
-    """``3`` -> three seeds from ``first`` (first, first+1, first+2); ``'0,5,9'`` or a list -> those seeds."""
-    if isinstance(seeds, str):
-        text = seeds.strip()
-        if "," not in text:
-            try:
-                seeds = int(text)
-            except ValueError:
-                raise UserError(f"--seeds must be a count (e.g. 3) or a comma-separated list of seeds (e.g. 0,1,2), got {text!r}") from None
-        else:
-            try:
-                seeds = [int(p) for p in text.split(",") if p.strip()]
-            except ValueError:
-                raise UserError(f"--seeds {text!r}: every seed must be a whole number, e.g. 0,1,2") from None
-    if isinstance(seeds, bool):
-        raise UserError(f"--seeds must be a count or a list of seeds, got {seeds!r}")
-    if isinstance(seeds, int):
-        if not 1 <= seeds <= MAX_SEEDS:
-            raise UserError(f"--seeds must be between 1 and {MAX_SEEDS} (the number of seeds per strategy), got {seeds}")
-        return [first + i for i in range(seeds)]
-    out = [int(s) for s in seeds]
-    if not out:
-        raise UserError("--seeds is empty; give a count (e.g. 3) or seeds (e.g. 0,1,2)")
-    if len(set(out)) != len(out):
-        raise UserError(f"--seeds lists a seed twice ({', '.join(map(str, out))}); each seed runs once per strategy")
-    if len(out) > MAX_SEEDS:
-        raise UserError(f"--seeds: at most {MAX_SEEDS} seeds, got {len(out)}")
-    return out
 
 
 # ----------------------------------------------------------------------------------------------- the experiment
@@ -131,17 +85,21 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
         if all(s.needs_pretrained for s in strats):
             raise UserError(f"--init {init} initialises the scratch arms, but --strategies has none (the others start from "
                             "pretrained weights); add scratch to --strategies or drop --init")
-        from warmstart.init.data_init import check_init
+        from warmstart.init.spec import check_init
 
         check_init(init)  # a bad spec fails before anything is written
     specs = parse_weights(weights)
-    augs = {s.spec: default_augment(s, augment) for s in strats}
-    starts = prepare_starts(data, specs, strats, arch=model, augment=any(augs.values()), data_root=data_root,
-                            val_fraction=val_fraction, subset=subset, seed=seed_list[0], skip_bad_images=skip_bad_images,
-                            classes=classes)
+    # every arm's TrainSpec (augment resolved per strategy, so all arms of a strategy see the same images)
+    augs = {s.spec: TrainSpec(model=model, strategy=s, augment=augment).augments for s in strats}
+    arm_specs = {s.spec: TrainSpec(model=model, strategy=s, init=init if s.from_scratch else None, bn=bn,
+                                   augment="on" if augs[s.spec] else "off", feature_cache=feature_cache) for s in strats}
+    arm_cfg = dataclasses.replace(cfg, epochs=epochs, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay)
+    data_spec = DataSpec.from_options({"data": data, "data_root": data_root, "val_fraction": val_fraction, "subset": subset,
+                                       "skip_bad_images": skip_bad_images, "classes": classes})
+    starts = prepare_starts(data_spec, specs, strats, arch=model, augment=any(augs.values()), seed=seed_list[0])
     prepared = starts[0].prepared  # the split, the validation images and scratch's preprocessing
     arms = arm_plan(starts, strats)
-    check_plans(prepared, model, strats, epochs=epochs, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn, cfg=cfg)
+    check_plans(prepared, list(arm_specs.values()), arm_cfg)
     resolve_device(cfg.device)
 
     out = Path(out) if out else default_out("compare")
@@ -166,10 +124,8 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
     for seed in seed_list:
         for key, start, strat in arms:
             log(f"── arm {len(records) + 1}/{total}: {key}, seed {seed}")
-            records.append(run_one(start.prepared, run, model, strat, seed, epochs=epochs, cfg=dataclasses.replace(cfg, seed=seed),
-                                   lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn, init=init, augment=augs[strat.spec],
-                                   feature_cache=feature_cache, resume=resume, setup=setup, key=key,
-                                   start=start.name if strat.needs_pretrained else None))
+            records.append(run_one(start.prepared, run, arm_specs[strat.spec], dataclasses.replace(arm_cfg, seed=seed),
+                                   resume=resume, setup=setup, key=key, start=start.name if strat.needs_pretrained else None))
     summary = aggregate(records, strategies=[key for key, _, _ in arms], val_images=len(prepared.val))
     where = "; ".join(st.prepared.weights.where for st in starts)
     summary.update(data=prepared.splits.source, data_name=_short(data), model=model, weights=where,
@@ -190,10 +146,10 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
 
         write_report(run.dir, title(summary), sections(run.dir), subtitle=subtitle(summary))
     run.close()
-    summary = {**summary, "report": str(run.dir / "report.html")}  # returned, not in summary.json
+    summary = {**summary, "report": str(run.dir / REPORT_HTML)}  # returned, not in summary.json
     b = summary["strategies"][summary["best"]]
     log(f"best: {summary['best']} {pm(b['final_val_accuracy']['mean'], b['final_val_accuracy']['std'], b['seeds'])} final val "
-        f"accuracy; report {run.dir / 'report.html'}")
+        f"accuracy; report {run.dir / REPORT_HTML}")
     return summary
 
 

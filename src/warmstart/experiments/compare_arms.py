@@ -13,15 +13,15 @@ import torch
 from warmstart.engine.config import TrainConfig
 from warmstart.engine.console import log
 from warmstart.engine.io import atomic_path
+from warmstart.engine.layout import ARM, CONV1, PREDICTIONS  # ARM written last: the arm is complete
 from warmstart.engine.loop import resolve_device
 from warmstart.engine.run import CONFIG, Run, read_summary
 from warmstart.experiments.runs import read_history
-from warmstart.experiments.train import Prepared, build_model, plan, run_arm
 from warmstart.report.stats import disagreements, mcnemar_p, mean_std
+from warmstart.transfer.recipe import Prepared, build_model, plan, run_arm
+from warmstart.transfer.spec import TrainSpec
 from warmstart.transfer.strategies import Strategy
 
-ARM = "arm.json"          # written last in an arm's directory: the arm is complete
-PREDICTIONS = "predictions.json"  # each arm's predicted class per validation image
 
 
 def arm_name(strategy: Strategy | str, seed: int) -> str:
@@ -52,25 +52,26 @@ def warm_up(prepared: Prepared, arch: str, cfg: TrainConfig) -> None:
         torch.cuda.synchronize(device)
 
 
-def check_plans(prepared: Prepared, arch: str, strats: list[Strategy], *, epochs: int, lr, backbone_lr, lr_decay, bn,
-                 cfg: TrainConfig) -> None:
-    """Build every strategy's plan on a throwaway model, so a bad K or LR fails before anything is written."""
+def check_plans(prepared: Prepared, specs: Sequence[TrainSpec], cfg: TrainConfig) -> None:
+    """Build every arm's plan on a throwaway model, so a bad K or LR fails before anything is written."""
     from warmstart.transfer.backbones import create_model
     from warmstart.transfer.weights import resolve_weights
 
+    arch = specs[0].model
     net = create_model(arch, prepared.splits.num_classes, resolve_weights("none", arch))
-    for s in strats:
-        plan(net, s, epochs=epochs, cfg=cfg, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay, bn=bn)
+    for spec in specs:
+        plan(net, spec, cfg)
 
 
-def run_one(prepared: Prepared, run: Run, arch: str, strat: Strategy, seed: int, *, epochs: int, cfg: TrainConfig, lr,
-            backbone_lr, lr_decay, bn, init, augment: bool, feature_cache: str, resume: bool, setup: dict[str, Any],
+def run_one(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, resume: bool, setup: dict[str, Any],
             key: str | None = None, start: str | None = None) -> dict[str, Any]:
-    """Train one arm into OUT/<key>-seed<S>/ (or, resuming, reuse it when complete); return its record.
+    """Train one arm (``spec`` with ``cfg``: its seed, epochs and learning rates) into OUT/<key>-seed<S>/ (or,
+    resuming, reuse it when complete); return its record.
 
     ``key``: the arm's name, its strategy unless the compare has several starts (``<start>/<strategy>``:
     the arm's folder is then OUT/<start>/<strategy>-seed<S>); ``start``: that start's name.
     """
+    strat, seed = spec.strategy, cfg.seed
     key = key or strat.spec
     name = arm_name(key, seed)
     done = run.dir / name / ARM
@@ -81,11 +82,9 @@ def run_one(prepared: Prepared, run: Run, arch: str, strat: Strategy, seed: int,
     arm = {"strategy": strat.spec, "seed": seed} | ({"start": start} if start else {})
     sub = Run(run.dir / name, "compare", {**setup, "arm": arm},
               resume=resume and (run.dir / name / CONFIG).is_file(), tensorboard=cfg.tensorboard).start()
-    net = build_model(arch, prepared, strat, init=init, seed=seed, batch_size=cfg.batch_size)
+    net = build_model(prepared, spec, seed=seed, batch_size=cfg.batch_size)
     layer, before = conv1_weights(net)
-    net, result, s = run_arm(prepared, sub, arch=arch, strategy=strat, epochs=epochs, cfg=cfg, lr=lr, backbone_lr=backbone_lr,
-                             lr_decay=lr_decay, bn=bn, init=init, augment=augment, feature_cache=feature_cache,
-                             resume=sub.resume, model=net)
+    net, result, s = run_arm(prepared, sub, spec, cfg, resume=sub.resume, model=net)
     _, after = conv1_weights(net)
     # the final evaluation's classes: for the paired test and the report's misclassified images
     sub.write_json(PREDICTIONS, {"labels": list(prepared.val.labels), "predictions": result.val_predictions,
@@ -97,11 +96,11 @@ def run_one(prepared: Prepared, run: Run, arch: str, strat: Strategy, seed: int,
         if sub.main:
             from safetensors.torch import save_file
 
-            with atomic_path(sub.dir / "conv1.safetensors", "conv1 filters") as tmp:
+            with atomic_path(sub.dir / CONV1, "conv1 filters") as tmp:
                 save_file({"before": before.contiguous(), "after": after.contiguous()}, str(tmp))
     record = {"strategy": key, "seed": seed, "best_val_accuracy": s["best_val_accuracy"],
               "final_val_accuracy": s["final_val_accuracy"], "train_seconds": s["train_seconds"], "dir": name,
-              "best_epoch": s["best_epoch"], "epochs_run": int(last.get("epoch", epochs)),
+              "best_epoch": s["best_epoch"], "epochs_run": int(last.get("epoch", cfg.epochs)),
               "final_train_loss": last.get("train_loss"), "final_train_accuracy": last.get("train_accuracy"),
               "train_images_per_second": s["train_images_per_second"], "trainable_params": s["trainable_params"],
               "total_params": s["total_params"], "feature_seconds": s["feature_seconds"], "feature_cache": s["feature_cache"],
@@ -209,7 +208,7 @@ def figures(run_dir: Path, summary: dict[str, Any], prepared: Prepared) -> None:
     filters = {}
     for spec in summary["strategies"]:
         first = next(r for r in summary["runs"] if r["strategy"] == spec)
-        f = run_dir / first["dir"] / "conv1.safetensors"
+        f = run_dir / first["dir"] / CONV1
         if f.is_file():
             t = load_file(str(f))
             filters[f"{spec}: start"], filters[f"{spec}: trained"] = t["before"], t["after"]

@@ -35,7 +35,8 @@ def demo_compare(out: str | Path, *, seed: int = 0, quick: bool = False, device:
     """
     from warmstart.experiments.compare import DEFAULT_STRATEGIES, compare
     from warmstart.data.spec import DataSpec
-    from warmstart.experiments.train import MODEL_FILE, run_train
+    from warmstart.engine.layout import MODEL as MODEL_FILE
+    from warmstart.experiments.train import run_train
     from warmstart.transfer.spec import TrainSpec
 
     out = Path(out)

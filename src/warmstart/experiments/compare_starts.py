@@ -1,7 +1,7 @@
 """Several starts in one ``compare``: ``--weights W1,W2,...`` runs every start x strategy on the same data.
 
 Each start is a :class:`Start`: a name for its arms (``<name>/<strategy>``: the weights file's stem, or its
-folder's name for a run's ``model.safetensors``) and a :class:`~warmstart.experiments.train.Prepared` of its
+folder's name for a run's ``model.safetensors``) and a :class:`~warmstart.transfer.recipe.Prepared` of its
 own. Starts whose preprocessing crops and resizes alike share one decoded-image cache (only the weights and
 the normalisation differ, and normalisation is applied on the fly); their feature caches are separate, keyed by
 the weights' fingerprint. A start that crops differently gets its own decoded copy of the same split.
@@ -21,7 +21,8 @@ from typing import Any, Sequence
 
 from warmstart.engine.console import log
 from warmstart.errors import UserError
-from warmstart.experiments.train import Prepared, prepare
+from warmstart.data.spec import DataSpec
+from warmstart.transfer.recipe import Prepared, prepare
 from warmstart.transfer.strategies import Strategy
 from warmstart.transfer.weights import resolve_weights
 
@@ -64,11 +65,11 @@ def absolute(specs: Sequence[str]) -> str:
     return ",".join(os.path.abspath(s) if os.path.exists(s) else s for s in specs)
 
 
-def prepare_starts(data: str | Path, specs: Sequence[str], strats: Sequence[Strategy], *, arch: str, augment: bool,
-                   **prep: Any) -> list[Start]:
+def prepare_starts(data: DataSpec, specs: Sequence[str], strats: Sequence[Strategy], *, arch: str, augment: bool,
+                   seed: int = 0) -> list[Start]:
     """Resolve every start and prepare its data; every check runs before anything is written.
 
-    ``prep``: the keyword arguments of :func:`~warmstart.experiments.train.prepare` besides weights and augment.
+    ``augment``: decode the augmented view too (some arm augments); ``seed``: the split's (the first seed's).
     """
     reusing = [s.spec for s in strats if s.needs_pretrained]
     if len(specs) == 1:
@@ -77,7 +78,7 @@ def prepare_starts(data: str | Path, specs: Sequence[str], strats: Sequence[Stra
                             "imagenet or a weights file (e.g. the model.safetensors of an earlier run), or compare scratch arms only")
         # scratch alone needs only the preprocessing of "imagenet" weights, not their tensors (as in train)
         w_spec = "none" if not reusing and specs[0] == "imagenet" else specs[0]
-        return [Start("", specs[0], prepare(data, arch=arch, weights=w_spec, augment=augment, **prep))]
+        return [Start("", specs[0], prepare(data, arch=arch, weights=w_spec, augment=augment, seed=seed))]
     if not reusing:
         raise UserError(f"--weights lists {len(specs)} starts but every strategy is scratch, which starts from random weights; "
                         "give one --weights, or add transfer or finetune-all to --strategies")
@@ -97,7 +98,7 @@ def prepare_starts(data: str | Path, specs: Sequence[str], strats: Sequence[Stra
             raise UserError(f"--weights: {names[name]} and {spec} would both be called {name!r} in the arm names; "
                             "rename one of the files (or its folder)")
         names[name] = spec
-    first = prepare(data, arch=arch, weights=specs[0], augment=augment, **prep)
+    first = prepare(data, arch=arch, weights=specs[0], augment=augment, seed=seed)
     starts = [Start(start_name(specs[0]), specs[0], first)]
     geometry = _geometry(first.weights.preprocess)
     for spec, w in zip(specs[1:], resolved[1:]):
@@ -106,7 +107,7 @@ def prepare_starts(data: str | Path, specs: Sequence[str], strats: Sequence[Stra
         else:
             log(f"{start_name(spec)} crops and resizes differently ({_describe(w.preprocess)} vs {_describe(first.weights.preprocess)}): "
                 "its images are decoded again, from the same split")
-            p = prepare(data, arch=arch, weights=spec, augment=augment, **prep)
+            p = prepare(data, arch=arch, weights=spec, augment=augment, seed=seed)
             if p.splits.fingerprint != first.splits.fingerprint or len(p.val) != len(first.val):
                 raise UserError(f"--weights {spec}: its images could not be read into the same split as {specs[0]}'s "
                                 f"({len(p.val)} vs {len(first.val)} validation images); compare them in separate runs")

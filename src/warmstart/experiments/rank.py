@@ -16,32 +16,22 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from warmstart.engine.console import log, warn
+from warmstart.engine.layout import CONFIG, RANK_SCORES_PNG, REPORT_HTML, VERIFY
 from warmstart.errors import UserError
-from warmstart.transfer.rank import SCORES, SPECIAL, correlations, split_candidates
-from warmstart.transfer.weights import SAFETENSORS_SUFFIX, STATE_DICT_SUFFIXES
+from warmstart.transfer.candidates import check_candidates
+from warmstart.transfer.rank import SCORES, correlations
 
-CHART = "scores.png"
 PLAIN = ("plain_mlp", "plain_cnn")
 INIT_PROBE_IMAGES = 256  # as warmstart depth's probe batch
-
-
-def is_init_token(t: str) -> bool:
-    """A candidate that names an init scheme, not weights: not none/imagenet, no path, no weights suffix."""
-    return (t.lower() not in SPECIAL and "/" not in t and "\\" not in t and not Path(t).exists()
-            and Path(t).suffix not in (*STATE_DICT_SUFFIXES, SAFETENSORS_SUFFIX))
 
 
 def rank(data: str | Path, candidates: str | Sequence[str], *, model: str | None = None, by: str | None = None,
          verify: str | None = None, epochs: int | None = None, out: str | Path | None = None, cfg=None,
          options: dict[str, Any] | None = None, argv: list[str] | None = None, **data_kw) -> dict[str, Any]:
-    """Rank the candidate starts on DATA; write OUT (config.json, summary.json, report.html). Returns the summary."""
-    tokens = split_candidates(candidates)
-    inits = [is_init_token(t) for t in tokens]
-    if any(inits) and not all(inits):
-        raise UserError(f"--candidates mixes init schemes ({', '.join(t for t, i in zip(tokens, inits) if i)}) with weights "
-                        f"({', '.join(t for t, i in zip(tokens, inits) if not i)}); rank pretrained starts and random inits "
-                        "in separate runs (or check the spelling of a weights file)")
-    if all(inits):
+    """Rank the candidate starts on DATA; write OUT (config.json, summary.json, report.html). Returns the summary,
+    plus ``report`` (the report's path; not in summary.json)."""
+    tokens, inits = check_candidates(candidates, model=model)
+    if inits:
         return rank_inits(data, tokens, model=model, verify=verify, epochs=epochs or 10, out=out, cfg=cfg,
                           options=options, argv=argv, **data_kw)
     from warmstart.transfer.rank import rank_starts
@@ -73,8 +63,7 @@ def rank_inits(data: str | Path, tokens: list[str], *, model: str | None, verify
     t0 = time.perf_counter()
     cfg = cfg or TrainConfig()
     if not model:
-        raise UserError("init schemes as candidates need --model ARCH, e.g. --model plain_mlp (the 30-layer net of "
-                        "warmstart depth) or --model custom_3_layer")
+        check_candidates(tokens, model=model)  # says what --model to give
     if verify is not None and verify != "scratch":
         raise UserError(f"--verify {verify}: init schemes are starts for training from scratch; use --verify scratch")
     if len(set(tokens)) < len(tokens):
@@ -86,7 +75,7 @@ def rank_inits(data: str | Path, tokens: list[str], *, model: str | None, verify
         from warmstart.transfer.weights import check_arch
 
         check_arch(model)
-    if out is not None and (Path(out) / "config.json").exists():
+    if out is not None and (Path(out) / CONFIG).exists():
         raise UserError(f"--out {out} already holds a run (config.json); choose another --out")
     if plain:
         kind, depth = plain
@@ -131,7 +120,7 @@ def rank_inits(data: str | Path, tokens: list[str], *, model: str | None, verify
     run.write_summary(summary)
     _write_report(run, summary)
     run.close()
-    return summary
+    return {**summary, "report": str(run.dir / REPORT_HTML)}  # returned, not in summary.json
 
 
 def _score_init(t: str, spec: str, make, lsuv, batch, model: str, seed: int) -> dict[str, Any]:
@@ -160,7 +149,7 @@ def _score_init(t: str, spec: str, make, lsuv, batch, model: str, seed: int) -> 
 
 def _scratch_prepared(data, model, cfg, *, data_root, val_fraction, subset, skip_bad_images, val: bool):
     from warmstart.data import ImageDataset, load_data
-    from warmstart.experiments.train import Prepared
+    from warmstart.transfer.recipe import Prepared
     from warmstart.transfer.weights import resolve_weights
 
     w = resolve_weights("none", model)
@@ -176,23 +165,25 @@ def _verify_inits(run, data, tokens, specs, model, plain, epochs, cfg, *, prepar
         from warmstart.experiments.depth import default_config, depth
 
         dcfg = default_config(seed=cfg.seed, device=cfg.device, quiet=cfg.quiet)
-        s = depth(data, out=run.dir / "verify", arch=plain[0], depth=plain[1], arms=tokens, epochs=epochs, cfg=dcfg, **data_kw)
+        s = depth(data, out=run.dir / VERIFY, arch=plain[0], depth=plain[1], arms=tokens, epochs=epochs, cfg=dcfg, **data_kw)
         return {t: {"strategy": "scratch", "final_val_accuracy": s["arms"][t]["val_accuracy"],
-                    "final_train_loss": s["arms"][t]["final_train_loss"], "run": f"verify/{t}", "recipe": "warmstart depth (SGD)"}
+                    "final_train_loss": s["arms"][t]["final_train_loss"], "run": f"{VERIFY}/{t}", "recipe": "warmstart depth (SGD)"}
                 for t in tokens}
-    from warmstart.experiments.train import run_arm
-    from warmstart.transfer.strategies import parse_strategy
+    from dataclasses import replace
+
+    from warmstart.transfer.recipe import run_arm
+    from warmstart.transfer.spec import TrainSpec
 
     out = {}
+    arm_cfg = replace(cfg, epochs=epochs, lr_decay=1.0)
     for t in tokens:
-        sub = run.sub(f"verify/{t}", {"init": specs[t], "epochs": epochs})
+        sub = run.sub(f"{VERIFY}/{t}", {"init": specs[t], "epochs": epochs})
         try:
-            _, _, s = run_arm(prepared, sub, arch=model, strategy=parse_strategy("scratch"), epochs=epochs, cfg=cfg,
-                              init=specs[t], augment=True)
+            _, _, s = run_arm(prepared, sub, TrainSpec(model=model, strategy="scratch", init=specs[t], augment="on"), arm_cfg)
         finally:
             sub.close()
         out[t] = {"strategy": "scratch", "final_val_accuracy": s["final_val_accuracy"],
-                  "best_val_accuracy": s["best_val_accuracy"], "run": f"verify/{t}"}
+                  "best_val_accuracy": s["best_val_accuracy"], "run": f"{VERIFY}/{t}"}
     return out
 
 
@@ -261,7 +252,7 @@ def _c(v) -> str:
 def _write_report(run, summary: dict[str, Any]) -> None:
     from warmstart.report.html import write_report
 
-    chart(summary, run.dir / CHART)
+    chart(summary, run.dir / RANK_SCORES_PNG)
     write_report(run.dir, "warmstart rank", sections(run.dir, summary))
 
 
@@ -326,7 +317,7 @@ def sections(run_dir: str | Path, summary: dict[str, Any] | None = None) -> list
                                     f"--verify {summary['verify']['strategy']} ({summary['verify']['epochs']} epochs)."))
     return [Section(title=f"Rank: which start? ({'init schemes of ' + str(summary.get('model')) if inits else 'pretrained starts'})",
                     reading=[summary["verdict"]], tables=tables,
-                    figures=[Figure(run_dir / CHART, "Scores per candidate, in ranked order" + (
+                    figures=[Figure(run_dir / RANK_SCORES_PNG, "Scores per candidate, in ranked order" + (
                         "" if inits else "; probe_cv with the standard error of its fold accuracies") + ".", wide=True)],
                     paragraphs=[f"Data: {summary.get('data')}."], command=" ".join(argv) if argv else "warmstart rank",
                     anchor="rank")]

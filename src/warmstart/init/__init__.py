@@ -1,11 +1,40 @@
 """Weight initialization: schemes, specs that say which parameter gets which, and the symmetry report."""
 
-from warmstart.init.schemes import SCHEMES, Scheme, fans, gain
-from warmstart.init.spec import InitRow, InitSpec, InitTable, Rule, apply_init, parse_init_spec, parse_scheme
-from warmstart.init.symmetry import LayerSymmetry, SymmetryReport, explain_layer, symmetry_report
+from __future__ import annotations
 
-__all__ = [
-    "SCHEMES", "Scheme", "fans", "gain",
-    "InitRow", "InitSpec", "InitTable", "Rule", "apply_init", "parse_init_spec", "parse_scheme",
-    "LayerSymmetry", "SymmetryReport", "explain_layer", "symmetry_report",
-]
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it (imported lazily)
+_LAZY = {
+    "SCHEMES": "warmstart.init.schemes",
+    "Scheme": "warmstart.init.schemes",
+    "fans": "warmstart.init.schemes",
+    "gain": "warmstart.init.schemes",
+    "InitRow": "warmstart.init.spec",
+    "InitSpec": "warmstart.init.spec",
+    "InitTable": "warmstart.init.spec",
+    "Rule": "warmstart.init.spec",
+    "apply_init": "warmstart.init.spec",
+    "parse_init_spec": "warmstart.init.spec",
+    "parse_scheme": "warmstart.init.spec",
+    "LayerSymmetry": "warmstart.init.symmetry",
+    "SymmetryReport": "warmstart.init.symmetry",
+    "explain_layer": "warmstart.init.symmetry",
+    "symmetry_report": "warmstart.init.symmetry",
+}
+_ALIAS = {}
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: each name imported on first use, so parsing options needs no torch
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), _ALIAS.get(name, name))
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -23,30 +23,9 @@ from torch.utils.data import Dataset
 
 from warmstart.errors import UserError
 from warmstart.init.lsuv import LSUVLayer, lsuv_init
-from warmstart.init.spec import InitSpec, InitTable, apply_init, as_generator, parse_init_spec, split_outside_parens
-
-LSUV = "lsuv"
-"""The spec text that selects LSUV (case and surrounding spaces do not matter)."""
-
-
-def is_lsuv(spec: InitSpec | str) -> bool:
-    """True when ``spec`` asks for LSUV (the text ``lsuv``)."""
-    return isinstance(spec, str) and spec.strip().lower() == LSUV
-
-
-def check_init(spec: InitSpec | str) -> InitSpec | str:
-    """Validate ``spec`` before any work: ``"lsuv"``, or a parsed :class:`InitSpec` (UserError if bad).
-
-    LSUV rescales every layer in order, so it cannot be one rule among others (``linear=lsuv``).
-    """
-    if isinstance(spec, InitSpec):
-        return spec
-    if is_lsuv(spec):
-        return LSUV
-    if isinstance(spec, str) and LSUV in {part.split("=")[-1].strip().lower() for part in split_outside_parens(spec)}:
-        raise UserError(f'init spec "{spec}": lsuv initialises the whole model from a batch of data and cannot be '
-                        "combined with other rules; use it alone (--init lsuv)")
-    return parse_init_spec(spec)
+# check_init and is_lsuv are torch-free, in init.spec (the CLI checks --init with them); re-exported for the callers here
+from warmstart.init.spec import (LSUV, InitSpec, InitTable, apply_init, as_generator, check_init,  # noqa: F401
+                                 is_lsuv)
 
 
 @dataclass

@@ -31,18 +31,31 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable
-
-import torch
-from torch import Tensor, nn
+from functools import cache
+from typing import TYPE_CHECKING, Any, Callable
 
 from warmstart.errors import UserError, unknown
 
-CONV_TYPES: tuple[type, ...] = (nn.modules.conv._ConvNd,)
-LINEAR_TYPES: tuple[type, ...] = (nn.Linear,)
-#: every normalisation layer (BatchNorm, InstanceNorm, GroupNorm, LayerNorm, RMSNorm): the one list warmstart uses
-#: (init rules ``bn=``, signal statistics, layer grouping)
-NORM_TYPES: tuple[type, ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
+if TYPE_CHECKING:  # torch is imported where a scheme fills a tensor, so that parsing a spec needs no torch
+    import torch
+    from torch import Tensor, nn
+
+
+@cache
+def layer_types() -> dict[str, tuple[type, ...]]:
+    """CONV_TYPES, LINEAR_TYPES and NORM_TYPES (every normalisation layer: BatchNorm, InstanceNorm, GroupNorm,
+    LayerNorm, RMSNorm; the one list warmstart uses for init rules ``bn=``, signal statistics, layer grouping)."""
+    from torch import nn
+
+    return {"CONV_TYPES": (nn.modules.conv._ConvNd,), "LINEAR_TYPES": (nn.Linear,),
+            "NORM_TYPES": (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)}
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: the torch layer types, built on first use
+    if name in ("CONV_TYPES", "LINEAR_TYPES", "NORM_TYPES"):
+        return layer_types()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Names ``torch.nn.init.calculate_gain`` knows.
 NONLINEARITIES = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
@@ -58,7 +71,7 @@ def fans(weight: Tensor, module: nn.Module | None = None) -> tuple[int, int]:
     if weight.dim() < 2:
         raise ValueError(f"fans need a weight of dim >= 2, got shape {tuple(weight.shape)}")
     receptive = math.prod(weight.shape[2:])
-    groups = module.groups if isinstance(module, CONV_TYPES) else 1
+    groups = module.groups if isinstance(module, layer_types()["CONV_TYPES"]) else 1
     return weight.shape[1] * receptive, weight.shape[0] // groups * receptive
 
 
@@ -68,6 +81,8 @@ def gain(nonlinearity: str | float, param: float | None = None) -> float:
         return float(nonlinearity)
     if nonlinearity not in NONLINEARITIES:
         raise unknown("nonlinearity", str(nonlinearity), NONLINEARITIES)
+    from torch import nn
+
     return nn.init.calculate_gain(nonlinearity, param)
 
 
@@ -131,6 +146,8 @@ class Constant(Scheme):
         return 0.0
 
     def fill_(self, tensor, site, generator):
+        from torch import nn
+
         nn.init.constant_(tensor, self.value)
 
 
@@ -150,6 +167,8 @@ class Random(Scheme):
         return self.std_of(*site.fans)
 
     def fill_(self, tensor, site, generator):
+        from torch import nn
+
         std = self.target_std(site)
         if self.dist == "normal":
             nn.init.normal_(tensor, 0.0, std, generator=generator)
@@ -170,6 +189,8 @@ class Orthogonal(Scheme):
         return self.gain / math.sqrt(max(rows, site.param.numel() // rows))
 
     def fill_(self, tensor, site, generator):
+        from torch import nn
+
         nn.init.orthogonal_(tensor, self.gain, generator=generator)
 
 
@@ -178,10 +199,12 @@ class Dirac(Scheme):
     """The identity convolution (``torch.nn.init.dirac_``), per group."""
 
     def check(self, site):
-        if not isinstance(site.module, CONV_TYPES) or site.param.dim() not in (3, 4, 5):
+        if not isinstance(site.module, layer_types()["CONV_TYPES"]) or site.param.dim() not in (3, 4, 5):
             raise UserError(f"init scheme dirac is for convolution weights only; {site.name} is a {site.type} {site.role}")
 
     def fill_(self, tensor, site, generator):
+        from torch import nn
+
         nn.init.dirac_(tensor, groups=site.module.groups)
 
 
@@ -204,6 +227,8 @@ class SharedKernel(Scheme):
         return math.sqrt(2.0 / math.prod(shape[2:])) / shape[1] if len(shape) > 2 else 0.0
 
     def fill_(self, tensor, site, generator):
+        import torch
+
         if tensor.dim() == 2:
             tensor.fill_(math.sqrt(2.0) / tensor.shape[1])
             return
@@ -224,10 +249,10 @@ class Default(Scheme):
             raise UserError(f"init scheme default: {site.module_name or 'the model'} ({site.type}) has no reset_parameters()")
 
     def target_std(self, site):
-        m = site.module
-        if isinstance(m, CONV_TYPES + LINEAR_TYPES):
+        m, t = site.module, layer_types()
+        if isinstance(m, t["CONV_TYPES"] + t["LINEAR_TYPES"]):
             return 1.0 / math.sqrt(3.0 * fans(m.weight, m)[0])
-        if isinstance(m, NORM_TYPES):
+        if isinstance(m, t["NORM_TYPES"]):
             return 0.0
         return None
 

@@ -26,21 +26,36 @@ import re
 import warnings
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Callable, Iterable, Iterator, Sequence
-
-import torch
-from torch import nn
+from functools import cache
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from warmstart.errors import UserError, did_you_mean, unknown
-from warmstart.init.schemes import CONV_TYPES, LINEAR_TYPES, NORM_TYPES, SCHEMES, Default, Scheme, Site
+from warmstart.init.schemes import SCHEMES, Default, Scheme, Site, layer_types
 
-#: Type targets: name -> (module types, parameter role); ``bias`` covers every leaf's bias.
-TYPE_TARGETS: dict[str, tuple[tuple[type, ...], str]] = {
-    **{f"{key}{suffix}": (types, role)
-       for key, types in (("conv", CONV_TYPES), ("linear", LINEAR_TYPES), ("bn", NORM_TYPES))
-       for suffix, role in (("", "weight"), (".weight", "weight"), (".bias", "bias"))},
-    "bias": ((nn.Module,), "bias"),
-}
+if TYPE_CHECKING:  # parsing a spec needs no torch (the CLI checks --init before importing it); applying one does
+    import torch
+    from torch import nn
+
+#: Type targets: name -> (module types, parameter role); ``bias`` covers every leaf's bias (:func:`type_targets`).
+TYPE_TARGET_NAMES = (*(f"{key}{suffix}" for key in ("conv", "linear", "bn") for suffix in ("", ".weight", ".bias")), "bias")
+
+
+@cache
+def type_targets() -> dict[str, tuple[tuple[type, ...], str]]:
+    """TYPE_TARGET_NAMES -> (module types, parameter role), built on first use (it needs torch's layer types)."""
+    from torch import nn
+
+    t = layer_types()
+    return {**{f"{key}{suffix}": (types, role)
+               for key, types in (("conv", t["CONV_TYPES"]), ("linear", t["LINEAR_TYPES"]), ("bn", t["NORM_TYPES"]))
+               for suffix, role in (("", "weight"), (".weight", "weight"), (".bias", "bias"))},
+            "bias": ((nn.Module,), "bias")}
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: TYPE_TARGETS as a module attribute, built on first use
+    if name == "TYPE_TARGETS":
+        return type_targets()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -52,11 +67,11 @@ class Rule:
 
     @property
     def is_type(self) -> bool:
-        return self.target in TYPE_TARGETS
+        return self.target in TYPE_TARGET_NAMES
 
     def matches(self, site: Site) -> bool:
         if self.is_type:
-            types, role = TYPE_TARGETS[self.target]
+            types, role = type_targets()[self.target]
             return isinstance(site.module, types) and site.role == role
         return fnmatchcase(site.name, self.target) or fnmatchcase(site.module_name, self.target)
 
@@ -97,7 +112,7 @@ class InitSpec:
         sites = list(leaf_sites(model))
         for rule in self.rules:
             if not rule.is_type and not any(rule.matches(s) for s in sites):
-                names = [s.name for s in sites] + [s.module_name for s in sites] + list(TYPE_TARGETS)
+                names = [s.name for s in sites] + [s.module_name for s in sites] + list(TYPE_TARGET_NAMES)
                 raise UserError(f'init rule "{rule}" matches no parameter of {type(model).__name__}'
                                 f"{did_you_mean(rule.target, names)}; parameters: {_listing([s.name for s in sites])}")
         plan = []
@@ -224,6 +239,31 @@ def parse_init_spec(text: str) -> InitSpec:
     return InitSpec(rules)
 
 
+#: The spec text that selects LSUV (case and surrounding spaces do not matter); LSUV itself needs data
+#: (:mod:`warmstart.init.data_init`).
+LSUV = "lsuv"
+
+
+def is_lsuv(spec: InitSpec | str) -> bool:
+    """True when ``spec`` asks for LSUV (the text ``lsuv``)."""
+    return isinstance(spec, str) and spec.strip().lower() == LSUV
+
+
+def check_init(spec: InitSpec | str) -> InitSpec | str:
+    """Validate ``spec`` before any work: ``"lsuv"``, or a parsed :class:`InitSpec` (UserError if bad); no torch.
+
+    LSUV rescales every layer in order, so it cannot be one rule among others (``linear=lsuv``).
+    """
+    if isinstance(spec, InitSpec):
+        return spec
+    if is_lsuv(spec):
+        return LSUV
+    if isinstance(spec, str) and LSUV in {part.split("=")[-1].strip().lower() for part in split_outside_parens(spec)}:
+        raise UserError(f'init spec "{spec}": lsuv initialises the whole model from a batch of data and cannot be '
+                        "combined with other rules; use it alone (--init lsuv)")
+    return parse_init_spec(spec)
+
+
 # ---------------------------------------------------------------------------------------------- applying
 
 @dataclass(frozen=True)
@@ -280,6 +320,8 @@ class InitTable:
 
 def as_generator(generator: torch.Generator | int | None) -> torch.Generator | None:
     """``None``, a torch.Generator, or an int seed (-> a fresh Generator seeded with it)."""
+    import torch
+
     if generator is None or isinstance(generator, torch.Generator):
         return generator
     if isinstance(generator, int) and not isinstance(generator, bool):
@@ -289,6 +331,8 @@ def as_generator(generator: torch.Generator | int | None) -> torch.Generator | N
 
 def _reset(module: nn.Module, generator: torch.Generator | None) -> None:
     """``module.reset_parameters()``, drawing from ``generator`` when one is given."""
+    import torch
+
     if generator is None:
         module.reset_parameters()
         return
@@ -309,6 +353,9 @@ def apply_init(model: nn.Module, spec: InitSpec | str, *, generator: torch.Gener
     values are drawn on the CPU and copied. Re-initializing a model marked
     ``warmstart_pretrained = True`` warns, as pretrained values are lost.
     """
+    import torch
+    from torch import nn
+
     spec = spec if isinstance(spec, InitSpec) else parse_init_spec(spec)
     generator = as_generator(generator)
     plan = spec.resolve(model)

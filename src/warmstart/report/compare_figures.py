@@ -11,11 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from warmstart.engine.layout import COMPARE_FIGURES
 from warmstart.report.stats import mean_std
 
 MISCLASSIFIED_SHOWN = 24
-FIGURES = {"learning_curves": "learning_curves.png", "tradeoff": "accuracy_vs_time.png", "confusion": "confusion.png",
-           "misclassified": "misclassified.png", "filters": "conv1_filters.png", "drift": "drift.png"}
 
 
 def typical_run(summary: dict[str, Any]) -> dict[str, Any]:
@@ -44,23 +43,23 @@ def write_figures(run_dir: Path, summary: dict[str, Any], *, histories: Mapping[
     for spec in order:
         hists = [histories[r["dir"]] for r in summary["runs"] if r["strategy"] == spec]
         means[spec], spreads[spec] = mean_history(hists)
-    plots.learning_curves(means, run_dir / FIGURES["learning_curves"],
+    plots.learning_curves(means, run_dir / COMPARE_FIGURES["learning_curves"],
                           spread=spreads if any(per[s]["seeds"] > 1 for s in order) else None)
-    figs["learning_curves"] = FIGURES["learning_curves"]
+    figs["learning_curves"] = COMPARE_FIGURES["learning_curves"]
 
     best = per[summary["best"]]
     one = 1.0 / max(1, summary["val_images"])
     lo = best["final_val_accuracy"]["mean"] - max(one, 2 * best["final_val_accuracy"]["std"])
     plots.tradeoff({s: (per[s]["train_seconds"]["mean"], per[s]["final_val_accuracy"]["mean"], per[s]["train_seconds"]["std"],
-                        per[s]["final_val_accuracy"]["std"]) for s in order}, run_dir / FIGURES["tradeoff"],
+                        per[s]["final_val_accuracy"]["std"]) for s in order}, run_dir / COMPARE_FIGURES["tradeoff"],
                    xlabel="training time per run (s)", ylabel="final validation accuracy", percent=True,
                    band=(lo, best["final_val_accuracy"]["mean"], "within noise of the best"))
-    figs["tradeoff"] = FIGURES["tradeoff"]
+    figs["tradeoff"] = COMPARE_FIGURES["tradeoff"]
 
     summary["best_run"] = {"strategy": typical["strategy"], "seed": typical["seed"], "dir": typical["dir"]}
-    plots.confusion_matrix(confusion, classes, run_dir / FIGURES["confusion"],
+    plots.confusion_matrix(confusion, classes, run_dir / COMPARE_FIGURES["confusion"],
                            title=f"{typical['strategy']}, seed {typical['seed']}: validation, final epoch")
-    figs["confusion"] = FIGURES["confusion"]
+    figs["confusion"] = COMPARE_FIGURES["confusion"]
     preds = predictions["predictions"] if predictions else []
     wrong = [i for i, (p, y) in enumerate(zip(preds, val.labels)) if p != y]
     if predictions:
@@ -68,17 +67,17 @@ def write_figures(run_dir: Path, summary: dict[str, Any], *, histories: Mapping[
     if wrong:
         shown = wrong[:MISCLASSIFIED_SHOWN]
         plots.image_grid([val[i][0] for i in shown], [f"true: {classes[val.labels[i]]}\npred: {classes[preds[i]]}" for i in shown],
-                         run_dir / FIGURES["misclassified"], cols=min(8, len(shown)))
-        figs["misclassified"] = FIGURES["misclassified"]
+                         run_dir / COMPARE_FIGURES["misclassified"], cols=min(8, len(shown)))
+        figs["misclassified"] = COMPARE_FIGURES["misclassified"]
 
     if filters:
-        plots.filter_grid(dict(filters), run_dir / FIGURES["filters"], max_filters=16)
-        figs["filters"] = FIGURES["filters"]
+        plots.filter_grid(dict(filters), run_dir / COMPARE_FIGURES["filters"], max_filters=16)
+        figs["filters"] = COMPARE_FIGURES["filters"]
     if drift:
         from warmstart.report.drift_plot import drift_figure
 
-        drift_figure(drift, run_dir / FIGURES["drift"])
-        figs["drift"] = FIGURES["drift"]
+        drift_figure(drift, run_dir / COMPARE_FIGURES["drift"])
+        figs["drift"] = COMPARE_FIGURES["drift"]
 
 
 def mean_history(hists: list[list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -8,31 +8,45 @@ The pieces, in the order a run uses them::
     plan    = parse_strategy("finetune-last:3").phases(groups, epochs=5, lr=1e-3)   # list[Phase]
 """
 
-from warmstart.transfer.backbones import create_model, find_head
-from warmstart.transfer.bn import batchnorms, freeze_bn, recalibrate_bn
-from warmstart.transfer.features import FeatureCache, Stages, cache_key, split_at
-from warmstart.transfer.groups import LayerGroup, conv1_of, group_params, layer_groups
-from warmstart.transfer.strategies import Strategy, parse_strategy
-from warmstart.transfer.weights import Weights, load_tensors, resolve_weights, save_weights
+from __future__ import annotations
 
-__all__ = [
-    "FeatureCache",
-    "LayerGroup",
-    "Stages",
-    "Strategy",
-    "Weights",
-    "batchnorms",
-    "cache_key",
-    "conv1_of",
-    "create_model",
-    "find_head",
-    "freeze_bn",
-    "group_params",
-    "layer_groups",
-    "load_tensors",
-    "parse_strategy",
-    "recalibrate_bn",
-    "resolve_weights",
-    "save_weights",
-    "split_at",
-]
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it (imported lazily)
+_LAZY = {
+    "create_model": "warmstart.transfer.backbones",
+    "find_head": "warmstart.transfer.backbones",
+    "batchnorms": "warmstart.transfer.bn",
+    "freeze_bn": "warmstart.transfer.bn",
+    "recalibrate_bn": "warmstart.transfer.bn",
+    "FeatureCache": "warmstart.transfer.features",
+    "Stages": "warmstart.transfer.features",
+    "cache_key": "warmstart.transfer.features",
+    "split_at": "warmstart.transfer.features",
+    "LayerGroup": "warmstart.transfer.groups",
+    "conv1_of": "warmstart.transfer.groups",
+    "group_params": "warmstart.transfer.groups",
+    "layer_groups": "warmstart.transfer.groups",
+    "Strategy": "warmstart.transfer.strategies",
+    "parse_strategy": "warmstart.transfer.strategies",
+    "Weights": "warmstart.transfer.weights",
+    "load_tensors": "warmstart.transfer.weights",
+    "resolve_weights": "warmstart.transfer.weights",
+    "save_weights": "warmstart.transfer.weights",
+}
+_ALIAS = {}
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: each name imported on first use, so parsing options needs no torch
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), _ALIAS.get(name, name))
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from warmstart.data import _torchvision  # noqa: F401, I001  (first: torchvision without torch._dynamo)
 import torchvision.transforms.functional as TF
 from torch import nn
 

@@ -5,7 +5,7 @@
                    another architecture or a duplicate fail before anything is written)
     DATA ─ load_data ─ the training split decoded ONCE per (resize, crop, interpolation), shared by candidates
     per candidate: the layers below the classifier run once over the training images (the recipe's feature
-    cache, ``experiments.train._features``) ─> features ─> probe_cv, knn_loo, logme, leep (``transfer.scores``)
+    cache, ``transfer.recipe.frozen_features``) ─> features ─> probe_cv, knn_loo, logme, leep (``transfer.scores``)
 
 The validation images are not decoded here; ``--verify`` (:func:`verify`) trains every candidate with a
 strategy under the recipe (``run_arm``, on the same Prepared data, so the frozen features computed for the
@@ -29,11 +29,12 @@ from torch import nn
 
 from warmstart.data import DataSplits, ImageDataset
 from warmstart.engine.console import log
+from warmstart.engine.layout import CONFIG, REPORT_HTML, VERIFY
 from warmstart.errors import UserError
-from warmstart.transfer.weights import SAFETENSORS_SUFFIX, STATE_DICT_SUFFIXES, Weights, resolve_weights
+from warmstart.transfer.candidates import SAFETENSORS_SUFFIX, SPECIAL, STATE_DICT_SUFFIXES, split_candidates
+from warmstart.transfer.weights import Weights, resolve_weights
 
 SCORES = ("probe_cv", "knn_loo", "logme", "leep")
-SPECIAL = ("none", "imagenet")
 
 
 @dataclass
@@ -49,15 +50,6 @@ class Candidate:
 
 
 # --------------------------------------------------------------------------------------------- candidates
-def split_candidates(text: str | Sequence[str]) -> list[str]:
-    """``"a.pth,weights/,none"`` -> tokens (an empty token is an error)."""
-    parts = [p.strip() for p in (text.split(",") if isinstance(text, str) else [str(t) for t in text])]
-    if not parts or any(not p for p in parts):
-        raise UserError(f'--candidates "{text}": an empty candidate (a stray comma?); give weights files, folders, '
-                        "imagenet or none, separated by commas")
-    return parts
-
-
 def expand(tokens: Sequence[str]) -> list[str]:
     """Folders become their weights files (``.pth``/``.pt``/``.safetensors`` with a sidecar ``.json``), sorted."""
     out: list[str] = []
@@ -155,8 +147,8 @@ class SharedImages:
 
 
 def prepared_for(c: Candidate, images: SharedImages, *, val: bool = False):
-    """The recipe's :class:`~warmstart.experiments.train.Prepared` of one candidate, on the shared decoded images."""
-    from warmstart.experiments.train import Prepared  # moving to transfer.recipe (branch lib)
+    """The recipe's :class:`~warmstart.transfer.recipe.Prepared` of one candidate, on the shared decoded images."""
+    from warmstart.transfer.recipe import Prepared
 
     p = c.details.get("_prepared")
     if p is None:
@@ -170,15 +162,15 @@ def prepared_for(c: Candidate, images: SharedImages, *, val: bool = False):
 # --------------------------------------------------------------------------------------------- scores
 def features_of(c: Candidate, images: SharedImages, cfg) -> tuple[torch.Tensor, torch.Tensor, nn.Module | None]:
     """One frozen pass over the training images: the features entering the classifier, labels, and the head."""
-    from warmstart.experiments.train import _features  # the recipe's feature cache (moving to transfer.recipe)
     from warmstart.transfer.features import split_at
     from warmstart.transfer.groups import layer_groups
+    from warmstart.transfer.recipe import frozen_features  # the recipe's feature cache
 
     assert c.model is not None
     groups = layer_groups(c.model)
     trunk, head = split_at(c.model, groups, len(groups) - 1)
     p = prepared_for(c, images)
-    cache = _features(p, trunk, p.train_plain, "train", groups[-2].name, cfg, "memory", None)
+    cache = frozen_features(p, trunk, p.train_plain, "train", groups[-2].name, cfg, "memory", None)
     x, y = cache.tensors()
     return x.flatten(1), y, head
 
@@ -283,23 +275,26 @@ def correlations(cands: Sequence[Candidate], real: str = "final_val_accuracy") -
 # --------------------------------------------------------------------------------------------- verify
 def verify(cands: Sequence[Candidate], images: SharedImages, run, strategy: str, *, epochs: int, cfg) -> None:
     """Train every candidate with ``strategy`` under the recipe (``none``: from scratch); record the real accuracy."""
-    from warmstart.experiments.train import default_augment, run_arm  # moving to transfer.recipe (branch lib)
+    from dataclasses import replace
+
+    from warmstart.transfer.recipe import run_arm
+    from warmstart.transfer.spec import TrainSpec
     from warmstart.transfer.strategies import parse_strategy
 
     for c in cands:
         strat = parse_strategy(strategy if c.weights.pretrained else "scratch")
         p = prepared_for(c, images, val=True)
-        aug = default_augment(strat, "auto")
-        if aug and p.train_aug is None:
+        spec = TrainSpec(model=c.arch, strategy=strat, feature_cache="memory")
+        if spec.augments and p.train_aug is None:
             p.train_aug = p.train_plain.with_augmentation(scale=(0.35, 1.0))
-        sub = run.sub(f"verify/{_dirname(c.name)}", {"candidate": c.spec, "strategy": strat.spec, "epochs": epochs})
+        sub = run.sub(f"{VERIFY}/{_dirname(c.name)}", {"candidate": c.spec, "strategy": strat.spec, "epochs": epochs})
         try:
-            _, _, s = run_arm(p, sub, arch=c.arch, strategy=strat, epochs=epochs, cfg=cfg, augment=aug, feature_cache="memory")
+            _, _, s = run_arm(p, sub, spec, replace(cfg, epochs=epochs, lr_decay=1.0))
         finally:
             sub.close()
         c.details["verify"] = {"strategy": strat.spec, "final_val_accuracy": s["final_val_accuracy"],
                                "best_val_accuracy": s["best_val_accuracy"], "train_seconds": s["train_seconds"],
-                               "run": str(Path("verify") / _dirname(c.name))}
+                               "run": str(Path(VERIFY) / _dirname(c.name))}
         log(f"verify {c.name} ({strat.spec}, {epochs} epochs): final val accuracy {s['final_val_accuracy']:.4f}")
 
 
@@ -332,7 +327,7 @@ def rank_starts(data: str | Path, candidates: str | Sequence[str], *, model: str
     """Score pretrained starts on DATA's training split; with ``verify_strategy``, train each and correlate.
 
     Writes OUT (config.json, summary.json and, through ``write(run, summary, candidates)``, the report).
-    Everything the user can get wrong fails before OUT is created. Returns the summary.
+    Everything the user can get wrong fails before OUT is created. Returns the summary, plus ``report`` (its path).
     """
     from warmstart.data import describe_splits, load_data
     from warmstart.engine.config import TrainConfig
@@ -345,7 +340,7 @@ def rank_starts(data: str | Path, candidates: str | Sequence[str], *, model: str
         raise unknown("score (--by)", by, SCORES)
     check_strategy(verify_strategy)
     tokens = split_candidates(candidates)
-    if out is not None and (Path(out) / "config.json").exists():
+    if out is not None and (Path(out) / CONFIG).exists():
         raise UserError(f"--out {out} already holds a run (config.json); choose another --out")
     splits = load_data(data, data_root=data_root, val_fraction=val_fraction, subset=subset, seed=cfg.seed,
                        skip_bad_images=skip_bad_images)
@@ -377,4 +372,4 @@ def rank_starts(data: str | Path, candidates: str | Sequence[str], *, model: str
     if write is not None:
         write(run, summary)
     run.close()
-    return summary
+    return {**summary, "report": str(run.dir / REPORT_HTML)}  # returned, not in summary.json

@@ -184,7 +184,7 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
     if use_cache:
         f0 = time.perf_counter()
         trunk, net = split_at(model, groups, len(frozen))
-        train_set, val_set = (_features(prepared, trunk, ds, which, frozen[-1].name, cfg, spec.feature_cache, run)
+        train_set, val_set = (frozen_features(prepared, trunk, ds, which, frozen[-1].name, cfg, spec.feature_cache, run)
                               for ds, which in ((prepared.train_plain, "train"), (prepared.val, "val")))
         feature_seconds = time.perf_counter() - f0
         log(f"feature cache: {len(frozen)} frozen groups run once ({feature_seconds:.1f} s); the head trains on "
@@ -267,7 +267,14 @@ def _diagnostics(dataset, net: nn.Module, run: Run, cfg: TrainConfig, normalize,
     return diag
 
 
-def _features(prepared: Prepared, trunk, dataset, which: str, layer: str, cfg: TrainConfig, mode: str, run: Run) -> FeatureCache:
+def frozen_features(prepared: Prepared, trunk, dataset, which: str, layer: str, cfg: TrainConfig, mode: str,
+                    run: Run | None) -> FeatureCache:
+    """The output of the frozen ``trunk`` (ending at group ``layer``) over ``dataset``, computed once per
+    (weights, preprocessing, split, layer) and shared through ``prepared.features``.
+
+    ``mode``: memory | disk | auto (in memory up to FEATURE_MEMORY_LIMIT, else a float16 memory map in the run
+    directory; ``run`` may be None only with ``memory``). Used by the feature cache, the probe head and ``rank``.
+    """
     w = prepared.weights
     key = cache_key(w.fingerprint, w.preprocess, f"{prepared.splits.fingerprint}:{which}", layer)
     if key in prepared.features:
@@ -309,7 +316,7 @@ def _probe_head(prepared: Prepared, run: Run, model: nn.Module, groups, cfg: Tra
         log(f"linear probe skipped ({e}); the head starts at random")
         return None
     f0 = time.perf_counter()
-    feats = _features(prepared, trunk, prepared.train_plain, "train", groups[-2].name, cfg, mode, run)
+    feats = frozen_features(prepared, trunk, prepared.train_plain, "train", groups[-2].name, cfg, mode, run)
     f1 = time.perf_counter()
     x, y = feats.tensors()
     x = x.flatten(1)

@@ -47,7 +47,7 @@ class TrainSpec:
                 raise UserError(f"--init {self.init} initialises a model trained from scratch, but --strategy {self.strategy.spec} "
                                 "starts from pretrained weights (its new head gets torchvision's own init); drop --init or "
                                 "use --strategy scratch")
-            from warmstart.init.data_init import check_init
+            from warmstart.init.spec import check_init
 
             object.__setattr__(self, "init", check_init(self.init))  # parsed once; a bad spec fails here
         for what, value, choices in (("augment mode", self.augment, AUGMENT), ("feature cache mode", self.feature_cache, FEATURE_CACHE),

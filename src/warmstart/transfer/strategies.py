@@ -36,10 +36,13 @@ trainable BatchNorms always train.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from warmstart.engine.plan import ParamGroup, Phase
 from warmstart.errors import UserError, did_you_mean
-from warmstart.transfer.groups import LayerGroup
+
+if TYPE_CHECKING:  # parsing a strategy needs no torch (the CLI checks --strategy before importing it)
+    from warmstart.transfer.groups import LayerGroup
 
 KINDS = ("scratch", "transfer", "finetune-last", "finetune-all", "gradual")
 SYNTAX = ("scratch", "transfer", "finetune-last:K", "finetune-all", "gradual[:E]")

@@ -49,12 +49,11 @@ from warmstart.data.transforms import Preprocess
 from warmstart.engine.checkpoint import safe_torch_load
 from warmstart.engine.io import atomic_path, write_text
 from warmstart.errors import UserError, unknown
+from warmstart.transfer.candidates import SAFETENSORS_SUFFIX, STATE_DICT_SUFFIXES  # noqa: F401  (re-exported)
 
 WeightsKind = Literal["imagenet", "file", "none"]
 
 TIMM_PREFIX = "timm:"
-STATE_DICT_SUFFIXES = (".pth", ".pt")
-SAFETENSORS_SUFFIX = ".safetensors"
 REQUIRED_META = ("arch", "num_classes", "input_size", "resize", "mean", "std")
 #: Preprocessing for an architecture nobody publishes weights for: inputs scaled to [-1, 1].
 FALLBACK_META: dict[str, Any] = {"input_size": 224, "resize": 256, "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3}

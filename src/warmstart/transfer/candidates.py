@@ -1,0 +1,48 @@
+"""``--candidates`` of ``warmstart rank``, checked without torch: the tokens, and whether they name pretrained
+starts (weights files, folders of them, ``imagenet``, ``none``) or init schemes (``he``, ``xavier``, ...).
+
+The CLI runs :func:`check_candidates` before anything heavy is imported, so a stray comma or a mixed list
+answers at once; :mod:`warmstart.transfer.rank` and :mod:`warmstart.experiments.rank` then resolve them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from warmstart.errors import UserError
+
+#: the suffixes of a weights file (a state dict, or safetensors), each with a sidecar .json
+STATE_DICT_SUFFIXES = (".pth", ".pt")
+SAFETENSORS_SUFFIX = ".safetensors"
+#: candidates that are not files: the random-init floor and torchvision's ImageNet weights
+SPECIAL = ("none", "imagenet")
+
+
+def split_candidates(text: str | Sequence[str]) -> list[str]:
+    """``"a.pth,weights/,none"`` -> tokens (an empty token is an error)."""
+    parts = [p.strip() for p in (text.split(",") if isinstance(text, str) else [str(t) for t in text])]
+    if not parts or any(not p for p in parts):
+        raise UserError(f'--candidates "{text}": an empty candidate (a stray comma?); give weights files, folders, '
+                        "imagenet or none, separated by commas")
+    return parts
+
+
+def is_init_token(t: str) -> bool:
+    """A candidate that names an init scheme, not weights: not none/imagenet, no path, no weights suffix."""
+    return (t.lower() not in SPECIAL and "/" not in t and "\\" not in t and not Path(t).exists()
+            and Path(t).suffix not in (*STATE_DICT_SUFFIXES, SAFETENSORS_SUFFIX))
+
+
+def check_candidates(candidates: str | Sequence[str], *, model: str | None = None) -> tuple[list[str], bool]:
+    """The tokens, and True when they are init schemes; a mixed list, or init schemes without ``model``, is an error."""
+    tokens = split_candidates(candidates)
+    inits = [is_init_token(t) for t in tokens]
+    if any(inits) and not all(inits):
+        raise UserError(f"--candidates mixes init schemes ({', '.join(t for t, i in zip(tokens, inits) if i)}) with weights "
+                        f"({', '.join(t for t, i in zip(tokens, inits) if not i)}); rank pretrained starts and random inits "
+                        "in separate runs (or check the spelling of a weights file)")
+    if all(inits) and not model:
+        raise UserError("init schemes as candidates need --model ARCH, e.g. --model plain_mlp (the 30-layer net of "
+                        "warmstart depth) or --model custom_3_layer")
+    return tokens, all(inits)
