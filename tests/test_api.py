@@ -282,3 +282,13 @@ def test_symmetry_and_depth_honour_the_config_lr_and_refuse_fields_they_cannot_u
         with pytest.raises(ws.UserError, match="backbone_lr and lr_decay apply to fine-tuning"):
             verb("digits", cfg=TrainConfig(lr_decay=0.5), out=tmp_path / "never")
     assert not (tmp_path / "never").exists()
+
+
+def test_depth_and_symmetry_from_python_can_be_quiet(tmp_path, capsys):
+    loud = ws.depth("digits", arms="he", depth=3, epochs=1, out=tmp_path / "loud")
+    said = capsys.readouterr().err
+    silent = ws.depth("digits", arms="he", depth=3, epochs=1, out=tmp_path / "silent", quiet=True)
+    assert "he" in said and capsys.readouterr().err == ""
+    assert silent["arms"]["he"]["final_train_loss"] == pytest.approx(loud["arms"]["he"]["final_train_loss"], rel=1e-6)
+    s = ws.symmetry("digits", subset=10, epochs=1, out=tmp_path / "sym", quiet=True)
+    assert capsys.readouterr().err == "" and s["arms"]["constant"]["layers"]["conv1"]["distinct"] == 1

@@ -157,6 +157,27 @@ def rank_options(options: Mapping[str, Any], *, argv: list[str] | None = None):
     return RankResult(run_dir=Path(s["report"]).parent, summary=s)
 
 
+def symmetry(data: str | Path | None = None, *, quiet: bool = False, **options):
+    """``warmstart symmetry`` from Python: the lecture's 3-layer CNN from a constant and a random start; returns
+    summary.json's content. Keywords as :func:`warmstart.experiments.symmetry.symmetry`; ``quiet=True`` silences
+    the log and the progress bars."""
+    from warmstart.engine.console import quiet as silenced
+    from warmstart.experiments.symmetry import symmetry as run
+
+    with silenced(quiet):
+        return run(data, **options)
+
+
+def depth(data: str | Path = "digits", *, quiet: bool = False, **options):
+    """``warmstart depth`` from Python: one deep plain net per init scheme; returns summary.json's content.
+    Keywords as :func:`warmstart.experiments.depth.depth`; ``quiet=True`` silences the log and the progress bars."""
+    from warmstart.engine.console import quiet as silenced
+    from warmstart.experiments.depth import depth as run
+
+    with silenced(quiet):
+        return run(data, **options)
+
+
 def load_run(run_dir: str | Path, device: str = "cpu"):
     """A finished ``train`` run directory as a :class:`~warmstart.results.TrainResult` (model from model.safetensors)."""
     from warmstart.results import load_run as load
