@@ -19,6 +19,14 @@ Which prior, and how strong a pull ``l2``, is chosen by stratified k-fold cross-
 training data only** (held-out cross-entropy; a smoother criterion than accuracy on small data; ties go to
 the stronger regularisation), so a poor prior loses to the plain probe. Then the chosen candidate is solved
 on all the training features.
+
+Cost: (2 priors x 4 l2) x k folds + 1 solves, each a few dozen L-BFGS iterations of tiny tensor ops, so the
+time is per-iteration overhead more than arithmetic. Each fold's candidates share one thin SVD of its rows
+(with fewer rows than features every iterate lies in their span: K x N unknowns instead of K x D, the same
+optimum), the gradient is written out instead of taken by autograd, the pretrained head scores the images
+once, each l2's solve starts from the previous (stronger) one, and a cross-validation solve stops as soon as
+its held-out loss can no longer move at the resolution the choice is made at (``CV_TOLERANCE_GRAD``).
+``benchmarks/bench_probe.py`` times this against the original exhaustive probe on real features.
 """
 
 from __future__ import annotations
