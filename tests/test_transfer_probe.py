@@ -112,3 +112,85 @@ def test_a_prior_for_other_features_is_ignored(imagenet_features):
     h, y, prior, _ = imagenet_features
     p = fit_probe(h[:, :512], y, 2, prior=prior, folds=4)
     assert p.prior == "none" and {r["prior"] for r in p.cv} == {"none"}
+
+
+# ------------------------------------------------------------------ the fast probe against the exhaustive original
+def _old_fit_probe():
+    """The original probe (every candidate by autograd L-BFGS to tight tolerances), kept in the benchmark only."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_probe import old_fit_probe
+
+    return old_fit_probe
+
+
+def _assert_same_probe(new, old, cv_tol: float) -> None:
+    assert (new.l2, new.prior, new.mapped_classes) == (old["l2"], old["prior"], old["mapped_classes"])
+    assert [(r["prior"], r["l2"]) for r in new.cv] == [(r["prior"], r["l2"]) for r in old["cv"]]
+    chosen = next(i for i, r in enumerate(old["cv"]) if (r["prior"], r["l2"]) == (old["prior"], old["l2"]))
+    assert abs(new.cv[chosen]["loss"] - old["cv"][chosen]["loss"]) < 1e-3
+    for n, o in zip(new.cv, old["cv"]):
+        assert abs(n["loss"] - o["loss"]) < cv_tol, (n, o)
+        assert len(n["fold_accuracy"]) == len(o["fold_accuracy"]) == new.folds
+    assert (new.weight - old["weight"]).abs().max() < 2e-3 * old["weight"].abs().max()
+    assert (new.bias - old["bias"]).abs().max() < 2e-3 * max(1.0, old["bias"].abs().max().item())
+
+
+def test_the_fast_probe_chooses_and_solves_as_the_exhaustive_one_on_hymenoptera(imagenet_features):
+    h, y, prior, _ = imagenet_features
+    new = fit_probe(h, y, 2, prior=prior)
+    old = _old_fit_probe()(h, y, 2, prior=prior)
+    _assert_same_probe(new, old, cv_tol=2e-3)
+    assert new.prior == "pretrained"
+
+
+@pytest.fixture(scope="module")
+def cifar10_features(v3_weights, cifar10):
+    """1024-d head inputs of 10 CIFAR-10 training images per class (10 classes) at 64 px, and the ImageNet head."""
+    from _transfer_data import image_files, load_uint8
+
+    m = create_model("mobilenet_v3_small", None, v3_weights).eval()
+    classes = sorted(p.name for p in (cifar10 / "train").iterdir() if p.is_dir())
+    assert len(classes) == 10
+    xs, ys = [], []
+    for label, c in enumerate(classes):
+        for p in image_files(cifar10 / "train" / c, 10):
+            xs.append(load_uint8(p, 64, 64))
+            ys.append(label)
+    with torch.inference_mode():
+        h = m.classifier[:3](m.avgpool(m.features(Normalizer((0.5,) * 3, (0.5,) * 3)(torch.stack(xs)))).flatten(1))
+    head = m.classifier[3]
+    return h.clone(), torch.tensor(ys), (head.weight.detach().clone(), head.bias.detach().clone())
+
+
+def test_the_fast_probe_chooses_and_solves_as_the_exhaustive_one_on_cifar10(cifar10_features):
+    h, y, prior = cifar10_features
+    new = fit_probe(h, y, 10, prior=prior)
+    old = _old_fit_probe()(h, y, 10, prior=prior)
+    # the weakly regularised candidates stop at the iteration cap in both, on float paths that differ
+    _assert_same_probe(new, old, cv_tol=1e-2)
+    assert len(new.cv) == 8 and new.folds == 5
+
+
+def test_solve_in_the_row_space_is_the_solve_in_feature_space(imagenet_features):
+    """Fewer rows than features: the SVD basis gives the optimum of the full problem (autograd reference)."""
+    import torch.nn.functional as F
+
+    h, y, prior, _ = imagenet_features
+    w0, b0 = prior[0][[310, 309]].clone(), prior[1][[310, 309]].clone()
+    w, b = solve(h, y, 0.1, w0, b0, max_iter=300)
+    ref_w, ref_b = w0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([ref_w, ref_b], max_iter=300, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-9, tolerance_change=1e-12)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(h @ ref_w.T + ref_b, y) + 0.05 * (ref_w - w0).pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    assert (w - ref_w.detach()).abs().max() < 1e-3 * ref_w.abs().max()
+    assert (b - ref_b.detach()).abs().max() < 1e-3
