@@ -12,8 +12,7 @@ free of torch; ``UserError`` (what every fixable problem raises) is plain Python
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from warmstart._lazy import lazy_names
 
 from warmstart.errors import UserError
 
@@ -46,14 +45,4 @@ _LAZY = {
 __all__ = ["UserError", "__version__", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'warmstart' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # the next access is an ordinary attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

@@ -6,8 +6,7 @@ Images reach the model as uint8 tensors (3 x crop x crop); a batch is normalised
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from warmstart._lazy import lazy_names
 
 #: public name -> the module that defines it (imported lazily)
 _LAZY = {
@@ -33,14 +32,4 @@ _ALIAS = {"DATASET_NAMES": "NAMES"}
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:  # PEP 562: each name imported on first use, so parsing options needs no torch
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), _ALIAS.get(name, name))
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, _ALIAS)
