@@ -19,14 +19,6 @@ Which prior, and how strong a pull ``l2``, is chosen by stratified k-fold cross-
 training data only** (held-out cross-entropy; a smoother criterion than accuracy on small data; ties go to
 the stronger regularisation), so a poor prior loses to the plain probe. Then the chosen candidate is solved
 on all the training features.
-
-Cost: (2 priors x 4 l2) x k folds + 1 solves, each a few dozen L-BFGS iterations of tiny tensor ops, so the
-time is per-iteration overhead more than arithmetic. Each fold's candidates share one thin SVD of its rows
-(with fewer rows than features every iterate lies in their span: K x N unknowns instead of K x D, the same
-optimum), the gradient is written out instead of taken by autograd, the pretrained head scores the images
-once, each l2's solve starts from the previous (stronger) one, and a cross-validation solve stops as soon as
-its held-out loss can no longer move at the resolution the choice is made at (``CV_TOLERANCE_GRAD``).
-``benchmarks/bench_probe.py`` times this against the original exhaustive probe on real features.
 """
 
 from __future__ import annotations
@@ -47,11 +39,6 @@ L2_GRID = (1.0, 0.1, 0.01, 0.001)
 ONE_THREAD_BELOW = 50_000_000
 #: Cross-validation runs on at most this many rows (a stratified sample); the final solve uses all of them.
 MAX_SELECT_ROWS = 4096
-#: A cross-validation solve stops when no gradient entry exceeds this times its l2 (the final solve: 1e-7).
-#: At the optimum l2 (W - W0) = -G^T x / N, so a gradient of g leaves W about g / l2 from it: 1e-3 of the
-#: gradient's scale, which moves the held-out losses by ~1e-4 (the resolution the choice is made at) and
-#: saves the many last iterations of the weakly regularised solves.
-CV_TOLERANCE_GRAD = 1e-3
 
 
 @dataclass
@@ -112,62 +99,20 @@ def label_mapping(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) 
 def solve(x: torch.Tensor, y: torch.Tensor, l2: float, w0: torch.Tensor, b0: torch.Tensor,
           start: tuple[torch.Tensor, torch.Tensor] | None = None, max_iter: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimise mean cross-entropy + l2/2 * ||W - w0||^2 by full-batch L-BFGS, from ``start`` (default w0, b0)."""
-    return _Features(x).solve(y, l2, w0, b0, start=start, max_iter=max_iter)
-
-
-class _Features:
-    """The rows a probe is solved on, in the basis of their own span when there are fewer rows than features.
-
-    The data term's gradient in W is ``G^T x`` (G = softmax - one-hot), a combination of the rows of x; the
-    penalty's is ``l2 (W - w0)``. So from any start with ``W - w0`` in the row space, every L-BFGS iterate stays
-    there (its directions are combinations of past gradients): with ``x = U S V^T`` (thin SVD),
-    ``W = w0 + C V^T`` and the same iterations run on ``C`` (K x N instead of K x D, ``||W - w0|| = ||C||``),
-    and on the N x N coordinates ``z = U S`` instead of x. The optimum is the same; each step costs N/D as much.
-    """
-
-    def __init__(self, x: torch.Tensor) -> None:
-        self.x = x
-        if x.shape[0] < x.shape[1]:
-            u, s, vh = torch.linalg.svd(x, full_matrices=False)
-            self.z, self.v = u * s, vh.T
-        else:
-            self.z, self.v = x, None
-
-    def solve(self, y: torch.Tensor, l2: float, w0: torch.Tensor, b0: torch.Tensor,
-              start: tuple[torch.Tensor, torch.Tensor] | None = None, max_iter: int = 100,
-              tolerance_grad: float = 1e-7) -> tuple[torch.Tensor, torch.Tensor]:
-        w_start, b_start = start if start is not None else (w0, b0)
-        if self.v is None:
-            offset, c = None, w_start.clone()
-        else:
-            offset, c = self.x @ w0.T, (w_start - w0) @ self.v  # the start's part outside the row space decays to 0
-        c, b = _lbfgs(self.z, offset, y, l2, c, b_start.clone(), None if self.v is not None else w0, max_iter,
-                      tolerance_grad)
-        return (c if self.v is None else w0 + c @ self.v.T), b
-
-
-def _lbfgs(z: torch.Tensor, offset: torch.Tensor | None, y: torch.Tensor, l2: float, c: torch.Tensor, b: torch.Tensor,
-           centre: torch.Tensor | None, max_iter: int, tolerance_grad: float = 1e-7) -> tuple[torch.Tensor, torch.Tensor]:
-    """L-BFGS on mean CE(z c^T + offset + b, y) + l2/2 ||c - centre||^2 with the gradient written out (no autograd)."""
-    onehot = F.one_hot(y, c.shape[0]).to(z.dtype)
-    n = len(y)
-    opt = torch.optim.LBFGS([c, b], lr=1, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
-                            tolerance_grad=tolerance_grad, tolerance_change=1e-10)
+    w = (start[0] if start is not None else w0).clone().requires_grad_(True)
+    b = (start[1] if start is not None else b0).clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-7, tolerance_change=1e-10)
 
     def closure() -> torch.Tensor:
-        logits = torch.addmm(b, z, c.T)
-        if offset is not None:
-            logits += offset
-        logp = logits.log_softmax(1)
-        d = c if centre is None else c - centre
-        loss = -(logp * onehot).sum() / n + l2 / 2 * d.pow(2).sum()
-        g = (logp.exp() - onehot) / n
-        c.grad = torch.addmm(d, g.T, z, alpha=1, beta=l2)
-        b.grad = g.sum(0)
+        opt.zero_grad()
+        loss = F.cross_entropy(x @ w.T + b, y) + l2 / 2 * (w - w0).pow(2).sum()
+        loss.backward()
         return loss
 
-    opt.step(closure)
-    return c, b
+    with torch.enable_grad():
+        opt.step(closure)
+    return w.detach(), b.detach()
 
 
 def stratified_folds(y: torch.Tensor, k: int, seed: int) -> list[torch.Tensor]:
@@ -220,14 +165,11 @@ def _fit_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, prior, l2s
         prior = None  # the pretrained head reads other features, or has fewer classes than the new one
     prior = (prior[0].detach().float().cpu(), prior[1].detach().float().cpu()) if prior is not None else None
 
-    # the pretrained head's logits (K = 1000) on every row, once (each fold's label mapping reads its own rows of them)
-    prior_logits = torch.addmm(prior[1], x, prior[0].T) if prior is not None else None
-
-    def starts(rows_: torch.Tensor, ys: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor, list[int] | None]]:
+    def starts(xs: torch.Tensor, ys: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor, list[int] | None]]:
         zero = (torch.zeros(num_classes, d), torch.zeros(num_classes), None)
-        if prior_logits is None:
+        if prior is None:
             return {"none": zero}
-        rows = label_mapping(prior_logits[rows_], ys, num_classes)
+        rows = label_mapping(xs @ prior[0].T + prior[1], ys, num_classes)
         return {"none": zero, "pretrained": (prior[0][rows].clone(), prior[1][rows].clone(), rows)}
 
     counts = torch.bincount(y, minlength=num_classes)
@@ -241,11 +183,10 @@ def _fit_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, prior, l2s
         for held in stratified_folds(ys, k, seed):
             fit_rows = torch.ones(len(ys), dtype=torch.bool)
             fit_rows[held] = False
-            fit = _Features(xs[fit_rows])  # one decomposition per fold, shared by every candidate
-            for name, (w0, b0, _) in starts(sel[fit_rows], ys[fit_rows]).items():
+            for name, (w0, b0, _) in starts(xs[fit_rows], ys[fit_rows]).items():
                 w = None
                 for l2 in l2s:  # strongest first: each solve starts from the previous one
-                    w = fit.solve(ys[fit_rows], l2, w0, b0, start=w, tolerance_grad=CV_TOLERANCE_GRAD * l2)
+                    w = solve(xs[fit_rows], ys[fit_rows], l2, w0, b0, start=w)
                     out = xs[held] @ w[0].T + w[1]
                     scores.setdefault((name, l2), []).append(
                         (F.cross_entropy(out, ys[held]).item(), (out.argmax(1) == ys[held]).float().mean().item()))
@@ -257,8 +198,8 @@ def _fit_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, prior, l2s
         name, l2 = best["prior"], best["l2"]
     else:
         name, l2 = "none", 0.01 if 0.01 in l2s else l2s[len(l2s) // 2]
-    w0, b0, rows = starts(torch.arange(len(y)), y)[name]
-    w, b = _Features(x).solve(y, l2, w0, b0, max_iter=200)
+    w0, b0, rows = starts(x, y)[name]
+    w, b = solve(x, y, l2, w0, b0, max_iter=200)
     train_acc = ((x @ w.T + b).argmax(1) == y).float().mean().item()
     return Probe(weight=w, bias=b, l2=l2, prior=name, mapped_classes=rows, cv=cv, folds=k if cv else 0,
                  train_accuracy=train_acc, seconds=time.perf_counter() - t0)
