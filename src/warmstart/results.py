@@ -81,9 +81,8 @@ class TrainResult:
 
 
 @dataclass
-class CompareResult:
-    """One finished ``compare``: ``summary`` (summary.json), ``reading`` (its written reading), ``table``
-    (one row per strategy), ``curves`` (the learning-curves PNG), ``run_dir`` and the report's path."""
+class _ReportedRun:
+    """A finished command that writes a report: its run directory, summary.json's content and the report's path."""
 
     run_dir: Path
     summary: dict[str, Any] = field(repr=False)
@@ -91,6 +90,12 @@ class CompareResult:
     @property
     def report(self) -> Path:
         return Path(self.summary.get("report", self.run_dir / layout.REPORT_HTML))
+
+
+@dataclass
+class CompareResult(_ReportedRun):
+    """One finished ``compare``: ``summary`` (summary.json), ``reading`` (its written reading), ``table``
+    (one row per strategy), ``curves`` (the learning-curves PNG), ``run_dir`` and the report's path."""
 
     @property
     def table(self) -> list[dict[str, Any]]:
@@ -127,16 +132,9 @@ class CompareResult:
 
 
 @dataclass
-class RankResult:
+class RankResult(_ReportedRun):
     """One finished ``rank``: ``summary`` (summary.json: ``candidates`` best first, ``ranking``, ``best``,
     ``verdict``), ``table`` (the ranked table ``warmstart rank`` prints), ``chart`` (the scores PNG), ``run_dir``."""
-
-    run_dir: Path
-    summary: dict[str, Any] = field(repr=False)
-
-    @property
-    def report(self) -> Path:
-        return Path(self.summary.get("report", self.run_dir / layout.REPORT_HTML))
 
     @property
     def ranking(self) -> list[str]:
