@@ -299,9 +299,15 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(argv: list[str] | None) -> None:
+    if argv is None:  # the console script / python -m warmstart: this process runs one command and exits
+        from warmstart import _process
+
+        _process.own()
     try:
         line = ["warmstart", *(sys.argv[1:] if argv is None else [str(a) for a in argv])]  # for config.json
         rv = cli.main(args=argv, prog_name="warmstart", standalone_mode=False, obj={"argv": line})
+        if argv is None:
+            _process.settled()  # everything is written: exit without walking the heap once more
         sys.exit(rv if isinstance(rv, int) else 0)
     except UserError as e:
         _fail(str(e), e.exit_code)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import sys
 import types
 
+from warmstart import _process
+
 
 def _is_compile_supported(device_type):
     from torch._dynamo.utils import is_compile_supported
@@ -51,3 +53,4 @@ def _import_torchvision() -> None:
 
 
 _import_torchvision()
+_process.settled()  # a command's own process: what torch and torchvision made lives until exit
