@@ -35,10 +35,13 @@ def _threads(n: int | None) -> None:
 def inference(args) -> dict:
     from pathlib import Path
 
+    from warmstart import _process
+
+    _process.own()  # the same process treatment as the warmstart command (gc.freeze once imported, and at exit)
+    from warmstart.data import ImageDataset, Normalizer, load_data  # first: torchvision without torch._dynamo
+
     import torch
     import torchvision
-
-    from warmstart.data import ImageDataset, Normalizer, load_data
     from warmstart.engine.distributed import cores_per_rank
     from warmstart.transfer.features import fold_batchnorm
     from warmstart.transfer.weights import resolve_weights
@@ -65,6 +68,7 @@ def inference(args) -> dict:
     if cuda:
         torch.cuda.synchronize()
     t_forward = time.perf_counter() - t0
+    _process.settled()
     return {"mode": "inference", "images": n, "imports_seconds": round(t_imports, 3), "decode_seconds": round(t_decode, 3),
             "forward_seconds": round(t_forward, 3), "forward_images_per_second": round(n / t_forward, 1),
             "threads": torch.get_num_threads(), "device": str(device), "data": Path(args.data).name,
