@@ -213,13 +213,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence
 def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence[Phase], cfg: TrainConfig, *,
          num_classes: int, run=None, normalize: nn.Module | None = None, resume: bool = False,
          callbacks: Sequence[Callback] = ()) -> FitResult:
-    device = resolve_device(cfg.device)
-    world = init_from_env(device.type)
-    if device.type == "cuda":  # one GPU per rank under torchrun: its LOCAL_RANK-th
-        device = torch.device("cuda", world.local_rank if world.distributed else
-                              device.index if device.index is not None else torch.cuda.current_device())
-        if not cfg.deterministic:
-            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels once
+    device, world = _placement(cfg)
     seed_everything(cfg.seed, cfg.deterministic)
     if device.type == "cpu":
         keep_freed_memory()  # activations freed every step are reused, not faulted in afresh (fewer minor faults)
@@ -229,41 +223,23 @@ def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequenc
         model.to(memory_format=torch.channels_last)
     normalize = normalize.to(device) if normalize is not None else None
     total_epochs = sum(p.epochs for p in phases)
-
-    # where to start: the beginning, or just after the last epoch a checkpoint holds
-    history: list[dict[str, Any]] = []
-    best_acc, best_epoch, best_loss, bad_epochs = -1.0, 0, math.inf, 0
-    start_phase, start_epoch_in_phase, state = 0, 0, None
-    if resume and run is not None and run.checkpoint_path.exists():
-        state = ckpt.load(run.checkpoint_path)
-        model.load_state_dict(state["model"])
-        history = state["history"]
-        best_acc, best_epoch = state["best_val_accuracy"], state["best_epoch"]
-        best_loss, bad_epochs = state["best_val_loss"], state["bad_epochs"]
-        start_phase, start_epoch_in_phase = state["phase"], state["phase_epoch"]
-        log(f"resuming {run.dir} after epoch {len(history)} of {total_epochs}")
-
-    epoch, seen, train_time, stopped_early = len(history), 0, 0.0, False
+    at = _Progress.start(model, run if resume else None, total_epochs)  # the beginning, or after the last saved epoch
+    epoch, seen, train_time, stopped_early, val = len(at.history), 0, 0.0, False, None
     augment = batch_augment(train_set)
     val_loader = eval_loader(val_set, cfg, device, world, persistent=True)
     amp_ctx, scaler = _autocast(device, cfg.amp)
-    for pi in range(start_phase, len(phases)):
+    for pi in range(at.phase, len(phases)):
         phase = phases[pi]
         n_trainable = set_phase(model, phase)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
             if world.distributed else model
-        sampler = DistributedSampler(train_set, num_replicas=world.size, rank=world.rank, shuffle=True, seed=cfg.seed)
-        per_rank_batch = max(1, cfg.batch_size // world.size)
-        shard_len = len(sampler)
-        loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.workers,
-                            pin_memory=device.type == "cuda", drop_last=shard_len % per_rank_batch == 1,
-                            persistent_workers=cfg.workers > 0)
+        sampler, loader = _train_loader(train_set, cfg, world, device)
         opt = build_optimizer(model, phase, cfg)
         sched = build_scheduler(opt, cfg, len(loader), phase.epochs)
-        first = start_epoch_in_phase if pi == start_phase else 0
-        if state is not None and pi == start_phase and first > 0:
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
+        first = at.phase_epoch if pi == at.phase else 0
+        if at.state is not None and pi == at.phase and first > 0:
+            opt.load_state_dict(at.state["optimizer"])
+            sched.load_state_dict(at.state["scheduler"])
         log(f"phase {pi + 1}/{len(phases)} '{phase.name}': {phase.epochs} epochs, {n_trainable:,} trainable parameters")
 
         for pe in range(first, phase.epochs):
@@ -288,18 +264,7 @@ def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequenc
                 if device.type == "cpu" or step + 1 == len(loader):
                     _raise_if_diverged(bad, epoch, sched, run)
                 opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(opt)
-                else:
-                    loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
-                if scaler is not None:
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    opt.step()
+                _backward_and_step(loss, model, opt, scaler, cfg.grad_clip)
                 sched.step()
                 loss_sum += loss.detach().double() * y.numel()
                 correct += (out.argmax(1) == y).sum()
@@ -321,33 +286,15 @@ def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequenc
                    "train_accuracy": int(correct) / max(1, int(count)), "val_loss": val["loss"],
                    "val_accuracy": val["accuracy"], "lr": sched.get_last_lr()[0], "seconds": round(seconds, 3),
                    "images_per_second": round(int(count) / max(seconds, 1e-9), 1)}
-            history.append(row)
             log(f"epoch {epoch}/{total_epochs} [{phase.name}] train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}"
                 f" | val loss {val['loss']:.4f} acc {val['accuracy']:.3f} | {seconds:.1f} s, {row['images_per_second']:.0f} img/s")
-            improved = val["accuracy"] > best_acc
-            if improved:
-                best_acc, best_epoch = val["accuracy"], epoch
-            if val["loss"] < best_loss:
-                best_loss, bad_epochs = val["loss"], 0
-            else:
-                bad_epochs += 1
-            last_in_phase = pe + 1 == phase.epochs
+            improved = at.record(row)
             for cb in callbacks:  # before the row is logged and checkpointed: a callback may add measurements to it
                 cb(model, row)
             if run is not None:
-                try:
-                    if improved and run.main:
-                        ckpt.save({"model": model.state_dict()}, run.best_path)
-                    run.log_epoch(row)
-                    if run.main:
-                        ckpt.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                   "phase": pi + 1 if last_in_phase else pi, "phase_epoch": 0 if last_in_phase else pe + 1,
-                                   "history": history, "best_val_accuracy": best_acc, "best_epoch": best_epoch,
-                                   "best_val_loss": best_loss, "bad_epochs": bad_epochs}, run.checkpoint_path)
-                except UserError as e:  # e.g. a full disk: say where the run can continue from
-                    raise UserError(f"{e}; training stopped in epoch {epoch}{_resumable(run, epoch - 1)}") from None
-            if cfg.early_stopping and bad_epochs >= cfg.early_stopping:
-                log(f"early stopping: val loss has not improved for {bad_epochs} epochs")
+                _save_epoch(run, model, opt, sched, at, improved, next_phase=(pi + 1, 0) if pe + 1 == phase.epochs else (pi, pe + 1))
+            if cfg.early_stopping and at.bad_epochs >= cfg.early_stopping:
+                log(f"early stopping: val loss has not improved for {at.bad_epochs} epochs")
                 stopped_early = True
                 break
         if stopped_early:
@@ -355,11 +302,107 @@ def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequenc
 
     final = val if seen else evaluate(model, val_set, num_classes, cfg=cfg, device=device, normalize=normalize, world=world,
                                       loader=val_loader)
-    return FitResult(history=history, best_val_accuracy=max(best_acc, 0.0), best_epoch=best_epoch,
+    return FitResult(history=at.history, best_val_accuracy=max(at.best_acc, 0.0), best_epoch=at.best_epoch,
                      final_val_accuracy=final["accuracy"], confusion=final["confusion"],
                      per_class_accuracy=final["per_class_accuracy"], train_seconds=round(train_time, 3),
                      train_images_per_second=round(seen / train_time, 1) if train_time else 0.0, stopped_early=stopped_early,
                      val_predictions=final["predictions"])
+
+
+def _placement(cfg: TrainConfig) -> tuple[torch.device, World]:
+    """The device this process trains on and the torchrun world it belongs to (one GPU per rank: its LOCAL_RANK-th)."""
+    device = resolve_device(cfg.device)
+    world = init_from_env(device.type)
+    if device.type == "cuda":
+        device = torch.device("cuda", world.local_rank if world.distributed else
+                              device.index if device.index is not None else torch.cuda.current_device())
+        if not cfg.deterministic:
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels once
+    return device, world
+
+
+def _train_loader(train_set: Dataset, cfg: TrainConfig, world: World, device: torch.device) -> tuple[DistributedSampler, DataLoader]:
+    """This rank's shard of the training set, reshuffled every epoch from (seed, epoch); one loader per phase."""
+    sampler = DistributedSampler(train_set, num_replicas=world.size, rank=world.rank, shuffle=True, seed=cfg.seed)
+    per_rank_batch = max(1, cfg.batch_size // world.size)
+    loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.workers,
+                        pin_memory=device.type == "cuda", drop_last=len(sampler) % per_rank_batch == 1,
+                        persistent_workers=cfg.workers > 0)
+    return sampler, loader
+
+
+def _backward_and_step(loss: torch.Tensor, model: nn.Module, opt, scaler, grad_clip: float) -> None:
+    """Backward, optional gradient clipping, optimizer step (through the fp16 grad scaler when there is one)."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+    else:
+        loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+
+
+@dataclass
+class _Progress:
+    """Where training stands: the history, the best epoch so far, early stopping's count, and the phase and epoch
+    to continue from; restored from the checkpoint on ``--resume``, saved with every epoch."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_acc: float = -1.0
+    best_epoch: int = 0
+    best_loss: float = math.inf
+    bad_epochs: int = 0
+    phase: int = 0
+    phase_epoch: int = 0
+    state: dict[str, Any] | None = None  # the checkpoint (optimizer and schedule of the phase in progress)
+
+    @classmethod
+    def start(cls, model: nn.Module, run, total_epochs: int) -> _Progress:
+        """From the beginning, or (``run`` given and checkpointed) just after the last epoch its checkpoint holds."""
+        if run is None or not run.checkpoint_path.exists():
+            return cls()
+        state = ckpt.load(run.checkpoint_path)
+        model.load_state_dict(state["model"])
+        log(f"resuming {run.dir} after epoch {len(state['history'])} of {total_epochs}")
+        return cls(history=state["history"], best_acc=state["best_val_accuracy"], best_epoch=state["best_epoch"],
+                   best_loss=state["best_val_loss"], bad_epochs=state["bad_epochs"], phase=state["phase"],
+                   phase_epoch=state["phase_epoch"], state=state)
+
+    def record(self, row: dict[str, Any]) -> bool:
+        """Append an epoch's row; True when its validation accuracy is the best so far."""
+        self.history.append(row)
+        improved = row["val_accuracy"] > self.best_acc
+        if improved:
+            self.best_acc, self.best_epoch = row["val_accuracy"], row["epoch"]
+        if row["val_loss"] < self.best_loss:
+            self.best_loss, self.bad_epochs = row["val_loss"], 0
+        else:
+            self.bad_epochs += 1
+        return improved
+
+    def checkpoint(self, next_phase: tuple[int, int]) -> dict[str, Any]:
+        return {"phase": next_phase[0], "phase_epoch": next_phase[1], "history": self.history,
+                "best_val_accuracy": self.best_acc, "best_epoch": self.best_epoch, "best_val_loss": self.best_loss,
+                "bad_epochs": self.bad_epochs}
+
+
+def _save_epoch(run, model: nn.Module, opt, sched, at: _Progress, improved: bool, next_phase: tuple[int, int]) -> None:
+    """metrics.csv gets the epoch's row; rank 0 writes the checkpoint (and best.pt when it improved)."""
+    try:
+        if improved and run.main:
+            ckpt.save({"model": model.state_dict()}, run.best_path)
+        run.log_epoch(at.history[-1])
+        if run.main:
+            ckpt.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                       **at.checkpoint(next_phase)}, run.checkpoint_path)
+    except UserError as e:  # e.g. a full disk: say where the run can continue from
+        epoch = len(at.history)
+        raise UserError(f"{e}; training stopped in epoch {epoch}{_resumable(run, epoch - 1)}") from None
 
 
 def _resumable(run, saved_epoch: int) -> str:
