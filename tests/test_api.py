@@ -48,6 +48,13 @@ def _python(code: str, *args: str) -> subprocess.CompletedProcess:
     (["compare", "x", "--strategies", "scratch,finetune_al"], 'unknown strategy "finetune_al"'),
     (["compare", "x", "--seeds", "0,a"], "every seed must be a whole number"),
     (["compare", "x", "--init", "he_nrmal"], 'unknown init scheme "he_nrmal"'),
+    # DATA and --weights that name nothing: checked before torch too, with the loaders' own messages
+    (["train", "nosuch/"], "nosuch: no such file or folder; check the path"),
+    (["train", "cifar_1O"], 'DATA "cifar_1O": no such file or folder, and not a data set name'),
+    (["train", "digits", "--weights", "missing.pth"], "weights file not found:"),
+    (["train", "digits", "--weights", "imagenett"], 'unknown weights "imagenett" (did you mean "imagenet"?)'),
+    (["compare", "digits", "--weights", "a.pth,b.pth"], "weights file not found:"),
+    (["rank", "nosuch/", "--candidates", "none"], "nosuch: no such file or folder"),
 ])
 def test_help_version_and_argument_errors_do_not_import_torch(argv, error):
     code = ("import sys\nfrom warmstart.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"

@@ -58,6 +58,7 @@ def train_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv
         raise UserError("train needs DATA: a folder, a CSV file or a data set name (or resume=RUN_DIR to continue a run)")
     # the strategy, the init spec and the config first: parsing them needs no torch, so a typo answers at once
     spec, cfg = TrainSpec.from_options(options), TrainConfig.from_dict(options)
+    _check_paths(options["data"], [spec.weights])
     from warmstart.data.spec import DataSpec
     from warmstart.experiments.train import run_train
 
@@ -99,6 +100,8 @@ def compare_options(options: Mapping[str, Any], *, given: Iterable[str] = (), ar
     parse_seeds(o["seeds"], cfg.seed)
     if o.get("init") and not all(s.needs_pretrained for s in strats):  # else compare() says --init has no scratch arm
         check_init(o["init"])
+    weights = str(o.get("weights") or "imagenet")
+    _check_paths(o["data"], [weights] if Path(weights).exists() else weights.split(","))
     from warmstart.data.spec import parse_classes
     from warmstart.engine.console import quiet
     from warmstart.engine.run import check_out
@@ -145,6 +148,7 @@ def rank_options(options: Mapping[str, Any], *, argv: list[str] | None = None):
     if o.get("verify") is not None and not inits:
         parse_strategy(o["verify"])
     cfg = TrainConfig.from_dict({k: v for k, v in o.items() if v is not None})
+    _check_paths(o["data"], [])
     from warmstart.engine.console import quiet
     from warmstart.experiments.rank import rank as run_rank
     from warmstart.results import RankResult
@@ -190,6 +194,17 @@ def _given(fn, options: Mapping[str, Any]) -> set[str]:
     """The keywords of a Python call that differ from ``fn``'s defaults: those a resumed run must agree with."""
     defaults = {k: p.default for k, p in inspect.signature(fn).parameters.items()}
     return {k for k, v in options.items() if k in defaults and v != defaults[k]}
+
+
+def _check_paths(data: Any, weights: Sequence[str]) -> None:
+    """A DATA or --weights file that does not exist: said before torch is imported (a typo costs no start-up).
+    The same errors as loading them (:func:`~warmstart.data.load_data`, :func:`~warmstart.transfer.resolve_weights`)."""
+    from warmstart.data.named import check_exists
+    from warmstart.transfer.candidates import check_weights_file
+
+    check_exists(data)
+    for w in weights:
+        check_weights_file(w)
 
 
 def _normalised(options: Mapping[str, Any]) -> dict[str, Any]:

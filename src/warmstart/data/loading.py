@@ -102,7 +102,7 @@ def load_data(data: str | Path, *, data_root: str | Path | None = None, val_frac
             roles, classes, source = named.load_torchvision(name, root, download=download)
             val_is_test = named.TORCHVISION[name].val_is_test
     else:
-        raise _not_found(text, path)
+        raise named.not_found(text)
 
     if subset is not None:
         roles = {role: take_per_class(src, subset, seed) for role, src in roles.items()}
@@ -126,16 +126,6 @@ def describe_splits(splits: DataSplits) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def _not_found(text: str, path: Path) -> UserError:
-    if "/" in text or os.sep in text or path.suffix:  # meant as a path
-        return UserError(f"{path}: no such file or folder; check the path "
-                         "(DATA is a folder of class subfolders, a CSV file or a data set name)")
-    hint = did_you_mean(named.normalize_name(text), named.NAMES)
-    return UserError(f'DATA "{text}": no such file or folder, and not a data set name{hint}; pass a folder '
-                     f"(one subfolder per class, or train/ and val/), a CSV file (path,label[,split]) "
-                     f"or one of: {', '.join(named.NAMES)}")
 
 
 def _split_note(val_fraction: float, seed: int) -> str:

@@ -15,12 +15,12 @@ import socket
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import numpy as np
+from warmstart.errors import UserError, did_you_mean
 
-from warmstart.data.sources import ArraySource, ImageSource, TorchvisionSource
-from warmstart.errors import UserError
+if TYPE_CHECKING:  # the sources (torch) are imported by the loaders below; this module itself needs no torch,
+    from warmstart.data.sources import ArraySource, ImageSource  # so DATA is checked before torch is imported
 
 #: Seconds a download may wait on the network before it counts as offline.
 DOWNLOAD_TIMEOUT_S = 20.0
@@ -83,6 +83,30 @@ def normalize_name(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
+def is_path_like(text: str) -> bool:
+    """DATA written as a path (a separator or a file suffix), not as a data set name."""
+    return "/" in text or os.sep in text or bool(Path(text).suffix)
+
+
+def not_found(text: str) -> UserError:
+    """The error for a DATA that is neither an existing file or folder nor a data set name."""
+    path = Path(text).expanduser()
+    if is_path_like(text):
+        return UserError(f"{path}: no such file or folder; check the path "
+                         "(DATA is a folder of class subfolders, a CSV file or a data set name)")
+    hint = did_you_mean(normalize_name(text), NAMES)
+    return UserError(f'DATA "{text}": no such file or folder, and not a data set name{hint}; pass a folder '
+                     f"(one subfolder per class, or train/ and val/), a CSV file (path,label[,split]) "
+                     f"or one of: {', '.join(NAMES)}")
+
+
+def check_exists(data: str | Path) -> None:
+    """Raise :func:`not_found`'s error now, without importing torch, when DATA names nothing."""
+    text = str(data)
+    if not Path(text).expanduser().exists() and normalize_name(text) not in NAMES:
+        raise not_found(text)
+
+
 def default_root() -> Path:
     env = os.environ.get("WARMSTART_DATA_ROOT")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "warmstart" / "datasets"
@@ -103,6 +127,8 @@ def _network_timeout(seconds: float) -> Iterator[None]:
 def load_torchvision(name: str, root: Path, *, download: bool) -> tuple[dict[str, ImageSource], list[str], str]:
     """Build the splits of a torchvision data set -> ({role: source}, classes, description of the source)."""
     import torchvision.datasets as tvd
+
+    from warmstart.data.sources import TorchvisionSource
 
     spec = TORCHVISION[name]
     cls = getattr(tvd, spec.cls)
@@ -147,7 +173,10 @@ def _labels_of(ds: Any) -> list[int]:
 
 def load_digits() -> tuple[ArraySource, list[str]]:
     """scikit-learn's 8x8 handwritten digits (1797 images, bundled, offline): grey 0..16 -> RGB uint8 0..255."""
+    import numpy as np
     from sklearn.datasets import load_digits as sk_load_digits
+
+    from warmstart.data.sources import ArraySource
 
     d = sk_load_digits()
     grey = np.rint(d.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)  # (N, 8, 8)

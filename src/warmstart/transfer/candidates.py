@@ -7,16 +7,30 @@ answers at once; :mod:`warmstart.transfer.rank` and :mod:`warmstart.experiments.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
-from warmstart.errors import UserError
+from warmstart.errors import UserError, unknown
 
 #: the suffixes of a weights file (a state dict, or safetensors), each with a sidecar .json
 STATE_DICT_SUFFIXES = (".pth", ".pt")
 SAFETENSORS_SUFFIX = ".safetensors"
 #: candidates that are not files: the random-init floor and torchvision's ImageNet weights
 SPECIAL = ("none", "imagenet")
+
+
+def check_weights_file(spec: str) -> None:
+    """``--weights`` other than none/imagenet names a file that must exist; checked without torch, with the
+    errors :func:`~warmstart.transfer.weights.resolve_weights` gives (it calls this)."""
+    spec = str(spec).strip()
+    path = Path(spec).expanduser()
+    if spec.lower() in SPECIAL or path.exists():
+        return
+    if os.sep not in spec and "/" not in spec and not path.suffix:
+        raise UserError(str(unknown("weights", spec, list(SPECIAL)))
+                        + "; or give the path of a .pth/.pt/.safetensors file with its sidecar .json")
+    raise UserError(f"weights file not found: {path.absolute()}")
 
 
 def split_candidates(text: str | Sequence[str]) -> list[str]:

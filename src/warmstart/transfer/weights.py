@@ -49,7 +49,7 @@ from warmstart.data.transforms import Preprocess
 from warmstart.engine.checkpoint import safe_torch_load
 from warmstart.engine.io import atomic_path, write_text
 from warmstart.errors import UserError, unknown
-from warmstart.transfer.candidates import SAFETENSORS_SUFFIX, STATE_DICT_SUFFIXES  # noqa: F401  (re-exported)
+from warmstart.transfer.candidates import SAFETENSORS_SUFFIX, STATE_DICT_SUFFIXES, check_weights_file  # noqa: F401  (re-exported)
 
 WeightsKind = Literal["imagenet", "file", "none"]
 
@@ -156,14 +156,8 @@ def resolve_weights(spec: str, arch: str | None = None, *, offline: bool | None 
             return Weights(arch=arch, kind="none", path=None, meta=_default_meta(arch))
         return _resolve_imagenet(arch, offline=_offline() if offline is None else offline)
 
+    check_weights_file(spec)
     path = Path(spec).expanduser()
-    if not path.exists():
-        if os.sep not in spec and "/" not in spec and not path.suffix:
-            raise UserError(
-                str(unknown("weights", spec, ["none", "imagenet"]))
-                + "; or give the path of a .pth/.pt/.safetensors file with its sidecar .json"
-            )
-        raise UserError(f"weights file not found: {path.absolute()}")
     if path.is_dir():
         raise UserError(f"--weights {path} is a folder; give a .pth, .pt or .safetensors file (with its .json)")
     if path.suffix not in (*STATE_DICT_SUFFIXES, SAFETENSORS_SUFFIX):
