@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -54,6 +56,31 @@ def test_second_run_decodes_nothing_and_gives_the_same_samples(val8, tmp_path, m
     memory = ImageDataset(val8, PRE, cache_dir=False)
     assert torch.equal(_samples(second), _samples(memory)) and second.labels == memory.labels
     assert torch.equal(_samples(first), _samples(memory))
+
+
+def test_the_cache_file_is_read_not_mapped_into_the_process(val8, tmp_path):
+    # mapped, every page read counted as this process's memory (12.4 GB peak RSS on CIFAR-10 at 256 px)
+    ImageDataset(val8, PRE, cache_dir=tmp_path)
+    ds = ImageDataset(val8, PRE, cache_dir=tmp_path)
+    assert ds.cache_hit
+    samples = _samples(ds)
+    maps = open("/proc/self/maps").read() if sys.platform.startswith("linux") else ""
+    assert str(ds.cache_path) not in maps
+    assert torch.equal(samples, _samples(ImageDataset(val8, PRE, cache_dir=False)))
+    rows = ds._images
+    with pytest.raises(IndexError):
+        rows[len(rows)]
+    copy = pickle.loads(pickle.dumps(rows))  # what a DataLoader worker gets: it opens the file itself
+    assert copy._fd is None and torch.equal(copy[3], rows[3])
+
+
+def test_a_cache_file_cut_short_while_in_use_says_so(val8, tmp_path):
+    ImageDataset(val8, PRE, cache_dir=tmp_path)
+    ds = ImageDataset(val8, PRE, cache_dir=tmp_path)
+    with open(ds.cache_path, "rb+") as f:
+        f.truncate(ds.cache_path.stat().st_size - 100)
+    with pytest.raises(OSError, match="cut short"):
+        ds._images[len(ds) - 1]
 
 
 def test_environment_and_default_folder(monkeypatch, tmp_path):

@@ -90,7 +90,7 @@ class ImageDataset(Dataset):
         self.cache_bytes = len(source) * 3 * r * r
         self._index = list(range(len(source)))  # dataset position -> source index
         self._rows: list[int] | None = None  # dataset position -> row of _images (None: the same)
-        self._images: torch.Tensor | None = None
+        self._images: torch.Tensor | diskcache.Rows | None = None
         self.batch_augment = None  # set by with_augmentation(on_batch=True): crops + flips applied to whole batches
         self.cache_path: Path | None = None  # the disk cache in use
         self.cache_hit = False  # the disk cache was there already: nothing was decoded
@@ -244,7 +244,8 @@ class ImageDataset(Dataset):
 
     def _use_disk(self, found, folder: Path, key: str, *, hit: bool) -> None:
         array, meta = found
-        self._images = torch.from_numpy(array)  # copy-on-write map: pages are read when used, dropped by the kernel
+        self._images = diskcache.rows(array)  # read row by row (pread): the file is never mapped into this process
+        del array
         self.cache_path, self.cache_hit = diskcache.paths(folder, key)[0], hit
         bad = [int(i) for i in meta.get("bad", [])]
         if not bad:
