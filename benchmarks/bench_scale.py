@@ -47,6 +47,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-baseline", action="store_true", help="warmstart and its floor only (the baseline takes hours on all 60,000)")
+    p.add_argument("--transfer-only", action="store_true", help="no finetune-all runs (with --skip-baseline: the floor and the two transfer runs)")
     args = p.parse_args()
     if not (args.data / "train").is_dir() or not (args.data / "test").is_dir():
         sys.exit(f"error: {args.data} has no train/ and test/ folders; pass --data DIR (the unpacked CIFAR-10 folder)")
@@ -76,10 +77,12 @@ def main() -> None:
         print(f"own floor: {floor['seconds']:.1f} s", flush=True)
         ws("transfer_first", "cache-transfer", "transfer", args.epochs)
         ws("transfer_second", "cache-transfer", "transfer", args.epochs)
-        ws("finetune_first", "cache-finetune", "finetune-all", 1)
-        ws("finetune_second", "cache-finetune", "finetune-all", 1)
+        if not args.transfer_only:
+            ws("finetune_first", "cache-finetune", "finetune-all", 1)
+            ws("finetune_second", "cache-finetune", "finetune-all", 1)
         if not args.skip_baseline:
-            for name, mode, epochs in (("baseline_transfer", "transfer", args.epochs), ("baseline_finetune", "finetune", 1)):
+            for name, mode, epochs in (("baseline_transfer", "transfer", args.epochs), ("baseline_finetune", "finetune", 1))[
+                    :1 if args.transfer_only else 2]:
                 b = c.baseline([mode, "--data", view, "--weights", args.weights, "--epochs", epochs, "--batch-size", args.batch_size,
                                 "--seed", args.seed], **env)
                 rows[name] = {k: b[k] for k in KEEP} | {"final_val_accuracy": b["result"]["final_val_accuracy"],
@@ -93,7 +96,8 @@ def main() -> None:
               "meets_over_own_floor": t / f <= GOAL_OVER_FLOOR, "disk_cache_bytes": cache_bytes}
     if "baseline_transfer" in rows:
         result["transfer_speedup"] = round(rows["baseline_transfer"]["seconds"] / t, 2)
-        result["finetune_epoch_speedup"] = round(rows["baseline_finetune"]["seconds"] / rows["finetune_first"]["seconds"], 2)
+        if "baseline_finetune" in rows:
+            result["finetune_epoch_speedup"] = round(rows["baseline_finetune"]["seconds"] / rows["finetune_first"]["seconds"], 2)
     print(c.table([{"run": k, "wall s": r["seconds"], "user s": r["user_seconds"], "sys s": r["system_seconds"],
                     "peak RSS MB": r["peak_rss_mb"], "minor faults": r["minor_faults"], "val acc": r.get("final_val_accuracy", "")}
                    for k, r in rows.items()], ["run", "wall s", "user s", "sys s", "peak RSS MB", "minor faults", "val acc"]))

@@ -154,6 +154,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
     _threads(args.threads)
+    from warmstart.engine.distributed import keep_freed_memory
+
+    keep_freed_memory()  # as warmstart's loop and feature pass do: freed activations reused, not faulted in afresh
     if args.mode == "inference":
         args.batch_size = args.batch_size or 64
         out = inference(args)
