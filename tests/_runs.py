@@ -13,17 +13,18 @@ ARCH = "mobilenet_v3_small"
 V3 = "mobilenet_v3_small-imagenet"
 
 
-def small_weights(weights_dir: Path, folder: Path, size: int) -> Path:
-    """The ImageNet MobileNetV3-Small tensors with a sidecar that reads images at ``size`` px (resize size + size/8).
+def small_weights(weights_dir: Path, folder: Path, size: int, *, stem: str = V3, name: str | None = None) -> Path:
+    """A shared start (default the ImageNet MobileNetV3-Small) whose sidecar reads images at ``size`` px (resize
+    size + size/8), as ``folder/NAME.pth`` (default ``v3-SIZE``).
 
-    The tensors are the real ones (a symlink); only the preprocessing differs, so the mechanics of a run are
+    The tensors are the real ones (a copy); only the preprocessing differs, so the mechanics of a run are
     real and fast. Accuracy at small sizes is lower than at 224.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    pth = folder / f"v3-{size}.pth"
+    pth = folder / f"{name or f'v3-{size}'}.pth"
     if not pth.exists():
-        pth.symlink_to(weights_dir / f"{V3}.pth")
-        meta = json.loads((weights_dir / f"{V3}.json").read_text())
+        pth.write_bytes((weights_dir / f"{stem}.pth").read_bytes())
+        meta = json.loads((weights_dir / f"{stem}.json").read_text())
         meta.update(input_size=size, resize=size + size // 8)
         pth.with_suffix(".json").write_text(json.dumps(meta))
     return pth

@@ -12,20 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from _runs import cli, summary
+from _runs import cli, small_weights, summary
 
 IMAGENET, INSECT = "mobilenet_v2-imagenet", "mobilenet_v2-inat-insect"
-
-
-def resized(weights_dir: Path, folder: Path, stem: str, size: int) -> Path:
-    """A shared start (its real tensors, copied) whose sidecar reads images at ``size`` px."""
-    folder.mkdir(parents=True, exist_ok=True)
-    pth = folder / f"{stem}.pth"
-    pth.write_bytes((weights_dir / f"{stem}.pth").read_bytes())
-    meta = json.loads((weights_dir / f"{stem}.json").read_text())
-    meta.update(input_size=size, resize=size + size // 8)
-    pth.with_suffix(".json").write_text(json.dumps(meta))
-    return pth
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +75,8 @@ def test_starts_are_tested_against_each_other_on_the_same_images(grid_run):
 
 
 def test_starts_that_crop_differently_and_the_drift_figure(hymenoptera, weights_dir, tmp_path):
-    w = [resized(weights_dir, tmp_path / "w", IMAGENET, 64), resized(weights_dir, tmp_path / "w", INSECT, 80)]
+    w = [small_weights(weights_dir, tmp_path / "w", 64, stem=IMAGENET, name=IMAGENET),
+         small_weights(weights_dir, tmp_path / "w", 80, stem=INSECT, name=INSECT)]
     out = tmp_path / "cmp"
     assert cli("compare", hymenoptera, "--model", "mobilenet_v2", "--weights", f"{w[0]},{w[1]}", "--strategies",
                "scratch,finetune-last:1", "--subset", "4", "--epochs", "1", "--batch-size", "4", "--device", "cpu",

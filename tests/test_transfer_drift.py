@@ -7,7 +7,6 @@ and a case small enough to do by hand; drift on real 1-epoch runs of the shared 
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 
@@ -15,8 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from _runs import cli, summary
+from _runs import cli, small_weights, summary
 from warmstart.transfer.drift import linear_cka, relative_distance
+
+V2 = "mobilenet_v2-imagenet"
 
 
 def hsic_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -78,22 +79,9 @@ def test_relative_distance():
 
 
 # ----------------------------------------------------------------------------------------------- real runs
-def v2_small(weights_dir: Path, folder: Path, stem: str = "mobilenet_v2-imagenet", size: int = 96) -> Path:
-    """A shared MobileNetV2 start reading images at ``size`` px: the real tensors (a copy), only the sidecar's
-    preprocessing differs, so the run is real and fast."""
-    folder.mkdir(parents=True, exist_ok=True)
-    pth = folder / f"{stem}.pth"
-    if not pth.exists():
-        pth.write_bytes((weights_dir / f"{stem}.pth").read_bytes())
-        meta = json.loads((weights_dir / f"{stem}.json").read_text())
-        meta.update(input_size=size, resize=size + size // 8)
-        pth.with_suffix(".json").write_text(json.dumps(meta))
-    return pth
-
-
 @pytest.fixture(scope="module")
 def v2(weights_dir, tmp_path_factory) -> Path:
-    return v2_small(weights_dir, tmp_path_factory.mktemp("w"))
+    return small_weights(weights_dir, tmp_path_factory.mktemp("w"), 96, stem=V2, name=V2)  # MobileNetV2 at 96 px
 
 
 @pytest.mark.parametrize("strategy", ["finetune-last:1", "finetune-all"])
