@@ -14,6 +14,7 @@ from PIL import Image
 
 from warmstart.data import ImageDataset, Normalizer, Preprocess, load_data
 from warmstart.data import diskcache
+from warmstart.errors import UserError
 
 PRE = Preprocess(resize=64, crop=56)
 
@@ -79,7 +80,7 @@ def test_a_cache_file_cut_short_while_in_use_says_so(val8, tmp_path):
     ds = ImageDataset(val8, PRE, cache_dir=tmp_path)
     with open(ds.cache_path, "rb+") as f:
         f.truncate(ds.cache_path.stat().st_size - 100)
-    with pytest.raises(OSError, match="cut short"):
+    with pytest.raises(UserError, match="cut short"):  # one error: line on the command line
         ds._images[len(ds) - 1]
 
 

@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from warmstart.errors import UserError
+
 log = logging.getLogger("warmstart.data")
 
 FORMAT = 1
@@ -128,8 +130,8 @@ class Rows:
         out = torch.empty(self.shape[1:], dtype=torch.uint8)
         got = os.preadv(self._fileno(), [out.numpy()], self.offset + row * self.row_bytes)
         if got != self.row_bytes:
-            raise OSError(f"{self.path}: row {row} is cut short ({got} of {self.row_bytes} bytes); the cache file was "
-                          "truncated while in use (delete it and rerun)")
+            raise UserError(f"{self.path}: row {row} is cut short ({got} of {self.row_bytes} bytes); the decoded-image "
+                            "cache file was truncated while in use; delete it and rerun")
         return out
 
     def __getstate__(self) -> dict[str, Any]:
