@@ -27,10 +27,6 @@ def own() -> None:
     _owned = True
 
 
-def owned() -> bool:
-    return _owned
-
-
 def settled() -> None:
     """The long-lived part of the heap is in place (torch and torchvision imported; or the command is done)."""
     if _owned:

@@ -88,7 +88,7 @@ def compare(data: str | Path | None = None, *, strategies: str = "scratch,transf
 def compare_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv: list[str] | None = None):
     """``compare`` from a dict of its options (what the CLI parsed)."""
     from warmstart.engine.config import TrainConfig
-    from warmstart.experiments.compare_parse import parse_seeds, parse_strategies
+    from warmstart.experiments.compare_parse import parse_seeds, parse_strategies, parse_weights
     from warmstart.init.spec import check_init
 
     o = _resumed("compare", _normalised(options), given)
@@ -100,8 +100,7 @@ def compare_options(options: Mapping[str, Any], *, given: Iterable[str] = (), ar
     parse_seeds(o["seeds"], cfg.seed)
     if o.get("init") and not all(s.needs_pretrained for s in strats):  # else compare() says --init has no scratch arm
         check_init(o["init"])
-    weights = str(o.get("weights") or "imagenet")
-    _check_paths(o["data"], [weights] if Path(weights).exists() else weights.split(","))
+    _check_paths(o["data"], parse_weights(o.get("weights") or "imagenet"))
     from warmstart.data.spec import parse_classes
     from warmstart.engine.console import quiet
     from warmstart.engine.run import check_out

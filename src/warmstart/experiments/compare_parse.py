@@ -1,10 +1,11 @@
-"""The options of ``warmstart compare`` that are parsed before anything heavy: ``--strategies`` and ``--seeds``.
+"""The options of ``warmstart compare`` that are parsed before anything heavy: ``--strategies``, ``--seeds``, ``--weights``.
 
 No torch here: the CLI (``api.compare_options``) checks them first, so a typo answers at once.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 from warmstart.errors import UserError
@@ -57,3 +58,16 @@ def parse_seeds(seeds: int | str | Sequence[int], first: int = 0) -> list[int]:
     if len(out) > MAX_SEEDS:
         raise UserError(f"--seeds: at most {MAX_SEEDS} seeds, got {len(out)}")
     return out
+
+
+def parse_weights(weights: str | Sequence[str]) -> list[str]:
+    """``'a.pth,b.pth'`` (or a list) -> ``['a.pth', 'b.pth']``; a single existing path that contains commas stays whole."""
+    if isinstance(weights, str):
+        text = weights.strip()
+        items = [text] if os.path.exists(text) or "," not in text else [w.strip() for w in text.split(",")]
+    else:
+        items = [str(w).strip() for w in weights]
+    items = [w for w in items if w]
+    if not items:
+        raise UserError("--weights is empty; give imagenet, none, a weights file, or several of them separated by commas")
+    return items

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 from warmstart.engine.console import log
 from warmstart.errors import UserError
 from warmstart.data.spec import DataSpec
+from warmstart.experiments.compare_parse import parse_weights  # noqa: F401  (compare's import site)
 from warmstart.transfer.recipe import Prepared, prepare
 from warmstart.transfer.strategies import Strategy
 from warmstart.transfer.weights import resolve_weights
@@ -36,19 +37,6 @@ class Start:
     name: str          # the arms' prefix; "" when the compare has one start
     spec: str          # the --weights value it came from
     prepared: Prepared
-
-
-def parse_weights(weights: str | Sequence[str]) -> list[str]:
-    """``'a.pth,b.pth'`` (or a list) -> ``['a.pth', 'b.pth']``; a single existing path that contains commas stays whole."""
-    if isinstance(weights, str):
-        text = weights.strip()
-        items = [text] if os.path.exists(text) or "," not in text else [w.strip() for w in text.split(",")]
-    else:
-        items = [str(w).strip() for w in weights]
-    items = [w for w in items if w]
-    if not items:
-        raise UserError("--weights is empty; give imagenet, none, a weights file, or several of them separated by commas")
-    return items
 
 
 def start_name(spec: str) -> str:

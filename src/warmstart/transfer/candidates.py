@@ -7,10 +7,10 @@ answers at once; :mod:`warmstart.transfer.rank` and :mod:`warmstart.experiments.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
+from warmstart.data.named import is_path_like
 from warmstart.errors import UserError, unknown
 
 #: the suffixes of a weights file (a state dict, or safetensors), each with a sidecar .json
@@ -27,7 +27,7 @@ def check_weights_file(spec: str) -> None:
     path = Path(spec).expanduser()
     if spec.lower() in SPECIAL or path.exists():
         return
-    if os.sep not in spec and "/" not in spec and not path.suffix:
+    if not is_path_like(spec):  # a keyword, misspelt
         raise UserError(str(unknown("weights", spec, list(SPECIAL)))
                         + "; or give the path of a .pth/.pt/.safetensors file with its sidecar .json")
     raise UserError(f"weights file not found: {path.absolute()}")
