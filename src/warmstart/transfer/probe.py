@@ -102,7 +102,7 @@ def solve(x: torch.Tensor, y: torch.Tensor, l2: float, w0: torch.Tensor, b0: tor
 
     The loss and its gradient are written out (softmax minus one-hot), not taken by autograd: the problem is
     small and L-BFGS evaluates it ~30 times per solve, so building and walking a graph each time was a third
-    of the probe's time (0.81 -> 0.53 s on hymenoptera's 41 solves, same chosen prior and l2).
+    of the probe's time (0.81 -> 0.58 s on hymenoptera's 41 solves, same chosen prior and l2).
     """
     w = (start[0] if start is not None else w0).clone().requires_grad_(True)
     b = (start[1] if start is not None else b0).clone().requires_grad_(True)
