@@ -19,7 +19,7 @@ import torch
 import warmstart as ws
 from warmstart.data import ImageDataset, Preprocess, load_data
 from warmstart.data import cachestore, diskcache
-from warmstart.data.cachestore import human_size, parse_size
+from warmstart.sizes import human_size, parse_size
 from warmstart.errors import UserError
 
 HOUR = 3600.0

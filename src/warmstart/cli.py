@@ -330,8 +330,9 @@ def cache_prune(ctx, older_than, kind, as_json, cache_dir):
 @click.pass_context
 def cache_clear(ctx, yes, kind, as_json, cache_dir):
     """Remove every cache entry (or every entry of --kind)."""
-    from warmstart.data.cachestore import KINDS, cache, entries, human_size, interactive
+    from warmstart.data.cachestore import KINDS, cache, entries, interactive
     from warmstart.data.cachestore import cache_dir as folder_of
+    from warmstart.sizes import human_size
 
     folder = folder_of(cache_dir or (ctx.obj or {}).get("cache_dir"))
     if not yes:

@@ -37,7 +37,8 @@ import numpy as np
 import torch
 
 from warmstart.data import cachestore
-from warmstart.data.cachestore import OFF, cache_dir, human_size  # noqa: F401  (cache_dir, OFF: re-exported)
+from warmstart.data.cachestore import OFF, cache_dir  # noqa: F401  (re-exported)
+from warmstart.sizes import human_size
 from warmstart.errors import UserError
 
 log = logging.getLogger("warmstart.data")
