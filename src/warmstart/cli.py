@@ -330,14 +330,14 @@ def cache_prune(ctx, older_than, kind, as_json, cache_dir):
 @click.pass_context
 def cache_clear(ctx, yes, kind, as_json, cache_dir):
     """Remove every cache entry (or every entry of --kind)."""
-    from warmstart.data.cachestore import KINDS, cache, entries, interactive
+    from warmstart.data.cachestore import KINDS, cache, count, entries, interactive
     from warmstart.data.cachestore import cache_dir as folder_of
     from warmstart.sizes import human_size
 
     folder = folder_of(cache_dir or (ctx.obj or {}).get("cache_dir"))
     if not yes:
         there = [e for e in entries(folder) if not kind or e.kind in {KINDS[k] for k in kind}]
-        what = f"{len(there)} entries, {human_size(sum(e.size for e in there))}"
+        what = f"{count(len(there))}, {human_size(sum(e.size for e in there))}"
         if not interactive():
             raise UserError(f"cache clear would remove {what} from {folder} and stdin is not a terminal to confirm; "
                             "add --yes")

@@ -156,10 +156,10 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(folder: Path) -> list[Path]:
+def remove_killed_builds(folder: Path) -> list[tuple[Path, int]]:
     """Remove the temporary files of builds whose process is gone (killed mid-build): the pid in the name is not
-    alive here and nobody holds a lock on the file. Returns what was removed."""
-    gone: list[Path] = []
+    alive here and nobody holds a lock on the file. Returns what was removed, with the bytes each took."""
+    gone: list[tuple[Path, int]] = []
     freed = 0
     try:
         names = list(Path(folder).iterdir())
@@ -178,7 +178,7 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
         try:
             size = _size(p)
             p.unlink()
-            gone.append(p)
+            gone.append((p, size))
             freed += size
         except OSError:
             pass
@@ -274,7 +274,7 @@ def entries(folder: Path | None) -> list[Entry]:
                 size, last = _tree(d)
                 out.append(Entry(DOWNLOAD, d.name, size, last, [d], "fetched data set"))
             else:
-                out.append(Entry(OTHER, d.name, _size(d), d.lstat().st_mtime, [d]))
+                out.append(Entry(OTHER, "-", _size(d), d.lstat().st_mtime, [d]))
     for p in sorted(folder.iterdir()):
         if p in seen or p.name.endswith(".json") and p.with_suffix(".npy") in seen:
             continue
@@ -285,7 +285,7 @@ def entries(folder: Path | None) -> list[Entry]:
         else:
             detail = ""
         size, last = _tree(p) if p.is_dir() else (_size(p), p.lstat().st_mtime)
-        out.append(Entry(OTHER, p.name, size, last, [p], detail, bool(m and alive)))
+        out.append(Entry(OTHER, "-", size, last, [p], detail, bool(m and alive)))
     return sorted(out, key=lambda e: -e.last_use)
 
 
@@ -358,7 +358,7 @@ def enforce_cap(folder: Path, max_size: str | int | None = None, *, keep: Iterab
     never evicted. Returns the evicted entries.
     """
     folder = Path(folder)
-    remove_stale_temporaries(folder)
+    remove_killed_builds(folder)
     all_entries = entries(folder)
     total = sum(e.size for e in all_entries)
     cap, why = cap_bytes(max_size, folder, total)
@@ -375,7 +375,7 @@ def enforce_cap(folder: Path, max_size: str | int | None = None, *, keep: Iterab
             evicted.append(e)
             total -= e.size
     if evicted:
-        log.info(f"cache {folder}: evicted {len(evicted)} least recently used entr{'y' if len(evicted) == 1 else 'ies'} "
+        log.info(f"cache {folder}: evicted {count(len(evicted))}, least recently used first "
                  f"({human_size(sum(e.size for e in evicted))}) to stay under {human_size(cap)} ({why})")
     if total > cap:
         log.warning(f"cache {folder} holds {human_size(total)}, over its cap of {human_size(cap)} ({why}): what is left "
@@ -385,6 +385,11 @@ def enforce_cap(folder: Path, max_size: str | int | None = None, *, keep: Iterab
 
 
 # --------------------------------------------------------------------------------------------- the front door
+def count(n: int) -> str:
+    """``1 entry``, ``3 entries``."""
+    return f"{n} entr{'y' if n == 1 else 'ies'}"
+
+
 @dataclass
 class CacheReport:
     """What :func:`cache` found and did: ``entries`` (what is there now), ``removed``, ``kept_in_use``."""
@@ -406,14 +411,14 @@ class CacheReport:
         lines = []
         if self.removed or self.action != "list":
             what = {"clear": "cleared", "prune": "pruned", "cap": "evicted"}.get(self.action, "removed")
-            lines.append(f"{what}: {len(self.removed)} entr{'y' if len(self.removed) == 1 else 'ies'}, "
+            lines.append(f"{what}: {count(len(self.removed))}, "
                          f"{human_size(sum(e.size for e in self.removed))}")
         for e in self.kept_in_use:
             lines.append(f"kept (in use by a running process): {e.label}")
         if self.folder is None:
             return "\n".join(lines + ["the disk cache is off (WARMSTART_CACHE_DIR=off)"])
         cap = "no cap" if self.cap is None else f"cap {human_size(self.cap)} ({self.cap_source})"
-        lines.append(f"cache folder {self.folder}: {len(self.entries)} entr{'y' if len(self.entries) == 1 else 'ies'}, "
+        lines.append(f"cache folder {self.folder}: {count(len(self.entries))}, "
                      f"{human_size(self.total)}; {cap}")
         if self.entries:
             rows = [("kind", "data set", "size", "last use", "entry", "")]
@@ -480,8 +485,8 @@ def cache(action: str = "list", *, older_than: float | None = None, max_size: st
             report.removed = enforce_cap(folder, max_size)
             report.action = "cap"
         elif action in ("prune", "clear"):
-            gone_tmp = remove_stale_temporaries(folder)
-            report.removed += [Entry(OTHER, p.name, 0, 0.0, [p], "temporary file of a killed run") for p in gone_tmp]
+            gone_tmp = remove_killed_builds(folder)
+            report.removed += [Entry(OTHER, "-", size, 0.0, [p], "temporary file of a killed run") for p, size in gone_tmp]
             limit = time.time() - (older_than or 0) * DAY
             for e in entries(folder):
                 if kinds is not None and e.kind not in kinds:

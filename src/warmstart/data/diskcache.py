@@ -189,7 +189,7 @@ def prepare_file(folder: Path, key: str, shape: tuple[int, ...]) -> tuple[Path, 
     need = int(np.prod(shape))
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        cachestore.remove_stale_temporaries(folder)
+        cachestore.remove_killed_builds(folder)
         free = shutil.disk_usage(folder).free
         if free < need + HEADROOM:
             return f"{human_size(need)} needed, {human_size(free)} free"
