@@ -5,9 +5,12 @@ expects (the shared MobileNetV2 start, and a random ShuffleNetV2 x0.5), used as 
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +22,7 @@ from warmstart.transfer.weights import imagenet_checkpoint, save_weights
 from warmstart.errors import UserError
 
 V3 = "mobilenet_v3_small-imagenet"
+SRC = str(Path(__file__).resolve().parents[1] / "src")
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 
 
@@ -108,14 +112,48 @@ def test_missing_zoo_files_are_named_in_one_error_line(hub, hymenoptera, weights
     assert r.code == 2 and "given twice" in r.error and not out.exists()
 
 
-def test_timm_candidates_say_what_they_need(hymenoptera, tmp_path, monkeypatch):
-    monkeypatch.setenv("WARMSTART_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+def test_timm_candidates_without_timm_say_how_to_install_it(hymenoptera, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # makes `import timm` fail, installed or not
     out = tmp_path / "out"
-    r = cli("rank", hymenoptera, "--candidates", "timm:resnet18,none:resnet18", "--subset", "4", "--device", "cpu",
-            "--out", out)
-    assert r.code == 2 and r.err.count("\n") == 1 and "--candidates timm:resnet18" in r.error and not out.exists()
-    if importlib.util.find_spec("timm") is None:
-        assert "pip install 'warmstart[timm]'" in r.error
-    else:  # timm there, its weights not in the (empty) Hugging Face cache
-        assert "Hugging Face" in r.error
+    for offline in ("1", "0"):  # the offline file check and the resolution both say it
+        monkeypatch.setenv("WARMSTART_OFFLINE", offline)
+        r = cli("rank", hymenoptera, "--candidates", "timm:resnet18,none:resnet18", "--subset", "4", "--device", "cpu",
+                "--out", out)
+        assert r.code == 2 and r.err.count("\n") == 1 and not out.exists()
+        assert "--candidates timm:resnet18" in r.error and "pip install 'warmstart[timm]'" in r.error
+
+
+def test_timm_models_rank_offline_from_the_hugging_face_cache(hymenoptera, weights_dir, tmp_path):
+    """timm:resnet18 beside a weights file, with timm's pretrained config as preprocessing; its file comes from a
+    Hugging Face cache made here (random tensors of the right shapes, in the cache's own layout). Subprocesses:
+    huggingface_hub reads HF_HUB_CACHE once, at import."""
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    cfg = timm.models.get_pretrained_cfg("resnet18")
+    hf, out = tmp_path / "hf", tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": SRC, "HF_HUB_CACHE": str(hf), "HF_HUB_OFFLINE": "1", "WARMSTART_OFFLINE": "1"}
+    argv = [sys.executable, "-m", "warmstart", "rank", str(hymenoptera), "--candidates",
+            f"{weights_dir / (V3 + '.pth')},timm:resnet18", "--subset", "8", "--device", "cpu", "--quiet", "--out", str(out)]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and not out.exists()
+    assert f"model.safetensors of {cfg.hf_hub_id} for timm:resnet18" in done.stderr and str(hf) in done.stderr
+
+    repo = hf / ("models--" + cfg.hf_hub_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    torch.manual_seed(3)
+    save_file(timm.create_model("resnet18").state_dict(), str(repo / "snapshots" / ("0" * 40) / "model.safetensors"))
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    c = {x["name"]: x for x in s["candidates"]}
+    assert set(c) == {V3, "timm:resnet18"} and c["timm:resnet18"]["arch"] == "timm:resnet18"
+    crop = cfg.input_size[-1]
+    assert c["timm:resnet18"]["preprocess"] == {"resize": int(crop / cfg.crop_pct), "crop": crop,
+                                                "interpolation": cfg.interpolation, "mean": list(cfg.mean),
+                                                "std": list(cfg.std)}
+    assert c["timm:resnet18"]["features"][1] == 512 and c["timm:resnet18"]["source_classes"] == 1000
+    assert s["decoded_datasets"] == 2  # 256 bilinear for the MobileNet, timm's own resize for the ResNet
+    assert s["ranking"][0] == str(weights_dir / (V3 + ".pth"))  # pretrained beats random on real photos

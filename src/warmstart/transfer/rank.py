@@ -156,6 +156,7 @@ def check_zoo_files(items: Sequence[str], model: str | None) -> None:
 
     missing: list[str] = []
     where: set[str] = set()
+    todo: list[str] = []
     for t in items:
         zoo = zoo_candidate(t)
         if t.lower() == "imagenet" and model:
@@ -167,8 +168,9 @@ def check_zoo_files(items: Sequence[str], model: str | None) -> None:
             if offline():
                 hole = _timm_missing(t, arch)
                 if hole:
-                    missing.append(hole)
-                    where.add("the Hugging Face cache ($HF_HOME/hub)")
+                    missing.append(f"{hole[0]} of {hole[1]} for {t}")
+                    todo.append(f"fetch {hole[1]} into the Hugging Face cache {hole[2]} (on a machine with internet: "
+                                f"hf download {hole[1]} {hole[0]}, then copy that folder)")
             continue
         try:
             check_arch(arch)
@@ -192,13 +194,16 @@ def check_zoo_files(items: Sequence[str], model: str | None) -> None:
     if missing:
         many = len(missing) > 1
         why = "$WARMSTART_OFFLINE is set" if offline() else f"{'they' if many else 'it'} could not be downloaded"
+        if where:
+            todo.insert(0, f"put the torchvision file{'s' if len(missing) - len(todo) > 1 else ''} in "
+                           f"{', '.join(sorted(where))} under exactly that name")
         raise UserError(f"--candidates: {len(missing)} pretrained file{'s' if many else ''} missing and {why}: "
-                        f"{'; '.join(missing)}; put {'them' if many else 'it'} in {' and '.join(sorted(where))} "
-                        "under exactly that name, or give weights files with their sidecar .json instead")
+                        f"{'; '.join(missing)}; {'; '.join(todo)}; or give weights files with their sidecar .json instead")
 
 
-def _timm_missing(token: str, arch: str) -> str | None:
-    """What of a timm model's pretrained weights the Hugging Face cache lacks (None: present, or not knowable)."""
+def _timm_missing(token: str, arch: str) -> tuple[str, str, str] | None:
+    """The file a timm model's pretrained weights need that the Hugging Face cache lacks: (file, repository, the
+    cache folder); None when present, or not knowable (weights from a URL, no huggingface_hub)."""
     try:
         w = resolve_weights("imagenet", arch)
     except UserError as e:
@@ -207,13 +212,13 @@ def _timm_missing(token: str, arch: str) -> str | None:
     if "/" not in repo or repo.startswith("http"):
         return None  # weights from a URL: timm's own cache, fetched by timm
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import constants, try_to_load_from_cache
     except ImportError:
         return None
     for name in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
         if isinstance(try_to_load_from_cache(repo, name), str):
             return None
-    return f"model.safetensors of the Hugging Face repository {repo} for {token}"
+    return "model.safetensors", repo, str(constants.HF_HUB_CACHE)
 
 
 def build_scoring_model(c: Candidate, num_classes: int, seed: int) -> nn.Module:
