@@ -199,8 +199,9 @@ def compare(data, **o):
 @cli.command(context_settings=CONTEXT)
 @click.argument("data")
 @click.option("--candidates", required=True,
-              help="Comma-separated starts: weights files, folders of them, imagenet, none (random-init floor); "
-                   "or init schemes (he,xavier,default,orthogonal,lsuv) with --model.")
+              help="Comma-separated starts: weights files, folders of them, imagenet, none (random-init floor), networks "
+                   "by name (imagenet:ARCH, timm:NAME, none:ARCH; each with its own preprocessing); or init schemes "
+                   "(he,xavier,default,orthogonal,lsuv) with --model.")
 @click.option("--model", default=None, help="Architecture of imagenet/none, or of init-scheme candidates "
                                             "(any train model, or plain_mlp[:DEPTH] / plain_cnn[:DEPTH], the depth experiment's net).")
 @click.option("--by", type=click.Choice(["probe_cv", "knn_loo", "logme", "leep"]), default="probe_cv", show_default=True,
