@@ -336,8 +336,8 @@ def cache_clear(ctx, yes, kind, as_json, cache_dir):
     from warmstart.sizes import human_size
 
     folder = folder_of(cache_dir or (ctx.obj or {}).get("cache_dir"))
-    if not yes:
-        there = [e for e in entries(folder) if not kind or e.kind in {KINDS[k] for k in kind}]
+    there = [e for e in entries(folder) if not kind or e.kind in {KINDS[k] for k in kind}]
+    if not yes and there:  # nothing to remove: nothing to confirm
         what = f"{count(len(there))}, {human_size(sum(e.size for e in there))}"
         if not interactive():
             raise UserError(f"cache clear would remove {what} from {folder} and stdin is not a terminal to confirm; "

@@ -195,6 +195,9 @@ def prepare_file(folder: Path, key: str, shape: tuple[int, ...]) -> tuple[Path, 
             return f"{human_size(need)} needed, {human_size(free)} free"
         data, _ = paths(folder, key)
         tmp = data.with_name(f".{data.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    except OSError as e:
+        return e.strerror or str(e)
+    try:
         with open(tmp, "wb") as f:
             _building[str(tmp)] = lock = os.dup(f.fileno())
             cachestore.hold_exclusive(lock)
@@ -203,6 +206,7 @@ def prepare_file(folder: Path, key: str, shape: tuple[int, ...]) -> tuple[Path, 
             f.truncate(offset + need)  # sparse until the rows arrive
         return tmp, offset
     except OSError as e:
+        discard(tmp)
         return e.strerror or str(e)
 
 
