@@ -116,6 +116,10 @@ def test_a_run_that_adds_an_entry_enforces_the_cap_but_never_on_an_entry_in_use(
     monkeypatch.setenv("WARMSTART_CACHE_MAX", "1")  # one byte: every entry not in use and not just written goes
     folder = tmp_path / "cache"
     first = _build(val8, 32, folder)
+    fetched = folder / "downloads" / "mnist"  # the least recently used of all, but a download: never evicted
+    fetched.mkdir(parents=True)
+    (fetched / "train.bin").write_bytes(b"x" * 100)
+    os.utime(fetched / "train.bin", (time.time() - 100 * HOUR,) * 2)
     with caplog.at_level(logging.WARNING, logger="warmstart.data"):
         second = _build(val8, 40, folder)  # first is being read: kept, and the folder stays over its cap
     assert first.cache_path.is_file() and second.cache_path.is_file()
@@ -124,7 +128,7 @@ def test_a_run_that_adds_an_entry_enforces_the_cap_but_never_on_an_entry_in_use(
     assert torch.equal(torch.stack([first[i][0] for i in range(16)]), expected)  # the reader still reads valid data
     _free(first, second)
     third = _build(val8, 48, folder)
-    assert set(_entries(folder)) == {third.cache_path.name}  # both older entries evicted, the new one kept
+    assert set(_entries(folder)) == {third.cache_path.name, "mnist"}  # both older entries evicted, the new one kept
     assert not first.cache_path.exists() and not first.cache_path.with_suffix(".json").exists()
 
 
