@@ -53,6 +53,9 @@ def demo(out, quick, seed, device, quiet):
 @click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True,
               help="Scratch only: train K seeds for --restart-epochs, keep the best on validation, continue it.")
 @click.option("--restart-epochs", type=click.IntRange(min=1), default=1, show_default=True, help="Epochs per restart trial.")
+@click.option("--interpolate", is_flag=True,
+              help="Keep the best point on the line from the start to the fine-tuned weights, chosen on 20% of the "
+                   "training images held out of training (WiSE-FT); model.safetensors is that point.")
 @click.option("--head-init", type=click.Choice(["probe", "random"]), default="probe", show_default=True,
               help="Where the new head starts: the linear probe solved on the frozen features (prior and L2 chosen by "
                    "cross-validation on the training split), or torchvision's random init.")
