@@ -231,6 +231,13 @@ def test_interpolate_keeps_the_heldout_choice_and_saves_that_point(hymenoptera, 
     for k in saved:  # the same formula on the same values: only rounding in (1-a)*x + a*y, 1e-6 relative
         torch.testing.assert_close(saved[k], mixed[k].to(saved[k].dtype), rtol=1e-6, atol=1e-7)
     assert all(torch.equal(mix(start, end, 1.0)[k], end[k]) for k in end)  # a = 1 is the plain fine-tuned model
+    # config.json records the options; --resume takes them from there and refuses a changed one
+    from warmstart.engine.run import merge_resume
+
+    merged = merge_resume("train", out, {"data": str(hymenoptera), "reg": "none", "interpolate": False, "strategy": "transfer"})
+    assert merged["interpolate"] is True and merged["strategy"] == "finetune-all"
+    with pytest.raises(UserError, match="--interpolate"):
+        merge_resume("train", out, {"data": str(hymenoptera), "interpolate": False}, given=["interpolate"])
 
 
 def test_interpolate_with_trained_batchnorm_recomputes_its_statistics(hymenoptera, v3_64, tmp_path, single_thread):
@@ -242,6 +249,18 @@ def test_interpolate_with_trained_batchnorm_recomputes_its_statistics(hymenopter
     stats = [k for k in saved if k.endswith("running_mean")]
     # the exact mean over the training crops is not the running average training left, at any a
     assert stats and any(not torch.allclose(saved[k], end[k]) for k in stats)
+
+
+def test_compare_puts_the_modified_arms_beside_the_plain_one(hymenoptera, v3_64, tmp_path, single_thread):
+    out = tmp_path / "cmp"
+    assert cli("compare", hymenoptera, "--weights", v3_64, "--strategies", "finetune-all,finetune-all+l2sp:0.1,0.02",
+               "--epochs", "1", "--subset", "4", "--batch-size", "4", "--device", "cpu", "--out", out, "-q") == 0
+    s = summary(out)
+    assert set(s["strategies"]) == {"finetune-all", "finetune-all+l2sp:0.1,0.02"}
+    assert (out / "finetune-all+l2sp-0.1-0.02-seed0" / "summary.json").is_file()
+    arm = summary(out / "finetune-all+l2sp-0.1-0.02-seed0")
+    assert arm["reg"]["alpha"] == 0.1 and arm["reg"]["beta"] == 0.02 and "reg" not in summary(out / "finetune-all-seed0")
+    assert s["paired"] and (out / "report.html").is_file()
 
 
 @pytest.mark.parametrize("argv, what", [

@@ -173,7 +173,8 @@ def depth_command(data, depth_, **o):
 @cli.command(context_settings=CONTEXT)
 @click.argument("data", required=False)
 @click.option("--strategies", default="scratch,transfer,finetune-all", show_default=True,
-              help="Comma-separated: scratch, transfer, finetune-last:K, finetune-all, gradual[:E].")
+              help="Comma-separated: scratch, transfer, finetune-last:K, finetune-all, gradual[:E]; an arm may add "
+                   "+l2sp[:ALPHA[,BETA]] and/or +interpolate (e.g. finetune-all,finetune-all+l2sp,finetune-all+interpolate).")
 @click.option("--seeds", default="1", show_default=True,
               help="Seeds per strategy: a count (--seed, --seed+1, ...) or a list such as 0,1,2; several give mean ± std.")
 @model_options
