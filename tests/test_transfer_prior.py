@@ -122,7 +122,7 @@ def test_anchor_pull_goes_to_the_start_not_to_zero():
 
 def test_penalty_is_the_formula():
     model, start = _model_and_start()
-    params = dict(model.named_parameters())
+    params = {n: p.detach() for n, p in model.named_parameters()}
     r = penalty(params, {n: start[n] for n in ("0.weight", "0.bias")}, {"a": ["0.weight", "0.bias"], "head": ["1.weight", "1.bias"]},
                 Reg(0.4, 0.2))
     expected = 0.2 * float(((params["0.weight"] - start["0.weight"]) ** 2).sum() + ((params["0.bias"] - start["0.bias"]) ** 2).sum())

@@ -246,7 +246,7 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
         if diag is not None:
             diag.finish(title=spec.model)
     drift_summary = drift.finish(result.history) if drift is not None else None
-    reg_summary = penalty(dict(model.named_parameters()), anchors, {g.name: g.params for g in groups}, spec.reg) \
+    reg_summary = penalty({n: p.detach() for n, p in model.named_parameters()}, anchors, {g.name: g.params for g in groups}, spec.reg) \
         if spec.reg is not None else None
     wise_summary = None
     if start is not None:
