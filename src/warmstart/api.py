@@ -29,7 +29,7 @@ def train(data: str | Path | None = None, *, model: str = "mobilenet_v3_small", 
           strategy: str = "transfer", epochs: int = 5, init: str | None = None, lr: float | None = None,
           backbone_lr: float | None = None, lr_decay: float = 1.0, bn: str = "frozen", augment: str = "auto",
           feature_cache: str = "auto", head_init: str = "probe", classes: str | Sequence[str] | None = None,
-          restarts: int = 1, restart_epochs: int = 1, batch_size: int = 32, optimizer: str = "adamw", momentum: float = 0.9,
+          reg: str = "none", interpolate: bool = False, restarts: int = 1, restart_epochs: int = 1, batch_size: int = 32, optimizer: str = "adamw", momentum: float = 0.9,
           weight_decay: float = 1e-4, schedule: str = "cosine", warmup_epochs: float = 0.0, label_smoothing: float | None = None,
           grad_clip: float = 0.0, early_stopping: int = 0, seed: int = 0, deterministic: bool = False, device: str = "auto",
           amp: str = "none", channels_last: bool | None = None, workers: int = 0, tensorboard: bool = False,
@@ -72,7 +72,7 @@ def train_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv
 def compare(data: str | Path | None = None, *, strategies: str = "scratch,transfer,finetune-all", seeds: str | int = "1",
             model: str = "mobilenet_v3_small", weights: str = "imagenet", epochs: int = 5, init: str | None = None,
             lr: float | None = None, backbone_lr: float | None = None, lr_decay: float = 1.0, bn: str = "frozen",
-            augment: str = "auto", feature_cache: str = "auto", classes: str | Sequence[str] | None = None,
+            augment: str = "auto", feature_cache: str = "auto", classes: str | Sequence[str] | None = None, reg: str = "none",
             batch_size: int = 32, optimizer: str = "adamw", momentum: float = 0.9, weight_decay: float = 1e-4,
             schedule: str = "cosine", warmup_epochs: float = 0.0, label_smoothing: float | None = None, grad_clip: float = 0.0,
             early_stopping: int = 0, seed: int = 0, deterministic: bool = False, device: str = "auto", amp: str = "none",
@@ -90,6 +90,7 @@ def compare_options(options: Mapping[str, Any], *, given: Iterable[str] = (), ar
     from warmstart.engine.config import TrainConfig
     from warmstart.experiments.compare_parse import parse_seeds, parse_strategies, parse_weights
     from warmstart.init.spec import check_init
+    from warmstart.transfer.prior import parse_reg
 
     o = _resumed("compare", _normalised(options), given)
     if o.get("data") is None:
@@ -98,6 +99,7 @@ def compare_options(options: Mapping[str, Any], *, given: Iterable[str] = (), ar
     cfg = TrainConfig.from_dict(o)
     strats = parse_strategies(o["strategies"])
     parse_seeds(o["seeds"], cfg.seed)
+    parse_reg(o.get("reg"))
     if o.get("init") and not all(s.needs_pretrained for s in strats):  # else compare() says --init has no scratch arm
         check_init(o["init"])
     _check_paths(o["data"], parse_weights(o.get("weights") or "imagenet"))
@@ -112,7 +114,7 @@ def compare_options(options: Mapping[str, Any], *, given: Iterable[str] = (), ar
     with quiet(bool(o.get("quiet"))):
         s = run_compare(o["data"], strategies=o["strategies"], seeds=o["seeds"], model=o["model"], weights=o["weights"],
                         epochs=o["epochs"], init=o["init"], lr=cfg.lr, backbone_lr=cfg.backbone_lr, lr_decay=cfg.lr_decay,
-                        bn=o["bn"], augment=o["augment"], feature_cache=o["feature_cache"],
+                        bn=o["bn"], augment=o["augment"], feature_cache=o["feature_cache"], reg=o.get("reg"),
                         classes=list(parse_classes(o.get("classes")) or []) or None, out=o.get("out"), resume=bool(o.get("resume")),
                         data_root=o.get("data_root"), val_fraction=o["val_fraction"], subset=o.get("subset"),
                         skip_bad_images=o["skip_bad_images"], cfg=cfg, argv=argv, overwrite=bool(o.get("overwrite")),

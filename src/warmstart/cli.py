@@ -53,6 +53,9 @@ def demo(out, quick, seed, device, quiet):
 @click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True,
               help="Scratch only: train K seeds for --restart-epochs, keep the best on validation, continue it.")
 @click.option("--restart-epochs", type=click.IntRange(min=1), default=1, show_default=True, help="Epochs per restart trial.")
+@click.option("--interpolate", is_flag=True,
+              help="Keep the best point on the line from the start to the fine-tuned weights, chosen on 20% of the "
+                   "training images held out of training (WiSE-FT); model.safetensors is that point.")
 @click.option("--head-init", type=click.Choice(["probe", "random"]), default="probe", show_default=True,
               help="Where the new head starts: the linear probe solved on the frozen features (prior and L2 chosen by "
                    "cross-validation on the training split), or torchvision's random init.")
@@ -170,7 +173,8 @@ def depth_command(data, depth_, **o):
 @cli.command(context_settings=CONTEXT)
 @click.argument("data", required=False)
 @click.option("--strategies", default="scratch,transfer,finetune-all", show_default=True,
-              help="Comma-separated: scratch, transfer, finetune-last:K, finetune-all, gradual[:E].")
+              help="Comma-separated: scratch, transfer, finetune-last:K, finetune-all, gradual[:E]; an arm may add "
+                   "+l2sp[:ALPHA[,BETA]] and/or +interpolate (e.g. finetune-all,finetune-all+l2sp,finetune-all+interpolate).")
 @click.option("--seeds", default="1", show_default=True,
               help="Seeds per strategy: a count (--seed, --seed+1, ...) or a list such as 0,1,2; several give mean ± std.")
 @model_options

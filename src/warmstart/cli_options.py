@@ -131,6 +131,9 @@ def model_options(f: Callable) -> Callable:
                      help="Discriminative LR: each block further from the head gets this factor more."),
         click.option("--bn", type=click.Choice(["frozen", "train"]), default="frozen", show_default=True,
                      help="frozen: pretrained BatchNorm keeps its running statistics; train: they update."),
+        click.option("--reg", default="none", show_default=True, metavar="none|l2sp[:ALPHA[,BETA]]",
+                     help="l2sp: pull the fine-tuned pretrained layers toward their start (ALPHA, replaces their weight decay) "
+                          "and the new head toward 0 (BETA); defaults 0.01,0.01. compare: applies to the fine-tuning arms."),
         click.option("--augment", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
                      help="Random crops + flips; auto = on for scratch and for fine-tuning from a random head (--head-init random)."),
         click.option("--feature-cache", type=click.Choice(["auto", "memory", "disk", "off"]), default="auto", show_default=True,

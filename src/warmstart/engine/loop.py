@@ -15,7 +15,7 @@ import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from warmstart.engine.config import TrainConfig
 from warmstart.engine.console import log, progress, quiet
 from warmstart.engine.distributed import World, all_gather_objects, all_reduce_sum, init_from_env, keep_freed_memory
 from warmstart.engine.metrics import accuracy, confusion, per_class_accuracy
-from warmstart.engine.optim import build_optimizer, build_scheduler
+from warmstart.engine.optim import AnchorPull, build_optimizer, build_scheduler
 from warmstart.engine.plan import Phase
 from warmstart.errors import TrainingDiverged, UserError
 
@@ -203,16 +203,21 @@ def _to(x: torch.Tensor, device: torch.device, normalize: nn.Module | None, chan
 
 def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence[Phase], cfg: TrainConfig, *,
         num_classes: int, run=None, normalize: nn.Module | None = None, resume: bool = False,
-        callbacks: Sequence[Callback] = ()) -> FitResult:
-    """Train ``model`` through ``phases`` (one fresh optimizer each); ``cfg.quiet`` silences the log and bars."""
+        callbacks: Sequence[Callback] = (), anchors: Mapping[str, torch.Tensor] | None = None) -> FitResult:
+    """Train ``model`` through ``phases`` (one fresh optimizer each); ``cfg.quiet`` silences the log and bars.
+
+    ``anchors``: the start of the parameters of param groups with an ``anchor`` (weight decay toward the start,
+    :class:`~warmstart.engine.optim.AnchorPull`), by name; given separately because a resumed run's model no
+    longer is at its start.
+    """
     with quiet(cfg.quiet):
         return _fit(model, train_set, val_set, phases, cfg, num_classes=num_classes, run=run, normalize=normalize,
-                    resume=resume, callbacks=callbacks)
+                    resume=resume, callbacks=callbacks, anchors=anchors)
 
 
 def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequence[Phase], cfg: TrainConfig, *,
          num_classes: int, run=None, normalize: nn.Module | None = None, resume: bool = False,
-         callbacks: Sequence[Callback] = ()) -> FitResult:
+         callbacks: Sequence[Callback] = (), anchors: Mapping[str, torch.Tensor] | None = None) -> FitResult:
     device, world = _placement(cfg)
     seed_everything(cfg.seed, cfg.deterministic)
     if device.type == "cpu":
@@ -222,6 +227,7 @@ def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequenc
     if channels_last:
         model.to(memory_format=torch.channels_last)
     normalize = normalize.to(device) if normalize is not None else None
+    pull = AnchorPull(model, anchors, coupled=cfg.optimizer == "sgd") if anchors else None
     total_epochs = sum(p.epochs for p in phases)
     at = _Progress.start(model, run if resume else None, total_epochs)  # the beginning, or after the last saved epoch
     epoch, seen, train_time, stopped_early, val = len(at.history), 0, 0.0, False, None
@@ -264,7 +270,7 @@ def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequenc
                 if device.type == "cpu" or step + 1 == len(loader):
                     _raise_if_diverged(bad, epoch, sched, run)
                 opt.zero_grad(set_to_none=True)
-                _backward_and_step(loss, model, opt, scaler, cfg.grad_clip)
+                _backward_and_step(loss, model, opt, scaler, cfg.grad_clip, pull)
                 sched.step()
                 loss_sum += loss.detach().double() * y.numel()
                 correct += (out.argmax(1) == y).sum()
@@ -331,8 +337,9 @@ def _train_loader(train_set: Dataset, cfg: TrainConfig, world: World, device: to
     return sampler, loader
 
 
-def _backward_and_step(loss: torch.Tensor, model: nn.Module, opt, scaler, grad_clip: float) -> None:
-    """Backward, optional gradient clipping, optimizer step (through the fp16 grad scaler when there is one)."""
+def _backward_and_step(loss: torch.Tensor, model: nn.Module, opt, scaler, grad_clip: float, pull: AnchorPull | None = None) -> None:
+    """Backward, optional gradient clipping, the pull toward the anchors (if any), optimizer step (through the fp16
+    grad scaler when there is one)."""
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
@@ -340,6 +347,8 @@ def _backward_and_step(loss: torch.Tensor, model: nn.Module, opt, scaler, grad_c
         loss.backward()
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
+    if pull is not None:
+        pull.apply(opt)
     if scaler is not None:
         scaler.step(opt)
         scaler.update()

@@ -13,11 +13,18 @@ from dataclasses import dataclass, field
 
 @dataclass
 class ParamGroup:
-    """Parameters (by their names in ``model.named_parameters()``) that train with one learning rate."""
+    """Parameters (by their names in ``model.named_parameters()``) that train with one learning rate.
+
+    ``weight_decay``: of this group's weight matrices (None: the config's ``weight_decay``); ``anchor``: a pull of
+    every parameter toward its start, weight decay toward the start instead of toward 0 (L2-SP,
+    ``transfer.prior``; the starts are given to ``fit(..., anchors=...)``; 0: none).
+    """
 
     name: str
     params: list[str]
     lr: float
+    weight_decay: float | None = None
+    anchor: float = 0.0
 
 
 @dataclass

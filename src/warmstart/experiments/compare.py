@@ -47,6 +47,7 @@ from warmstart.experiments.runs import pm
 from warmstart.report.compare_sections import subtitle, title
 from warmstart.report.reading import SIGNIFICANCE, reading  # noqa: F401
 from warmstart.report.stats import mcnemar_p  # noqa: F401  (re-exported: the paired test)
+from warmstart.transfer.prior import parse_reg
 from warmstart.transfer.spec import FEATURE_CACHE, TrainSpec
 
 
@@ -55,7 +56,7 @@ from warmstart.transfer.spec import FEATURE_CACHE, TrainSpec
 def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRATEGIES, seeds: int | str | Sequence[int] = 1,
             model: str = "mobilenet_v3_small", weights: str | Sequence[str] = "imagenet", epochs: int = 5, init: str | None = None,
             lr: float | None = None, backbone_lr: float | None = None, lr_decay: float = 1.0, bn: str = "frozen",
-            augment: str = "auto", feature_cache: str = "auto", classes: Sequence[str] | None = None,
+            augment: str = "auto", feature_cache: str = "auto", classes: Sequence[str] | None = None, reg: str | None = None,
             out: str | Path | None = None, resume: bool = False, data_root=None, val_fraction: float = 0.2,
             subset: int | None = None, skip_bad_images: bool = False, cfg: TrainConfig | None = None,
             options: dict[str, Any] | None = None, argv: list[str] | None = None, overwrite: bool = False) -> dict[str, Any]:
@@ -65,7 +66,9 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
     ``seeds``: a count (seeds ``cfg.seed``, ``cfg.seed + 1``, ...) or explicit seeds. ``weights``: one start, or
     several (``'W1,W2'`` or a list): every start x strategy then runs, arms named ``<start>/<strategy>``
     (:mod:`~warmstart.experiments.compare_starts`), and the summary gains ``starts`` and ``grid``. Every other
-    option means what it means for ``warmstart train`` (:func:`warmstart.api.train`) and applies to every arm.
+    option means what it means for ``warmstart train`` (:func:`warmstart.api.train`) and applies to every arm;
+    ``reg`` (``--reg l2sp...``) applies to the arms that fine-tune pretrained layers. An arm may carry its own
+    modifiers (``finetune-all+l2sp:0.1``, ``finetune-all+interpolate``: :mod:`~warmstart.transfer.strategies`).
     """
     cfg = cfg or TrainConfig()
     lr, backbone_lr = (lr if lr is not None else cfg.lr), (backbone_lr if backbone_lr is not None else cfg.backbone_lr)
@@ -88,11 +91,15 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
         from warmstart.init.spec import check_init
 
         check_init(init)  # a bad spec fails before anything is written
+    if parse_reg(reg) is not None and not any(s.fine_tunes for s in strats):
+        raise UserError(f"--reg {reg} pulls fine-tuned pretrained layers toward their start, but no arm of --strategies fine-tunes "
+                        "(finetune-all, finetune-last:K, gradual); add one or drop --reg")
     specs = parse_weights(weights)
     # every arm's TrainSpec (augment resolved per strategy, so all arms of a strategy see the same images)
     augs = {s.spec: TrainSpec(model=model, strategy=s, augment=augment).augments for s in strats}
     arm_specs = {s.spec: TrainSpec(model=model, strategy=s, init=init if s.from_scratch else None, bn=bn,
-                                   augment="on" if augs[s.spec] else "off", feature_cache=feature_cache) for s in strats}
+                                   augment="on" if augs[s.spec] else "off", feature_cache=feature_cache,
+                                   reg=reg if s.fine_tunes and s.reg is None else None) for s in strats}
     arm_cfg = dataclasses.replace(cfg, epochs=epochs, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay)
     data_spec = DataSpec.from_options({"data": data, "data_root": data_root, "val_fraction": val_fraction, "subset": subset,
                                        "skip_bad_images": skip_bad_images, "classes": classes})
@@ -107,7 +114,7 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
         options = {"data": str(data), "strategies": ",".join(s.spec for s in strats), "seeds": ",".join(map(str, seed_list)),
                    "model": model, "weights": ",".join(specs) if len(specs) == 1 else absolute(specs), "epochs": epochs,
                    "init": init, "lr": lr, "backbone_lr": backbone_lr, "lr_decay": lr_decay, "bn": bn, "augment": augment,
-                   "feature_cache": feature_cache,
+                   "feature_cache": feature_cache, "reg": str(reg or "none"),
                    "classes": ",".join(classes) if classes else None, "data_root": str(data_root) if data_root else None,
                    "val_fraction": val_fraction, "subset": subset, "skip_bad_images": skip_bad_images,
                    **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "lr"}}

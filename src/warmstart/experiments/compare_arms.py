@@ -25,10 +25,10 @@ from warmstart.transfer.strategies import Strategy
 
 
 def arm_name(strategy: Strategy | str, seed: int) -> str:
-    """The arm's folder: 'finetune-last:2', seed 1 -> 'finetune-last-2-seed1' (no ':' in file names); with several
+    """The arm's folder: 'finetune-last:2', seed 1 -> 'finetune-last-2-seed1' (no ':' or ',' in file names); with several
     starts 'mobilenet_v2-imagenet/transfer', seed 0 -> 'mobilenet_v2-imagenet/transfer-seed0' (a folder per start)."""
     spec = strategy.spec if isinstance(strategy, Strategy) else str(strategy)
-    return f"{spec.replace(':', '-')}-seed{seed}"
+    return f"{spec.replace(':', '-').replace(',', '-')}-seed{seed}"
 
 
 def warm_up(prepared: Prepared, arch: str, cfg: TrainConfig) -> None:

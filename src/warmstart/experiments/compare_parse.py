@@ -16,8 +16,12 @@ MAX_SEEDS = 100
 
 
 def parse_strategies(spec: str | Sequence[str]) -> list[Strategy]:
-    """'scratch,transfer,finetune-all' (or a list of specs) -> distinct strategies, in the given order."""
-    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s).strip() for s in spec]
+    """'scratch,transfer,finetune-all' (or a list of specs) -> distinct strategies, in the given order.
+
+    An arm may carry modifiers (``finetune-all+l2sp:0.1,0.01``, ``finetune-all+interpolate``): a comma followed by a
+    number continues the previous arm's ``l2sp:ALPHA,BETA`` (no strategy name starts with a digit).
+    """
+    items = _join_numbers(spec.split(",")) if isinstance(spec, str) else [str(s).strip() for s in spec]
     items = [s for s in items if s]
     if not items:
         raise UserError("--strategies is empty; give a comma-separated list, e.g. scratch,transfer,finetune-all")
@@ -27,6 +31,16 @@ def parse_strategies(spec: str | Sequence[str]) -> list[Strategy]:
         if s in out:
             raise UserError(f"--strategies names {s.spec} twice; each strategy runs once per seed")
         out.append(s)
+    return out
+
+
+def _join_numbers(parts: list[str]) -> list[str]:
+    out: list[str] = []
+    for p in (p.strip() for p in parts):
+        if out and p[:1].isdigit() or out and p[:1] == ".":
+            out[-1] += "," + p
+        else:
+            out.append(p)
     return out
 
 

@@ -26,6 +26,7 @@ new head): a finished run is itself a valid ``--weights PATH`` for the next run,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -35,13 +36,13 @@ import torch
 from torch import nn
 
 from warmstart.data import ImageDataset, Normalizer, describe_splits
-from warmstart.data.loading import DataSplits
+from warmstart.data.loading import DataSplits, stratified_split
 from warmstart.data.spec import DataSpec
 from warmstart.engine import layout
 from warmstart.engine.config import TrainConfig
 from warmstart.engine.console import log
 from warmstart.engine.distributed import cores_per_rank, threads
-from warmstart.engine.loop import FitResult, amp_dtype, fast_cpu_channels_last, fit, resolve_device
+from warmstart.engine.loop import FitResult, amp_dtype, evaluate, fast_cpu_channels_last, fit, resolve_device
 from warmstart.engine.run import Run
 from warmstart.errors import UserError
 from warmstart.transfer.backbones import create_model
@@ -49,6 +50,7 @@ from warmstart.transfer.drift import DriftTracker
 from warmstart.transfer.features import FeatureCache, cache_key, split_at
 from warmstart.transfer.spec import TrainSpec
 from warmstart.transfer.groups import layer_groups
+from warmstart.transfer.prior import HEAD, apply_reg, penalty
 from warmstart.transfer.weights import Weights, load_tensors, resolve_weights, save_weights
 
 #: default learning rate of a head that starts at random, per optimizer; a head that starts at its linear probe
@@ -63,6 +65,8 @@ SMALL_HEAD_PARAMS = 1_000_000
 #: --feature-cache auto keeps features in memory up to this many bytes (float32), e.g. 262,144 images of
 #: MobileNetV3-Small's 1024 features; above it they go to disk as a float16 memory map (2 bytes per value)
 FEATURE_MEMORY_LIMIT = 1 << 30
+#: random crops of the training images cover this fraction range of the decoded square
+AUGMENT_SCALE = (0.35, 1.0)
 
 
 @dataclass
@@ -75,6 +79,7 @@ class Prepared:
     train_aug: ImageDataset | None   # random crops + flips (the same decoded cache)
     val: ImageDataset
     features: dict[str, Any]         # shared feature caches, keyed by cache_key
+    heldout: ImageDataset | None = None  # --interpolate: training images kept out of training (with_holdout)
 
 
 def prepare(data: DataSpec, *, arch: str, weights: str, augment: bool, seed: int = 0) -> Prepared:
@@ -85,9 +90,29 @@ def prepare(data: DataSpec, *, arch: str, weights: str, augment: bool, seed: int
     pre = w.preprocess
     decoders = cores_per_rank()  # decoding scales with cores (PIL releases the GIL)
     plain = ImageDataset(splits.train, pre, train=True, skip_bad_images=data.skip_bad_images, workers=decoders)
-    aug = plain.with_augmentation(scale=(0.35, 1.0)) if augment else None
+    aug = plain.with_augmentation(scale=AUGMENT_SCALE) if augment else None
     val = ImageDataset(splits.val, pre, skip_bad_images=data.skip_bad_images, workers=decoders)
     return Prepared(splits, w, plain, aug, val, {})
+
+
+def with_holdout(prepared: Prepared, seed: int, fraction: float | None = None) -> Prepared:
+    """``prepared`` with ``fraction`` (default ``wise.HOLDOUT``) of every class of its training split held out
+    (stratified, fixed by ``seed``): the run fits (probe included) on the rest, and ``heldout`` is what
+    ``--interpolate`` chooses its point on. The validation images are the same."""
+    from warmstart.transfer.wise import HOLDOUT
+
+    fraction = HOLDOUT if fraction is None else fraction
+    sp = prepared.splits
+    fit_idx, held_idx = stratified_split(sp.train.labels, fraction, seed, sp.classes,
+                                         where=f"{sp.source}: --interpolate's held-out part of the training split")
+    splits = dataclasses.replace(sp, train=sp.train.select(fit_idx), fingerprint=f"{sp.fingerprint}:fit-{fraction:g}-{seed}")
+    pre, skip, workers = prepared.weights.preprocess, prepared.train_plain.skip_bad_images, cores_per_rank()
+    plain = ImageDataset(splits.train, pre, train=True, skip_bad_images=skip, workers=workers)
+    held = ImageDataset(sp.train.select(held_idx), pre, skip_bad_images=skip, workers=workers)
+    log(f"--interpolate: {len(held)} training images held out ({fraction:.0%} of every class, seed {seed}) to choose "
+        f"the mixing coefficient; {len(plain)} train")
+    aug = plain.with_augmentation(scale=AUGMENT_SCALE) if prepared.train_aug is not None else None
+    return Prepared(splits, prepared.weights, plain, aug, prepared.val, prepared.features, heldout=held)
 
 
 def prepare_for(data: DataSpec, spec: TrainSpec, cfg: TrainConfig) -> Prepared:
@@ -142,8 +167,9 @@ def plan(model: nn.Module, spec: TrainSpec, cfg: TrainConfig, *, probed: bool = 
     ``cfg.lr`` defaults to the recipe's (:func:`default_lr`: lower when the head starts at its linear probe).
     """
     lr = cfg.lr if cfg.lr is not None else default_lr(cfg.optimizer, probed=probed)
-    return spec.strategy.phases(layer_groups(model), epochs=cfg.epochs or DEFAULT_EPOCHS, lr=lr, backbone_lr=cfg.backbone_lr,
-                                lr_decay=cfg.lr_decay, bn=spec.bn, pretrained=bool(getattr(model, "warmstart_pretrained", False)))
+    phases = spec.strategy.phases(layer_groups(model), epochs=cfg.epochs or DEFAULT_EPOCHS, lr=lr, backbone_lr=cfg.backbone_lr,
+                                  lr_decay=cfg.lr_decay, bn=spec.bn, pretrained=bool(getattr(model, "warmstart_pretrained", False)))
+    return apply_reg(phases, spec.reg)
 
 
 def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, resume: bool = False,
@@ -159,8 +185,14 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
     t0 = time.perf_counter()
     cfg = cfg.with_defaults(epochs=DEFAULT_EPOCHS)
     strategy = spec.strategy
+    if spec.interpolate and prepared.heldout is None:
+        prepared = with_holdout(prepared, cfg.seed)
     model = model if model is not None else build_model(prepared, spec, seed=cfg.seed, batch_size=cfg.batch_size)
     groups = layer_groups(model)
+    # L2-SP's anchors: the pretrained values of every layer but the new head (the model is at them until fit
+    # starts, also when resuming: fit loads the checkpoint itself)
+    anchors = {n: p.detach().clone() for g in groups if g.name != HEAD for n, p in model.named_parameters()
+               if n in set(g.params)} if spec.reg is not None else None
     probe_info: dict[str, Any] | None = None
     probe_seconds = 0.0
     if spec.head_init == "probe" and not strategy.from_scratch and getattr(model, "warmstart_pretrained", False):
@@ -169,6 +201,7 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
         probe_seconds = time.perf_counter() - p0
     probed = probe_info is not None
     phases = plan(model, spec, cfg, probed=probed)
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()} if spec.interpolate else None  # the run's start
     lr = phases[-1].groups[-1].lr  # the head's, as the recipe resolved it (the head group is last)
     cfg = cfg.with_defaults(label_smoothing=default_label_smoothing(probed=probed))
     frozen = strategy.frozen_prefix(groups, epochs=cfg.epochs) if not strategy.from_scratch else []
@@ -208,16 +241,26 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
     try:
         with threads(1 if small else None):
             result = fit(net, train_set, val_set, phases, cfg, num_classes=prepared.splits.num_classes, run=run,
-                         normalize=normalize, resume=resume, callbacks=callbacks)
+                         normalize=normalize, resume=resume, callbacks=callbacks, anchors=anchors)
     finally:
         if diag is not None:
             diag.finish(title=spec.model)
     drift_summary = drift.finish(result.history) if drift is not None else None
+    reg_summary = penalty({n: p.detach() for n, p in model.named_parameters()}, anchors, {g.name: g.params for g in groups}, spec.reg) \
+        if spec.reg is not None else None
+    wise_summary = None
+    if start is not None:
+        result, wise_summary = _interpolate(prepared, spec, cfg, model, start, result)
     model.to("cpu")
     summary = _summary(prepared, spec, cfg, model, result, phases, lr=lr, probe_info=probe_info, use_cache=use_cache,
                        seconds=(time.perf_counter() - t0, feature_seconds, probe_seconds))
     if drift_summary is not None:
         summary["drift"] = drift_summary
+    if reg_summary is not None:
+        summary["reg"] = reg_summary
+    if wise_summary is not None:
+        summary["interpolate"] = wise_summary
+        summary["heldout_images"] = len(prepared.heldout)
     if run.main:
         meta = dict(prepared.weights.meta)
         meta.update(arch=spec.model, num_classes=prepared.splits.num_classes, categories=prepared.splits.classes,
@@ -254,6 +297,37 @@ def _summary(prepared: Prepared, spec: TrainSpec, cfg: TrainConfig, model: nn.Mo
         "stopped_early": result.stopped_early, "per_class_accuracy": result.per_class_accuracy, "confusion": result.confusion,
         "seconds": round(total, 3), "device": str(resolve_device(cfg.device)),
     }
+
+
+def _interpolate(prepared: Prepared, spec: TrainSpec, cfg: TrainConfig, model: nn.Module, start: dict[str, torch.Tensor],
+                 result: FitResult) -> tuple[FitResult, dict[str, Any]]:
+    """``--interpolate`` (:mod:`warmstart.transfer.wise`): choose the point between ``start`` and the trained ``model``
+    on the held-out training images, leave ``model`` there, and evaluate it once on the validation images: the
+    returned FitResult's final accuracy, confusion and predictions are the chosen model's."""
+    from warmstart.transfer.wise import bn_refresher, changed_batchnorms, choose
+
+    device = resolve_device(cfg.device)
+    model.to(device)  # with a feature cache only the trained tail went there
+    normalize = Normalizer.of(prepared.weights.preprocess).to(device)
+    n = prepared.splits.num_classes
+    start = {k: v.to(device) for k, v in start.items()}
+    end = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    refresh = None
+    if spec.bn == "train":
+        refresh = bn_refresher(prepared.train_plain, normalize, batch_size=max(64, cfg.batch_size),
+                               changed=changed_batchnorms(model, start, end))
+
+    def score(m: nn.Module) -> dict[str, Any]:  # the held-out training images only
+        return evaluate(m, prepared.heldout, n, cfg=cfg, device=device, normalize=normalize)
+
+    picked = choose(model, start, end, score, heldout_images=len(prepared.heldout), recompute_bn=refresh)
+    val = evaluate(model, prepared.val, n, cfg=cfg, device=device, normalize=normalize)
+    log(f"--interpolate: a = {picked.alpha:g} chosen on {len(prepared.heldout)} held-out training images (accuracy "
+        f"{max(picked.heldout_accuracy):.3f}); val accuracy {val['accuracy']:.4f} there, {result.final_val_accuracy:.4f} "
+        f"at the end of training (a = 1)")
+    info = {**picked.to_dict(), "end_val_accuracy": result.final_val_accuracy, "val_accuracy": val["accuracy"]}
+    return dataclasses.replace(result, final_val_accuracy=val["accuracy"], confusion=val["confusion"],
+                               per_class_accuracy=val["per_class_accuracy"], val_predictions=val["predictions"]), info
 
 
 def _diagnostics(dataset, net: nn.Module, run: Run, cfg: TrainConfig, normalize, resume: bool):

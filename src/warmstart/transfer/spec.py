@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from warmstart.errors import UserError, unknown
 from warmstart.init.restarts import check_restarts
 from warmstart.init.spec import InitSpec
+from warmstart.transfer.prior import Reg, check_interpolate, check_reg, parse_reg
 from warmstart.transfer.strategies import BN_POLICIES, Strategy, parse_strategy
 
 AUGMENT = ("auto", "on", "off")
@@ -34,12 +35,28 @@ class TrainSpec:
     feature_cache: str = "auto"
     restarts: int = 1
     restart_epochs: int = 1
+    reg: Reg | str | None = None   # --reg: "none" or l2sp[:ALPHA[,BETA]] (transfer.prior), parsed here
+    interpolate: bool = False      # --interpolate: keep the best point between start and end (transfer.wise)
 
     def __post_init__(self) -> None:
         if isinstance(self.strategy, str):
             object.__setattr__(self, "strategy", parse_strategy(self.strategy))
         if not isinstance(self.strategy, Strategy):
             raise UserError(f"--strategy must be a strategy spec such as transfer, got {self.strategy!r}")
+        object.__setattr__(self, "reg", parse_reg(self.reg))
+        s = self.strategy
+        if s.reg is not None or s.interpolate:  # an arm's modifiers (finetune-all+l2sp) become this spec's own fields
+            if s.reg is not None and self.reg is not None and s.reg != self.reg:
+                raise UserError(f"--strategy {s.spec} and --reg {self.reg.spec} ask for two different regularisations; "
+                                "give it once")
+            object.__setattr__(self, "reg", s.reg or self.reg)
+            object.__setattr__(self, "interpolate", bool(self.interpolate or s.interpolate))
+            object.__setattr__(self, "strategy", s.plain)
+        if not isinstance(self.interpolate, bool):
+            raise UserError(f"--interpolate is a flag (True or False), got {self.interpolate!r}")
+        check_reg(self.reg, self.strategy)
+        if self.interpolate:
+            check_interpolate(self.strategy, self.head_init)
         if isinstance(self.init, str) and not self.init.strip():
             object.__setattr__(self, "init", None)
         if self.init is not None:
@@ -81,7 +98,13 @@ class TrainSpec:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["strategy"] = self.strategy.spec
         d["init"] = str(self.init) if self.init is not None else None
+        d["reg"] = self.reg.spec if self.reg is not None else "none"
         return d
+
+    @property
+    def arm(self) -> str:
+        """The strategy with this spec's modifiers, as ``compare`` names the arm (``finetune-all+l2sp:0.01,0.01``)."""
+        return Strategy(self.strategy.kind, self.strategy.k, self.strategy.every, self.reg, self.interpolate).spec
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainSpec":

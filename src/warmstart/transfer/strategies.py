@@ -17,6 +17,13 @@ in it; everything else is frozen):
     from the top every E epochs, each step a new phase, until the epochs run out; once every block is
     unfrozen the last phase takes the remaining epochs.
 
+**Arm modifiers** (``compare``'s arm names; ``train`` reads them as its options): ``STRATEGY+l2sp[:ALPHA[,BETA]]``
+is the strategy with ``--reg l2sp[:ALPHA[,BETA]]`` (the start as a prior, :mod:`warmstart.transfer.prior`), and
+``STRATEGY+interpolate`` the strategy with ``--interpolate`` (keep the best point on the line from the start to
+the end, :mod:`warmstart.transfer.wise`), e.g. ``finetune-all+l2sp``, ``finetune-all+l2sp:0.1,0.01+interpolate``.
+They ride on the :class:`Strategy` (``reg``, ``interpolate``) only until a
+:class:`~warmstart.transfer.spec.TrainSpec` takes them into its own fields.
+
 **Discriminative learning rates.** The head trains at ``lr``. Blocks train at ``backbone_lr`` (default
 ``lr / 10`` for the fine-tuning strategies) times ``lr_decay ** d``, where d is the block's distance below
 the head counted from 0: the block just under the head gets ``backbone_lr``, the one below it
@@ -40,30 +47,38 @@ from typing import TYPE_CHECKING
 
 from warmstart.engine.plan import ParamGroup, Phase
 from warmstart.errors import UserError, did_you_mean
+from warmstart.transfer.prior import Reg, parse_reg
 
 if TYPE_CHECKING:  # parsing a strategy needs no torch (the CLI checks --strategy before importing it)
     from warmstart.transfer.groups import LayerGroup
 
 KINDS = ("scratch", "transfer", "finetune-last", "finetune-all", "gradual")
 SYNTAX = ("scratch", "transfer", "finetune-last:K", "finetune-all", "gradual[:E]")
+MODIFIERS = ("l2sp[:ALPHA[,BETA]]", "interpolate")
 BN_POLICIES = ("frozen", "train")
 
 
 @dataclass(frozen=True)
 class Strategy:
-    """A parsed strategy spec. ``k``: blocks of ``finetune-last:K``; ``every``: epochs per step of ``gradual``."""
+    """A parsed strategy spec. ``k``: blocks of ``finetune-last:K``; ``every``: epochs per step of ``gradual``;
+    ``reg``, ``interpolate``: the arm modifiers ``+l2sp...`` and ``+interpolate``."""
 
     kind: str
     k: int | None = None
     every: int | None = None
+    reg: Reg | None = None
+    interpolate: bool = False
 
     @property
     def spec(self) -> str:
-        if self.kind == "finetune-last":
-            return f"finetune-last:{self.k}"
-        if self.kind == "gradual":
-            return f"gradual:{self.every}"
-        return self.kind
+        base = f"finetune-last:{self.k}" if self.kind == "finetune-last" else \
+            f"gradual:{self.every}" if self.kind == "gradual" else self.kind
+        return base + (f"+{self.reg.spec}" if self.reg is not None else "") + ("+interpolate" if self.interpolate else "")
+
+    @property
+    def plain(self) -> "Strategy":
+        """The strategy without its arm modifiers."""
+        return Strategy(self.kind, self.k, self.every)
 
     @property
     def needs_pretrained(self) -> bool:
@@ -187,8 +202,24 @@ class Strategy:
 
 
 def parse_strategy(spec: str) -> Strategy:
-    """Parse ``scratch | transfer | finetune-last:K | finetune-all | gradual[:E]``."""
-    text = str(spec).strip().lower()
+    """Parse ``scratch | transfer | finetune-last:K | finetune-all | gradual[:E]``, each optionally followed by
+    the arm modifiers ``+l2sp[:ALPHA[,BETA]]`` and ``+interpolate``."""
+    text, *mods = [part.strip() for part in str(spec).strip().lower().split("+")]
+    base = _parse_base(text, spec)
+    reg, interpolate = None, False
+    for m in mods:
+        if m == "interpolate" and not interpolate:
+            interpolate = True
+        elif m.partition(":")[0] == "l2sp" and reg is None:
+            reg = parse_reg(m)
+        else:
+            what = "twice" if m in ("interpolate",) or m.startswith("l2sp") else "an unknown modifier"
+            raise UserError(f'strategy "{spec}": "+{m}" is {what}; a strategy may be followed by '
+                            f'{" and ".join("+" + x for x in MODIFIERS)}, once each')
+    return Strategy(base.kind, base.k, base.every, reg, interpolate) if mods else base
+
+
+def _parse_base(text: str, spec: str) -> Strategy:
     name, sep, arg = text.partition(":")
     if name not in KINDS:
         hint = did_you_mean(name, KINDS)
