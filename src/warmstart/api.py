@@ -53,7 +53,7 @@ def train_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv
     from warmstart.engine.console import quiet
     from warmstart.transfer.spec import TrainSpec
 
-    options = _resumed("train", _normalised(options), given)
+    options = resumed("train", normalised(options), given)
     if options.get("data") is None:
         raise UserError("train needs DATA: a folder, a CSV file or a data set name (or resume=RUN_DIR to continue a run)")
     # the strategy, the init spec and the config first: parsing them needs no torch, so a typo answers at once
@@ -91,7 +91,7 @@ def compare_options(options: Mapping[str, Any], *, given: Iterable[str] = (), ar
     from warmstart.experiments.compare_parse import parse_seeds, parse_strategies, parse_weights
     from warmstart.init.spec import check_init
 
-    o = _resumed("compare", _normalised(options), given)
+    o = resumed("compare", normalised(options), given)
     if o.get("data") is None:
         raise UserError("compare needs DATA: a folder, a CSV file or a data set name (or resume=RUN_DIR to continue a run)")
     # --strategies, --seeds, --init and the config first: parsing them needs no torch, so a typo answers at once
@@ -139,7 +139,7 @@ def rank_options(options: Mapping[str, Any], *, argv: list[str] | None = None):
     from warmstart.transfer.candidates import check_candidates
     from warmstart.transfer.strategies import parse_strategy
 
-    o = _normalised(options)
+    o = normalised(options)
     if o.get("data") is None:
         raise UserError("rank needs DATA: a folder, a CSV file or a data set name")
     # the candidates, --verify and the config first: checking them needs no torch, so a typo answers at once
@@ -149,7 +149,7 @@ def rank_options(options: Mapping[str, Any], *, argv: list[str] | None = None):
     cfg = TrainConfig.from_dict({k: v for k, v in o.items() if v is not None})
     _check_paths(o["data"], [])
     from warmstart.engine.console import quiet
-    from warmstart.experiments.rank import rank as run_rank
+    from warmstart.experiments.rank import format_table, rank as run_rank
     from warmstart.results import RankResult
 
     with quiet(bool(o.get("quiet"))):
@@ -157,7 +157,7 @@ def rank_options(options: Mapping[str, Any], *, argv: list[str] | None = None):
                      epochs=o.get("epochs"), out=o.get("out"), cfg=cfg, options=o, argv=argv, data_root=o.get("data_root"),
                      val_fraction=o.get("val_fraction", 0.2), subset=o.get("subset"),
                      skip_bad_images=bool(o.get("skip_bad_images")))
-    return RankResult(run_dir=Path(s["report"]).parent, summary=s)
+    return RankResult(run_dir=Path(s["report"]).parent, summary=s, text=format_table(s))
 
 
 def symmetry(data: str | Path | None = None, *, quiet: bool = False, **options):
@@ -206,7 +206,7 @@ def _check_paths(data: Any, weights: Sequence[str]) -> None:
         check_weights_file(w)
 
 
-def _normalised(options: Mapping[str, Any]) -> dict[str, Any]:
+def normalised(options: Mapping[str, Any]) -> dict[str, Any]:
     """Paths made absolute (not resolved: symlinks stay as named), ``classes`` as the CLI's comma text."""
     out = dict(options)
     for k in PATH_OPTIONS:
@@ -226,7 +226,7 @@ def _normalised(options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _resumed(command: str, options: dict[str, Any], given: Iterable[str]) -> dict[str, Any]:
+def resumed(command: str, options: dict[str, Any], given: Iterable[str]) -> dict[str, Any]:
     if not options.get("resume"):
         return options
     from warmstart.engine.run import merge_resume

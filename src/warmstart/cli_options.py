@@ -102,10 +102,10 @@ def with_resume(command: str) -> Callable[[Callable], Callable]:
     def deco(f: Callable) -> Callable:
         @functools.wraps(f)
         def wrapper(**opts):
-            from warmstart.api import _normalised, _resumed
+            from warmstart.api import normalised, resumed
             from warmstart.engine.console import set_quiet
 
-            opts = _resumed(command, _normalised(opts), given())
+            opts = resumed(command, normalised(opts), given())
             set_quiet(bool(opts.get("quiet")))
             return f(**opts)
 

@@ -86,6 +86,8 @@ class _ReportedRun:
 
     run_dir: Path
     summary: dict[str, Any] = field(repr=False)
+    #: what the command prints (made by the verb that ran it: results sit below experiments, so they format nothing)
+    text: str = field(default="", repr=False)
 
     @property
     def report(self) -> Path:
@@ -152,9 +154,7 @@ class RankResult(_ReportedRun):
     @property
     def table(self) -> str:
         """The ranked table, one row per candidate (as ``warmstart rank`` prints it), with the verdict."""
-        from warmstart.experiments.rank import format_table
-
-        return format_table(self.summary)
+        return self.text
 
     @property
     def chart(self) -> Path:

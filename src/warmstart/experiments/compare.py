@@ -39,7 +39,6 @@ from warmstart.engine.run import Run, default_out, read_config, read_summary
 from warmstart.errors import UserError, unknown
 from warmstart.experiments.compare_arms import (aggregate, arm_name, check_plans, figures, paired,  # noqa: F401
                                                 paired_seeds, run_one, warm_up)
-from warmstart.experiments.compare_demo import demo_compare  # noqa: F401  (warmstart demo)
 from warmstart.experiments.compare_parse import DEFAULT_STRATEGIES, MAX_SEEDS, parse_seeds, parse_strategies  # noqa: F401
 from warmstart.experiments.compare_starts import (absolute, arm_plan, describe_starts, grid, grid_paired, parse_weights,
                                                   prepare_starts)

@@ -35,7 +35,7 @@ def demo(out: str | Path | None = None, *, quick: bool = False, seed: int = 0, d
     """Run the three experiments briefly on digits; write OUT/report.html and return its path."""
     from warmstart.experiments import depth as depth_mod
     from warmstart.experiments import symmetry as symmetry_mod
-    from warmstart.experiments.compare import demo_compare
+    from warmstart.experiments.compare_demo import demo_compare
     from warmstart.experiments.compare import sections as compare_sections
 
     t0 = time.perf_counter()

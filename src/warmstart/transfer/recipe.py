@@ -210,8 +210,10 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
             result = fit(net, train_set, val_set, phases, cfg, num_classes=prepared.splits.num_classes, run=run,
                          normalize=normalize, resume=resume, callbacks=callbacks)
     finally:
-        if diag is not None:
-            diag.finish(title=spec.model)
+        if diag is not None and diag.finish():
+            from warmstart.report.signal_plots import plot_signal
+
+            plot_signal(diag.history, diag.out_dir, title=spec.model)
     drift_summary = drift.finish(result.history) if drift is not None else None
     model.to("cpu")
     summary = _summary(prepared, spec, cfg, model, result, phases, lr=lr, probe_info=probe_info, use_cache=use_cache,
