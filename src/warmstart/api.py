@@ -147,6 +147,9 @@ def rank_options(options: Mapping[str, Any], *, argv: list[str] | None = None):
     if o.get("verify") is not None and not inits:
         parse_strategy(o["verify"])
     cfg = TrainConfig.from_dict({k: v for k, v in o.items() if v is not None})
+    if cfg.tensorboard and o.get("verify") is None:
+        raise UserError("--tensorboard logs the training epochs of --verify, and rank without --verify trains nothing; "
+                        "add --verify STRATEGY or drop --tensorboard")
     _check_paths(o["data"], [])
     from warmstart.engine.console import quiet
     from warmstart.experiments.rank import format_table, rank as run_rank

@@ -105,7 +105,7 @@ def rank_inits(data: str | Path, tokens: list[str], *, model: str | None, verify
     run = Run(Path(out) if out else default_out("rank"), "rank",
               {"options": options or {"data": str(data), "candidates": tokens, "model": model, "verify": verify,
                                       "epochs": epochs, **cfg.to_dict()}, "inits": specs, "train": cfg.to_dict()},
-              argv=argv).start()
+              argv=argv, tensorboard=cfg.tensorboard).start()
     summary: dict[str, Any] = {"kind": "inits", "model": model, "data": source, "classes": n, "by": "signal_spread",
                                "lower_is_better": True, "probe_images": len(batch[0])}
     if verify:
@@ -164,7 +164,7 @@ def _verify_inits(run, data, tokens, specs, model, plain, epochs, cfg, *, prepar
     if plain:
         from warmstart.experiments.depth import default_config, depth
 
-        dcfg = default_config(seed=cfg.seed, device=cfg.device, quiet=cfg.quiet)
+        dcfg = default_config(seed=cfg.seed, device=cfg.device, quiet=cfg.quiet, tensorboard=cfg.tensorboard)
         s = depth(data, out=run.dir / VERIFY, arch=plain[0], depth=plain[1], arms=tokens, epochs=epochs, cfg=dcfg, **data_kw)
         return {t: {"strategy": "scratch", "final_val_accuracy": s["arms"][t]["val_accuracy"],
                     "final_train_loss": s["arms"][t]["final_train_loss"], "run": f"{VERIFY}/{t}", "recipe": "warmstart depth (SGD)"}

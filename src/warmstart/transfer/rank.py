@@ -355,7 +355,7 @@ def rank_starts(data: str | Path, candidates: str | Sequence[str], *, model: str
               {"options": options or {"data": str(data), "candidates": list(tokens), "model": model, "by": by,
                                       "verify": verify_strategy, "epochs": epochs, "subset": subset,
                                       "val_fraction": val_fraction, **cfg.to_dict()},
-               "candidates": [c.spec for c in cands], "train": cfg.to_dict()}, argv=argv).start()
+               "candidates": [c.spec for c in cands], "train": cfg.to_dict()}, argv=argv, tensorboard=cfg.tensorboard).start()
     summary: dict[str, Any] = {"kind": "starts", "data": splits.source, "classes": splits.classes,
                                "train_images": len(splits.train), "by": by}
     if verify_strategy:
