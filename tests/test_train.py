@@ -39,9 +39,12 @@ def quick(hymenoptera, weights, out, *args, subset=4):
                "--quiet", "--deterministic", *args)
 
 
+TIMING = ("seconds", "images_per_second", "val_seconds")  # wall-clock columns of metrics.csv
+
+
 def metrics(run):
     with open(run / "metrics.csv", newline="") as f:
-        return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")} for r in csv.DictReader(f)]
+        return [{k: v for k, v in r.items() if k not in TIMING} for r in csv.DictReader(f)]
 
 
 def _expected_trainable(weights, last_groups: int | None) -> tuple[int, int]:
@@ -70,6 +73,15 @@ def test_each_strategy_trains_exactly_its_layer_groups(hymenoptera, w64, tmp_pat
     assert s["strategy"] == strategy and s["epochs"] == epochs == len(metrics(out))
     assert s["weights"] == ("none" if strategy == "scratch" else str(w64))
     assert 0 <= s["final_val_accuracy"] <= s["best_val_accuracy"] <= 1 and s["train_images_per_second"] > 0
+    # the throughput is the training steps' own: the probe, the frozen features, validation and drift are apart
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    steps = sum(float(r["seconds"]) for r in rows)
+    assert s["step_seconds"] == pytest.approx(steps, abs=1e-3 * len(rows))  # each row's seconds rounded to 1 ms
+    assert s["val_seconds"] == pytest.approx(sum(float(r["val_seconds"]) for r in rows), abs=1e-3 * len(rows))
+    assert s["train_seconds"] == pytest.approx(steps + s["probe_seconds"] + s["feature_seconds"], abs=2e-3 * len(rows) + 2e-3)
+    assert s["train_images_per_second"] == pytest.approx(s["train_images"] * epochs / steps, rel=1e-2)  # rounded to 0.1
+    assert ("drift_seconds" in s) == (strategy in ("finetune-last:2", "gradual:1", "finetune-all"))
     assert s["head_init"] == "random" if strategy == "scratch" else s["head_init"]["prior"] in ("none", "pretrained")
     assert s["label_smoothing"] == (0.0 if strategy == "scratch" else 0.1)  # the recipe's, from a probe head
     meta = json.loads((out / "model.json").read_text())

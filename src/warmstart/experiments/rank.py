@@ -149,6 +149,7 @@ def _score_init(t: str, spec: str, make, lsuv, batch, model: str, seed: int) -> 
 
 def _scratch_prepared(data, model, cfg, *, data_root, val_fraction, subset, skip_bad_images, val: bool):
     from warmstart.data import ImageDataset, load_data
+    from warmstart.data.dataset import AUGMENT_SCALE
     from warmstart.transfer.recipe import Prepared
     from warmstart.transfer.weights import resolve_weights
 
@@ -157,7 +158,7 @@ def _scratch_prepared(data, model, cfg, *, data_root, val_fraction, subset, skip
                        skip_bad_images=skip_bad_images)
     train = ImageDataset(splits.train, w.preprocess, train=True, skip_bad_images=skip_bad_images)
     v = ImageDataset(splits.val, w.preprocess, skip_bad_images=skip_bad_images) if val else None
-    return Prepared(splits, w, train, train.with_augmentation(scale=(0.35, 1.0)), v, {})  # type: ignore[arg-type]
+    return Prepared(splits, w, train, train.with_augmentation(scale=AUGMENT_SCALE), v, {})  # type: ignore[arg-type]
 
 
 def _verify_inits(run, data, tokens, specs, model, plain, epochs, cfg, *, prepared, **data_kw) -> dict[str, dict]:
@@ -177,11 +178,8 @@ def _verify_inits(run, data, tokens, specs, model, plain, epochs, cfg, *, prepar
     out = {}
     arm_cfg = replace(cfg, epochs=epochs, lr_decay=1.0)
     for t in tokens:
-        sub = run.sub(f"{VERIFY}/{t}", {"init": specs[t], "epochs": epochs})
-        try:
+        with run.sub(f"{VERIFY}/{t}", {"init": specs[t], "epochs": epochs}) as sub:
             _, _, s = run_arm(prepared, sub, TrainSpec(model=model, strategy="scratch", init=specs[t], augment="on"), arm_cfg)
-        finally:
-            sub.close()
         out[t] = {"strategy": "scratch", "final_val_accuracy": s["final_val_accuracy"],
                   "best_val_accuracy": s["best_val_accuracy"], "run": f"{VERIFY}/{t}"}
     return out

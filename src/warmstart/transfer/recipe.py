@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from warmstart.data import ImageDataset, Normalizer, describe_splits
+from warmstart.data.dataset import AUGMENT_SCALE
 from warmstart.data.loading import DataSplits
 from warmstart.data.spec import DataSpec
 from warmstart.engine import layout
@@ -49,6 +50,7 @@ from warmstart.transfer.drift import DriftTracker
 from warmstart.transfer.features import FeatureCache, cache_key, split_at
 from warmstart.transfer.spec import TrainSpec
 from warmstart.transfer.groups import layer_groups
+from warmstart.transfer.strategies import backbone_rate
 from warmstart.transfer.weights import Weights, load_tensors, resolve_weights, save_weights
 
 #: default learning rate of a head that starts at random, per optimizer; a head that starts at its linear probe
@@ -63,6 +65,13 @@ SMALL_HEAD_PARAMS = 1_000_000
 #: --feature-cache auto keeps features in memory up to this many bytes (float32), e.g. 262,144 images of
 #: MobileNetV3-Small's 1024 features; above it they go to disk as a float16 memory map (2 bytes per value)
 FEATURE_MEMORY_LIMIT = 1 << 30
+#: frozen layers run without gradients: batches of at least this many images (the feature cache, the drift's CKA)
+MIN_EVAL_BATCH = 64
+
+
+def eval_batch_size(cfg: TrainConfig) -> int:
+    """The batch size of a pass without gradients over frozen layers: ``cfg.batch_size``, at least MIN_EVAL_BATCH."""
+    return max(MIN_EVAL_BATCH, cfg.batch_size)
 
 
 @dataclass
@@ -85,7 +94,7 @@ def prepare(data: DataSpec, *, arch: str, weights: str, augment: bool, seed: int
     pre = w.preprocess
     decoders = cores_per_rank()  # decoding scales with cores (PIL releases the GIL)
     plain = ImageDataset(splits.train, pre, train=True, skip_bad_images=data.skip_bad_images, workers=decoders)
-    aug = plain.with_augmentation(scale=(0.35, 1.0)) if augment else None
+    aug = plain.with_augmentation(scale=AUGMENT_SCALE) if augment else None
     val = ImageDataset(splits.val, pre, skip_bad_images=data.skip_bad_images, workers=decoders)
     return Prepared(splits, w, plain, aug, val, {})
 
@@ -198,7 +207,7 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
         callbacks = [*callbacks, diag]
     # how far the start travels: drift/<group> columns in metrics.csv, summary["drift"] (finetune-*, gradual)
     drift = DriftTracker.for_run(model, groups, strategy, phases, images=prepared.val,
-                                 normalize=Normalizer.of(prepared.weights.preprocess), batch_size=max(64, cfg.batch_size),
+                                 normalize=Normalizer.of(prepared.weights.preprocess), batch_size=eval_batch_size(cfg),
                                  resumed=resume and run.checkpoint_path.exists() and not (run.dir / layout.PROBE_HEAD).is_file(),
                                  device=resolve_device(cfg.device)) if run.main else None
     callbacks = [*callbacks, drift] if drift is not None else callbacks
@@ -220,6 +229,7 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
                        seconds=(time.perf_counter() - t0, feature_seconds, probe_seconds))
     if drift_summary is not None:
         summary["drift"] = drift_summary
+        summary["drift_seconds"] = round(drift.seconds, 3)  # not in train_seconds: measuring, not training
     if run.main:
         meta = dict(prepared.weights.meta)
         meta.update(arch=spec.model, num_classes=prepared.splits.num_classes, categories=prepared.splits.classes,
@@ -235,15 +245,18 @@ def _summary(prepared: Prepared, spec: TrainSpec, cfg: TrainConfig, model: nn.Mo
     """summary.json of one arm (keys documented in the README and kept stable)."""
     total, feature_seconds, probe_seconds = seconds
     strategy = spec.strategy
-    # every epoch's seconds, those before a --resume included (the history comes back from the checkpoint),
-    # plus the frozen features and the probe of this process
-    train_seconds = sum(float(row["seconds"]) for row in result.history) + feature_seconds + probe_seconds
+    # every epoch's training steps, those before a --resume included (the history comes back from the checkpoint);
+    # train_seconds adds the frozen features and the probe of this process, the throughput is the steps' own
+    step_seconds = sum(float(row["seconds"]) for row in result.history)
+    train_seconds = step_seconds + feature_seconds + probe_seconds
     trainable = {n for ph in phases for n in ph.trainable}
     return {
         "strategy": strategy.spec, "model": spec.model, "weights": "none" if strategy.from_scratch else prepared.weights.where,
         "epochs": cfg.epochs, "best_val_accuracy": result.best_val_accuracy, "final_val_accuracy": result.final_val_accuracy,
         "train_seconds": round(train_seconds, 3),
-        "train_images_per_second": round(len(prepared.train_plain) * len(result.history) / max(1e-9, train_seconds), 1),
+        "train_images_per_second": round(len(prepared.train_plain) * len(result.history) / max(1e-9, step_seconds), 1),
+        "step_seconds": round(step_seconds, 3),
+        "val_seconds": round(sum(float(row.get("val_seconds") or 0.0) for row in result.history), 3),
         "trainable_params": sum(p.numel() for n, p in model.named_parameters() if n in trainable),
         "total_params": sum(p.numel() for p in model.parameters()),
         "best_epoch": result.best_epoch, "classes": prepared.splits.classes, "data": prepared.splits.source,
@@ -251,7 +264,7 @@ def _summary(prepared: Prepared, spec: TrainSpec, cfg: TrainConfig, model: nn.Mo
         "feature_cache": bool(use_cache), "feature_seconds": round(feature_seconds, 3),
         "probe_seconds": round(probe_seconds, 3), "augment": spec.augments,
         "head_init": probe_info if probe_info is not None else "random", "lr": lr,
-        "backbone_lr": (cfg.backbone_lr if cfg.backbone_lr is not None else lr / 10) if strategy.fine_tunes else None,
+        "backbone_lr": backbone_rate(lr, cfg.backbone_lr) if strategy.fine_tunes else None,
         "bn": spec.bn, "label_smoothing": cfg.label_smoothing,
         "stopped_early": result.stopped_early, "per_class_accuracy": result.per_class_accuracy, "confusion": result.confusion,
         "seconds": round(total, 3), "device": str(resolve_device(cfg.device)),
@@ -284,7 +297,7 @@ def frozen_features(prepared: Prepared, trunk, dataset, which: str, layer: str, 
     # auto: in memory (float32) up to FEATURE_MEMORY_LIMIT, else memory-mapped float16 on disk in the run directory
     path = run.dir / layout.FEATURES / f"{which}-{key}.npy" if mode in ("disk", "auto") else None
     device = resolve_device(cfg.device)
-    cache = FeatureCache.build(trunk, dataset, normalize=Normalizer.of(w.preprocess), batch_size=max(64, cfg.batch_size),
+    cache = FeatureCache.build(trunk, dataset, normalize=Normalizer.of(w.preprocess), batch_size=eval_batch_size(cfg),
                                device=device, path=path, memory_limit=FEATURE_MEMORY_LIMIT if mode == "auto" else None,
                                channels_last=cfg.channels_last or fast_cpu_channels_last(device),
                                autocast=amp_dtype(device, cfg.amp), fold_bn=True)

@@ -47,6 +47,13 @@ if TYPE_CHECKING:  # parsing a strategy needs no torch (the CLI checks --strateg
 KINDS = ("scratch", "transfer", "finetune-last", "finetune-all", "gradual")
 SYNTAX = ("scratch", "transfer", "finetune-last:K", "finetune-all", "gradual[:E]")
 BN_POLICIES = ("frozen", "train")
+#: the fine-tuned blocks' rate relative to the head's when --backbone-lr is not given
+BACKBONE_LR_FACTOR = 0.1
+
+
+def backbone_rate(lr: float, backbone_lr: float | None = None) -> float:
+    """The learning rate of fine-tuned blocks (before ``lr_decay``): ``backbone_lr``, else ``lr`` x BACKBONE_LR_FACTOR."""
+    return backbone_lr if backbone_lr is not None else lr * BACKBONE_LR_FACTOR
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,7 @@ class Strategy:
         if bn not in BN_POLICIES:
             raise UserError(f'unknown BatchNorm policy "{bn}"{did_you_mean(bn, BN_POLICIES)}; choose one of: {", ".join(BN_POLICIES)}')
         n = self._blocks(groups)
-        base = backbone_lr if backbone_lr is not None else lr / 10
+        base = backbone_rate(lr, backbone_lr)
 
         def lr_of(i: int) -> float:  # i: index in groups
             if self.kind == "scratch" or i == n:
