@@ -39,6 +39,8 @@ _LAZY = {
     "TrainResult": "warmstart.results",
     "CompareResult": "warmstart.results",
     "RankResult": "warmstart.results",
+    "SymmetryResult": "warmstart.results",
+    "DepthResult": "warmstart.results",
     "TrainConfig": "warmstart.engine.config",
 }
 

@@ -164,24 +164,33 @@ def rank_options(options: Mapping[str, Any], *, argv: list[str] | None = None):
 
 
 def symmetry(data: str | Path | None = None, *, quiet: bool = False, **options):
-    """``warmstart symmetry`` from Python: the lecture's 3-layer CNN from a constant and a random start; returns
-    summary.json's content. Keywords as :func:`warmstart.experiments.symmetry.symmetry`; ``quiet=True`` silences
-    the log and the progress bars."""
+    """``warmstart symmetry`` from Python: the lecture's 3-layer CNN from a constant and a random start; returns a
+    :class:`~warmstart.results.SymmetryResult` (summary, table per arm, the filters' picture; inline HTML).
+    Keywords as :func:`warmstart.experiments.symmetry.symmetry`; ``quiet=True`` silences the log and the progress bars."""
     from warmstart.engine.console import quiet as silenced
-    from warmstart.experiments.symmetry import symmetry as run
+    from warmstart.engine.run import default_out
+    from warmstart.experiments.symmetry import report_text, symmetry as run
+    from warmstart.results import SymmetryResult
 
+    out = Path(options.pop("out", None) or default_out("symmetry"))
     with silenced(quiet):
-        return run(data, **options)
+        s = run(data, out=out, **options)
+    return SymmetryResult(run_dir=out, summary=s, text=report_text(s))
 
 
 def depth(data: str | Path = "digits", *, quiet: bool = False, **options):
-    """``warmstart depth`` from Python: one deep plain net per init scheme; returns summary.json's content.
+    """``warmstart depth`` from Python: one deep plain net per init scheme; returns a
+    :class:`~warmstart.results.DepthResult` (summary, table per arm, reading, loss curves; inline HTML).
     Keywords as :func:`warmstart.experiments.depth.depth`; ``quiet=True`` silences the log and the progress bars."""
     from warmstart.engine.console import quiet as silenced
-    from warmstart.experiments.depth import depth as run
+    from warmstart.engine.run import default_out
+    from warmstart.experiments.depth import depth as run, report_text
+    from warmstart.results import DepthResult
 
+    out = Path(options.pop("out", None) or default_out("depth"))
     with silenced(quiet):
-        return run(data, **options)
+        s = run(data, out=out, **options)
+    return DepthResult(run_dir=out, summary=s, text=report_text(s))
 
 
 def load_run(run_dir: str | Path, device: str = "cpu"):

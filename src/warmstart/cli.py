@@ -96,22 +96,14 @@ def symmetry(data, **o):
     DATA defaults to the unpacked CIFAR-10 (else the cifar10 data set under --data-root); images are resized to
     32x32. --subset defaults to 250 images per class and split.
     """
-    from warmstart.experiments.symmetry import DEFAULT_SUBSET, format_table
+    from warmstart.experiments.symmetry import DEFAULT_SUBSET, report_text
     from warmstart.experiments.symmetry import symmetry as run_symmetry
 
     summary = run_symmetry(data, init=o["init"], constant_linear=o["constant_linear"], epochs=o["epochs"],
                            subset=o["subset"] or DEFAULT_SUBSET, restarts=o["restarts"], restart_epochs=o["restart_epochs"],
                            out=o["out"], resume=bool(o["resume"]), data_root=o["data_root"], val_fraction=o["val_fraction"],
                            skip_bad_images=o["skip_bad_images"], cfg=engine_config(o), options={"data": data, **o}, argv=argv())
-    click.echo(format_table(summary))
-    for arm, a in summary["arms"].items():
-        if arm != "random":
-            click.echo("\n".join(f"{arm}: {a['layers'][n]['explanation']}" for n in ("conv1", "conv2", "conv3")))
-    if "restarts" in summary:
-        r = summary["restarts"]
-        click.echo(f"random = best of {r['k']}: seed {r['chosen_seed']}; val accuracy min {r['val_accuracy']['min']:.3f} "
-                   f"median {r['val_accuracy']['median']:.3f} max {r['val_accuracy']['max']:.3f}")
-    click.echo(f"{summary['seconds']:.1f} s")
+    click.echo(report_text(summary))
 
 
 @cli.command(context_settings=CONTEXT)

@@ -212,11 +212,8 @@ def symmetry(data: str | Path | None = None, *, init: str | None = None, constan
         seed = cfg.seed
         if arm == "random" and restarts > 1:
             def trial(m: nn.Module, s: int, spec: str = spec, arm_run: Run = arm_run) -> float:
-                sub = arm_run.sub(f"restarts/seed-{s}", {"seed": s, "init": spec, "epochs": restart_epochs})
-                try:
+                with arm_run.sub(f"restarts/seed-{s}", {"seed": s, "init": spec, "epochs": restart_epochs}) as sub:
                     return train(m, sub, restart_epochs).final_val_accuracy
-                finally:
-                    sub.close()
 
             best = best_of_k(restarts, cfg.seed, lambda s, spec=spec: arm_model(spec, n, s), trial)
             model, seed = best.model, best.chosen.seed
@@ -294,6 +291,19 @@ def format_table(summary: dict[str, Any], layers: tuple[str, ...] = ("conv1", "c
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
                      for r in rows)
+
+
+def report_text(summary: dict[str, Any]) -> str:
+    """What the command prints: the table, why each non-random arm's filters stayed alike, the restarts, the time."""
+    lines = [format_table(summary)]
+    for arm, a in summary["arms"].items():
+        if arm != "random":
+            lines += [f"{arm}: {a['layers'][n]['explanation']}" for n in ("conv1", "conv2", "conv3")]
+    if "restarts" in summary:
+        r = summary["restarts"]
+        lines.append(f"random = best of {r['k']}: seed {r['chosen_seed']}; val accuracy min {r['val_accuracy']['min']:.3f} "
+                     f"median {r['val_accuracy']['median']:.3f} max {r['val_accuracy']['max']:.3f}")
+    return "\n".join([*lines, f"{summary['seconds']:.1f} s"])
 
 
 def sections(run_dir: str | Path) -> list:
