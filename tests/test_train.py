@@ -193,10 +193,16 @@ def test_a_pickle_that_would_run_code_is_refused_before_anything_is_written(hyme
     assert not marker.exists() and not (tmp_path / "run").exists()
 
 
-def test_weights_of_another_architecture_are_named(hymenoptera, weights_dir, tmp_path, capsys):
-    v2 = weights_dir / "mobilenet_v2-imagenet.pth"
-    assert quick(hymenoptera, v2, tmp_path / "a") == 2
-    assert 'is for "mobilenet_v2"' in capsys.readouterr().err
+def test_a_weights_file_names_its_architecture(hymenoptera, weights_dir, tmp_path, capsys):
+    v2 = small_weights(weights_dir, tmp_path / "w", 64, stem="mobilenet_v2-imagenet", name="v2-64")
+    # --model left at its default follows the sidecar: a MobileNetV2 file trains a MobileNetV2 (as rank reads it)
+    assert quick(hymenoptera, v2, tmp_path / "ok", "--epochs", 1) == 0
+    assert summary(tmp_path / "ok")["model"] == "mobilenet_v2"
+    assert json.loads((tmp_path / "ok" / "config.json").read_text())["options"]["model"] == "mobilenet_v2"
+    # an explicitly given --model that the sidecar contradicts is an error, before anything is written
+    assert quick(hymenoptera, v2, tmp_path / "a", "--model", "mobilenet_v3_small") == 2
+    err = capsys.readouterr().err
+    assert 'is for "mobilenet_v2"' in err and "drop --model" in err and err.count("\n") == 1
     # the same tensors behind a sidecar that claims mobilenet_v3_small: the first tensor that does not fit
     fake = tmp_path / "fake.pth"
     fake.symlink_to(v2)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from warmstart.errors import UserError
+from warmstart.transfer.candidates import model_for
 
 #: options that may name a file or folder: recorded absolute, so a run continues (resume) from any directory
 PATH_OPTIONS = ("data", "weights", "data_root")
@@ -56,6 +57,7 @@ def train_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv
     options = resumed("train", normalised(options), given)
     if options.get("data") is None:
         raise UserError("train needs DATA: a folder, a CSV file or a data set name (or resume=RUN_DIR to continue a run)")
+    options["model"] = model_for(options.get("model"), [options.get("weights") or "imagenet"], given="model" in set(given))
     # the strategy, the init spec and the config first: parsing them needs no torch, so a typo answers at once
     spec, cfg = TrainSpec.from_options(options), TrainConfig.from_dict(options)
     _check_paths(options["data"], [spec.weights])
@@ -94,6 +96,7 @@ def compare_options(options: Mapping[str, Any], *, given: Iterable[str] = (), ar
     o = resumed("compare", normalised(options), given)
     if o.get("data") is None:
         raise UserError("compare needs DATA: a folder, a CSV file or a data set name (or resume=RUN_DIR to continue a run)")
+    o["model"] = model_for(o.get("model"), parse_weights(o.get("weights") or "imagenet"), given="model" in set(given))
     # --strategies, --seeds, --init and the config first: parsing them needs no torch, so a typo answers at once
     cfg = TrainConfig.from_dict(o)
     strats = parse_strategies(o["strategies"])

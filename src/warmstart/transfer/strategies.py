@@ -47,6 +47,9 @@ if TYPE_CHECKING:  # parsing a strategy needs no torch (the CLI checks --strateg
 KINDS = ("scratch", "transfer", "finetune-last", "finetune-all", "gradual")
 SYNTAX = ("scratch", "transfer", "finetune-last:K", "finetune-all", "gradual[:E]")
 BN_POLICIES = ("frozen", "train")
+#: other spellings of a strategy's name, accepted everywhere a strategy is read (Python keywords write ``_``)
+ALIASES = {"finetune_all": "finetune-all", "finetune_last": "finetune-last", "fine-tune-all": "finetune-all",
+           "fine-tune-last": "finetune-last", "fine_tune_all": "finetune-all", "fine_tune_last": "finetune-last"}
 #: the fine-tuned blocks' rate relative to the head's when --backbone-lr is not given
 BACKBONE_LR_FACTOR = 0.1
 
@@ -194,9 +197,10 @@ class Strategy:
 
 
 def parse_strategy(spec: str) -> Strategy:
-    """Parse ``scratch | transfer | finetune-last:K | finetune-all | gradual[:E]``."""
+    """Parse ``scratch | transfer | finetune-last:K | finetune-all | gradual[:E]`` (or an alias: ``finetune_all``, ...)."""
     text = str(spec).strip().lower()
     name, sep, arg = text.partition(":")
+    name = ALIASES.get(name, name)
     if name not in KINDS:
         hint = did_you_mean(name, KINDS)
         raise UserError(f'unknown strategy "{spec}"{hint}; choose one of: {", ".join(SYNTAX)}')
