@@ -284,9 +284,8 @@ def test_compare_runs_a_grid_of_starts_from_python(tmp_path, hymenoptera, weight
     assert (c.run_dir / "mobilenet_v2-inat-insect" / "transfer-seed0" / "arm.json").is_file()
 
 
-def test_symmetry_and_depth_honour_the_config_lr_and_refuse_fields_they_cannot_use(tmp_path):
-    cfg = TrainConfig(optimizer="sgd", schedule="constant", lr=0.02, epochs=1)
-    r = ws.symmetry("digits", subset=4, cfg=cfg, out=tmp_path / "sym")
+def test_symmetry_and_depth_honour_the_lr_and_refuse_keywords_they_cannot_use(tmp_path):
+    r = ws.symmetry("digits", subset=4, lr=0.02, epochs=1, out=tmp_path / "sym")  # the CLI's keywords
     assert isinstance(r, ws.SymmetryResult) and r.run_dir == tmp_path / "sym"
     assert r.summary["lr"] == 0.02 and r.summary["epochs"] == 1
     assert r.summary == json.loads((r.run_dir / "summary.json").read_text())
@@ -295,9 +294,9 @@ def test_symmetry_and_depth_honour_the_config_lr_and_refuse_fields_they_cannot_u
     assert r.table[0]["conv1_distinct"] == 1 < r.table[0]["conv1_filters"]
     assert r.text.splitlines()[0].split()[:2] == ["arm", "val_acc"] and r.filters.is_file()
     assert "data:image/png;base64," in r._repr_html_()
-    for verb in (ws.symmetry, ws.depth):
-        with pytest.raises(ws.UserError, match="backbone_lr and lr_decay apply to fine-tuning"):
-            verb("digits", cfg=TrainConfig(lr_decay=0.5), out=tmp_path / "never")
+    for verb in (ws.symmetry, ws.depth):  # every layer trains at one rate: they take no lr_decay (nor backbone_lr)
+        with pytest.raises(TypeError, match="unexpected keyword argument 'lr_decay'"):
+            verb("digits", lr_decay=0.5, out=tmp_path / "never")
     assert not (tmp_path / "never").exists()
 
 

@@ -105,7 +105,7 @@ def test_discriminative_learning_rates(model):
     assert lr == {"features.12": pytest.approx(0.003), "classifier.0": pytest.approx(0.003), "head": 0.01}
     lr = lrs(parse_strategy("scratch").phases(groups, epochs=1, lr=0.05, backbone_lr=0.003, lr_decay=0.5)[0])
     assert set(lr.values()) == {0.05}
-    with pytest.raises(UserError, match="lr decay must be in \\(0, 1\\]"):
+    with pytest.raises(UserError, match="--lr-decay must be a number in \\(0, 1\\]"):
         parse_strategy("finetune-all").phases(groups, epochs=1, lr=0.01, lr_decay=1.5)
     with pytest.raises(UserError, match='unknown BatchNorm policy "froze" \\(did you mean "frozen"\\?\\)'):
         parse_strategy("finetune-all").phases(groups, epochs=1, lr=0.01, bn="froze")

@@ -36,17 +36,18 @@ from warmstart.engine.console import log
 from warmstart.engine.layout import REPORT_HTML
 from warmstart.engine.loop import resolve_device
 from warmstart.engine.run import Run, default_out, read_config, read_summary
-from warmstart.errors import UserError, unknown
+from warmstart.errors import UserError
 from warmstart.experiments.compare_arms import (aggregate, arm_name, check_plans, figures, paired,  # noqa: F401
                                                 paired_seeds, run_one, warm_up)
 from warmstart.experiments.compare_parse import DEFAULT_STRATEGIES, MAX_SEEDS, parse_seeds, parse_strategies  # noqa: F401
 from warmstart.experiments.compare_starts import (absolute, arm_plan, describe_starts, grid, grid_paired, parse_weights,
                                                   prepare_starts)
 from warmstart.experiments.runs import pm
+from warmstart.options import check as check_options
 from warmstart.report.compare_sections import subtitle, title
 from warmstart.report.reading import SIGNIFICANCE, reading  # noqa: F401
 from warmstart.report.stats import mcnemar_p  # noqa: F401  (re-exported: the paired test)
-from warmstart.transfer.spec import FEATURE_CACHE, TrainSpec
+from warmstart.transfer.spec import TrainSpec
 
 
 
@@ -74,12 +75,7 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
     init_from_env(resolve_device(cfg.device).type)
     strats = parse_strategies(strategies)
     seed_list = parse_seeds(seeds, cfg.seed)
-    if augment not in ("auto", "on", "off"):
-        raise unknown("augment mode", augment, ("auto", "on", "off"))
-    if feature_cache not in FEATURE_CACHE:
-        raise unknown("feature cache mode", feature_cache, FEATURE_CACHE)
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise UserError(f"--epochs must be a whole number >= 1, got {epochs!r}")
+    check_options({"augment": augment, "feature_cache": feature_cache, "epochs": epochs})
     if init:
         if all(s.needs_pretrained for s in strats):
             raise UserError(f"--init {init} initialises the scratch arms, but --strategies has none (the others start from "
@@ -113,7 +109,7 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
     if len(specs) > 1 and options.get("weights") == weights:  # several paths: recorded absolute, for --resume anywhere
         options = {**options, "weights": absolute(specs)}
     setup = {"options": options, "preprocess": prepared.weights.preprocess.to_dict(),
-             "strategies": [s.spec for s in strats], "seeds": seed_list}
+             "strategies": [s.spec for s in strats], "seeds": seed_list, "train_config": arm_cfg.to_dict()}
     if len(starts) > 1:
         setup["starts"] = describe_starts(starts)
     run = Run(out, "compare", setup, resume=resume, tensorboard=cfg.tensorboard, argv=argv, overwrite=overwrite).start()

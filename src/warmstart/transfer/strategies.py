@@ -40,13 +40,14 @@ from typing import TYPE_CHECKING
 
 from warmstart.engine.plan import ParamGroup, Phase
 from warmstart.errors import UserError, did_you_mean
+from warmstart.options import BN_POLICIES  # noqa: F401  (declared once, with every option)
+from warmstart.options import check as check_options
 
 if TYPE_CHECKING:  # parsing a strategy needs no torch (the CLI checks --strategy before importing it)
     from warmstart.transfer.groups import LayerGroup
 
 KINDS = ("scratch", "transfer", "finetune-last", "finetune-all", "gradual")
 SYNTAX = ("scratch", "transfer", "finetune-last:K", "finetune-all", "gradual[:E]")
-BN_POLICIES = ("frozen", "train")
 #: other spellings of a strategy's name, accepted everywhere a strategy is read (Python keywords write ``_``)
 ALIASES = {"finetune_all": "finetune-all", "finetune_last": "finetune-last", "fine-tune-all": "finetune-all",
            "fine-tune-last": "finetune-last", "fine_tune_all": "finetune-all", "fine_tune_last": "finetune-last"}
@@ -117,14 +118,9 @@ class Strategy:
         pretrained: bool = True,
     ) -> list[Phase]:
         """The training plan over ``groups`` (from ``layer_groups``; the head last) for ``epochs`` epochs."""
-        _check_positive_int("epochs", epochs)
-        _check_positive_float("lr", lr)
-        if backbone_lr is not None:
-            _check_positive_float("backbone lr", backbone_lr)
-        if not (isinstance(lr_decay, (int, float)) and 0 < lr_decay <= 1):
-            raise UserError(f"lr decay must be in (0, 1], got {lr_decay!r}")
-        if bn not in BN_POLICIES:
-            raise UserError(f'unknown BatchNorm policy "{bn}"{did_you_mean(bn, BN_POLICIES)}; choose one of: {", ".join(BN_POLICIES)}')
+        if lr is None:
+            raise UserError("--lr must be a number > 0, got None")
+        check_options({"epochs": epochs, "lr": lr, "backbone_lr": backbone_lr, "lr_decay": lr_decay, "bn": bn})
         n = self._blocks(groups)
         base = backbone_rate(lr, backbone_lr)
 
@@ -229,7 +225,3 @@ def _check_positive_int(what: str, v) -> None:
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise UserError(f"{what} must be a positive integer, got {v!r}")
 
-
-def _check_positive_float(what: str, v) -> None:
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
-        raise UserError(f"{what} must be a positive number, got {v!r}")
