@@ -201,6 +201,16 @@ def test_model_registry():
         ws.get_model("resnet81")
 
 
+
+def test_one_model_door_reads_the_architecture_from_a_weights_file(weights_dir):
+    assert ws.create_model is ws.get_model  # one door, under both names
+    v2 = weights_dir / "mobilenet_v2-imagenet.pth"
+    m = ws.get_model(weights=str(v2))  # the sidecar names the architecture: no name needed
+    assert type(m).__name__ == "MobileNetV2" and m.classifier[-1].out_features == 1000 and m.warmstart_pretrained
+    with pytest.raises(ws.UserError, match='is for "mobilenet_v2"'):
+        ws.get_model("mobilenet_v3_small", weights=str(v2))
+
+
 # ----------------------------------------------------------------------------------- one recipe, three doors
 def _readme_library_example() -> str:
     text = (ROOT / "README.md").read_text()

@@ -89,7 +89,7 @@ def compare_options(options: Mapping[str, Any], *, given: Iterable[str] = (), ar
     if o.get("init") and not all(s.needs_pretrained for s in strats):  # else compare() says --init has no scratch arm
         check_init(o["init"])
     _check_paths(o["data"], parse_weights(o.get("weights") or "imagenet"))
-    from warmstart.data.spec import parse_classes
+    from warmstart.data.spec import DataSpec
     from warmstart.engine.console import quiet
     from warmstart.engine.run import check_out
     from warmstart.experiments.compare import compare as run_compare
@@ -98,13 +98,10 @@ def compare_options(options: Mapping[str, Any], *, given: Iterable[str] = (), ar
     if o.get("out") is not None:
         check_out(o["out"], overwrite=bool(o.get("overwrite")), resume=bool(o.get("resume")))
     with quiet(bool(o.get("quiet"))):
-        s = run_compare(o["data"], strategies=o["strategies"], seeds=o["seeds"], model=o["model"], weights=o["weights"],
-                        epochs=o["epochs"], init=o["init"], lr=cfg.lr, backbone_lr=cfg.backbone_lr, lr_decay=cfg.lr_decay,
-                        bn=o["bn"], augment=o["augment"], feature_cache=o["feature_cache"],
-                        classes=list(parse_classes(o.get("classes")) or []) or None, out=o.get("out"), resume=bool(o.get("resume")),
-                        data_root=o.get("data_root"), val_fraction=o["val_fraction"], subset=o.get("subset"),
-                        skip_bad_images=o["skip_bad_images"], cfg=cfg, argv=argv, overwrite=bool(o.get("overwrite")),
-                        options={k: v for k, v in o.items() if k not in NOT_RECORDED})
+        s = run_compare(DataSpec.from_options(o), strategies=o["strategies"], seeds=o["seeds"], model=o["model"],
+                        weights=o["weights"], init=o["init"], bn=o["bn"], augment=o["augment"], feature_cache=o["feature_cache"],
+                        out=o.get("out"), resume=bool(o.get("resume")), cfg=cfg, argv=argv, overwrite=bool(o.get("overwrite")),
+                        options=_recorded(o))
     return CompareResult(run_dir=Path(s["report"]).parent, summary=s)
 
 

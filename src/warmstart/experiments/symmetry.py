@@ -52,6 +52,7 @@ from warmstart.engine.run import Run, default_out
 from warmstart.errors import UserError
 from warmstart.init.restarts import BestOfK, best_of_k, check_restarts
 from warmstart.init import apply_init, explain_layer, parse_init_spec, symmetry_report
+from warmstart.options import check as check_options
 from warmstart.models import LECTURE_CONSTANT, LECTURE_CONSTANT_LINEAR, LECTURE_RANDOM, custom_3_layer
 
 #: The network, in order: each layer's output feeds the next.
@@ -175,20 +176,16 @@ def symmetry(data: str | Path | None = None, *, init: str | None = None, constan
     cfg.check_one_rate("symmetry")
     lr = cfg.lr
     epochs = epochs if epochs is not None else cfg.epochs if cfg.epochs is not None else 1
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise UserError(f"--epochs must be a whole number >= 1, got {epochs!r}")
+    check_options({"epochs": epochs})
     check_restarts(restarts, restart_epochs)
     if quick:
         subset, epochs = min(subset or QUICK_SUBSET, QUICK_SUBSET), 1
     specs = arm_specs(init, constant_linear)
     for spec in specs.values():  # every rule must fit the network (names, shapes) before anything is read or written
         arm_model(spec, 10, cfg.seed)
-    data, splits = _load(data, data_root=data_root, val_fraction=val_fraction, subset=subset, seed=cfg.seed,
-                         skip_bad_images=skip_bad_images)
+    data, splits, train_set, val_set = _datasets(data, data_root=data_root, val_fraction=val_fraction, subset=subset,
+                                                 seed=cfg.seed, skip_bad_images=skip_bad_images)
     n = splits.num_classes
-    log(describe_splits(splits) + (" (validation = the data set's test split)" if splits.val_is_test else ""))
-    train_set = ImageDataset(splits.train, PREPROCESS, train=True, skip_bad_images=skip_bad_images)
-    val_set = ImageDataset(splits.val, PREPROCESS, skip_bad_images=skip_bad_images)
     normalize = Normalizer.of(PREPROCESS)
 
     out = Path(out) if out else default_out("symmetry")
@@ -208,45 +205,68 @@ def symmetry(data: str | Path | None = None, *, init: str | None = None, constan
     best: BestOfK | None = None
     for arm, spec in specs.items():
         log(f"arm {arm}: {spec}")
-        arm_run = run.sub(arm, {"arm": arm, "init": spec})
-        seed = cfg.seed
-        if arm == "random" and restarts > 1:
-            def trial(m: nn.Module, s: int, spec: str = spec, arm_run: Run = arm_run) -> float:
-                with arm_run.sub(f"restarts/seed-{s}", {"seed": s, "init": spec, "epochs": restart_epochs}) as sub:
-                    return train(m, sub, restart_epochs).final_val_accuracy
-
-            best = best_of_k(restarts, cfg.seed, lambda s, spec=spec: arm_model(spec, n, s), trial)
-            model, seed = best.model, best.chosen.seed
-        else:
-            model = arm_model(spec, n, seed)
-        start = arm_model(spec, n, seed)  # the arm's starting weights (the trials trained theirs)
-        result = train(model, arm_run, epochs)
-        model.to("cpu")
-        arms[arm] = {"val_accuracy": result.final_val_accuracy, "best_val_accuracy": result.best_val_accuracy,
-                     "init": spec, "seed": seed, "layers": _layers(model, start), "train_seconds": result.train_seconds,
-                     "run_dir": arm}
-        arm_run.write_summary(arms[arm])
-        arm_run.close()
-        histories[arm] = result.history
+        with run.sub(arm, {"arm": arm, "init": spec}) as arm_run:
+            k = restarts if arm == "random" else 1
+            arms[arm], histories[arm], start, model, chosen = _train_arm(arm, spec, arm_run, train, n, cfg.seed, k, restart_epochs,
+                                                                          epochs)
+        best = chosen or best
         if arm in ("constant", "random"):
             conv1[f"{arm}: start"], conv1[f"{arm}: trained"] = start.conv1.weight.detach(), model.conv1.weight.detach()
-
-    from warmstart.report.plots import filter_grid, learning_curves
-
-    filter_grid(conv1, run.dir / FILTERS_PNG, max_filters=32,
-                title="conv1's filters at the start and after training (each filter scaled on its own)")
-    learning_curves(histories, run.dir / CURVES_PNG, title="custom_3_layer: constant vs random start")
-    summary: dict[str, Any] = {
-        "arms": arms, "seconds": round(time.perf_counter() - t0, 3), "epochs": epochs, "lr": lr, "optimizer": cfg.optimizer,
-        "data": splits.source, "classes": splits.classes, "train_images": len(train_set), "val_images": len(val_set),
-        "val_is_test": splits.val_is_test, "figures": {"conv1_filters": FILTERS_PNG, "learning_curves": CURVES_PNG},
-    }
+    _pictures(run, conv1, histories)
+    summary = {"arms": arms, "seconds": round(time.perf_counter() - t0, 3), "epochs": epochs, "lr": lr,
+               "optimizer": cfg.optimizer, **_data_keys(splits, train_set, val_set),
+               "figures": {"conv1_filters": FILTERS_PNG, "learning_curves": CURVES_PNG}}
     if best is not None:
         summary["restarts"] = {**best.summary(), "arm": "random", "restart_epochs": restart_epochs}
     run.write_summary(summary)
     run.close()
     log(f"{summary['seconds']:.1f} s; run directory {run.dir}")
     return summary
+
+
+def _data_keys(splits, train_set, val_set) -> dict[str, Any]:
+    return {"data": splits.source, "classes": splits.classes, "train_images": len(train_set), "val_images": len(val_set),
+            "val_is_test": splits.val_is_test}
+
+
+def _datasets(data, *, skip_bad_images: bool, **load):
+    """DATA (resolved), its splits, and the training and validation images at the lecture's 32 x 32."""
+    data, splits = _load(data, skip_bad_images=skip_bad_images, **load)
+    log(describe_splits(splits) + (" (validation = the data set's test split)" if splits.val_is_test else ""))
+    return (data, splits, ImageDataset(splits.train, PREPROCESS, train=True, skip_bad_images=skip_bad_images),
+            ImageDataset(splits.val, PREPROCESS, skip_bad_images=skip_bad_images))
+
+
+def _train_arm(arm: str, spec: str, arm_run: Run, train, n: int, seed: int, restarts: int, restart_epochs: int,
+               epochs: int) -> tuple[dict[str, Any], list, nn.Module, nn.Module, BestOfK | None]:
+    """One arm: its start (the best of ``restarts`` seeds when > 1), trained ``epochs``; its record, history,
+    starting and trained model, and the restarts' outcome."""
+    best = None
+    if restarts > 1:
+        def trial(m: nn.Module, s: int) -> float:
+            with arm_run.sub(f"restarts/seed-{s}", {"seed": s, "init": spec, "epochs": restart_epochs}) as sub:
+                return train(m, sub, restart_epochs).final_val_accuracy
+
+        best = best_of_k(restarts, seed, lambda s: arm_model(spec, n, s), trial)
+        model, seed = best.model, best.chosen.seed
+    else:
+        model = arm_model(spec, n, seed)
+    start = arm_model(spec, n, seed)  # the arm's starting weights (the trials trained theirs)
+    result = train(model, arm_run, epochs)
+    model.to("cpu")
+    record = {"val_accuracy": result.final_val_accuracy, "best_val_accuracy": result.best_val_accuracy, "init": spec,
+              "seed": seed, "layers": _layers(model, start), "train_seconds": result.train_seconds, "run_dir": arm}
+    arm_run.write_summary(record)
+    return record, result.history, start, model, best
+
+
+def _pictures(run: Run, conv1: dict[str, Any], histories: dict[str, list]) -> None:
+    """conv1's filters at the start and after training, and the learning curves, per arm."""
+    from warmstart.report.plots import filter_grid, learning_curves
+
+    filter_grid(conv1, run.dir / FILTERS_PNG, max_filters=32,
+                title="conv1's filters at the start and after training (each filter scaled on its own)")
+    learning_curves(histories, run.dir / CURVES_PNG, title="custom_3_layer: constant vs random start")
 
 
 def _load(data, *, data_root, val_fraction: float, subset, seed: int, skip_bad_images: bool):
