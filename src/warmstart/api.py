@@ -168,8 +168,7 @@ def symmetry_options(options: Mapping[str, Any], *, given: Iterable[str] = (), a
 
     out = Path(o.get("out") or default_out("symmetry"))
     with quiet(bool(o.get("quiet"))):
-        s = run(o["data"], init=o["init"], constant_linear=o["constant_linear"], epochs=o["epochs"],
-                subset=o["subset"] or DEFAULT_SUBSET, restarts=o["restarts"], restart_epochs=o["restart_epochs"], out=out,
+        s = run(o["data"], init=o["init"], constant_linear=o["constant_linear"], subset=o["subset"] or DEFAULT_SUBSET, restarts=o["restarts"], restart_epochs=o["restart_epochs"], out=out,
                 resume=bool(o.get("resume")), data_root=o["data_root"], val_fraction=o["val_fraction"],
                 skip_bad_images=o["skip_bad_images"], cfg=TrainConfig.from_dict(_set(o)), options=_recorded(o), argv=argv)
     return SymmetryResult(run_dir=out, summary=s, text=report_text(s))

@@ -52,7 +52,6 @@ from warmstart.engine.run import Run, default_out
 from warmstart.errors import UserError
 from warmstart.init.restarts import BestOfK, best_of_k, check_restarts
 from warmstart.init import apply_init, explain_layer, parse_init_spec, symmetry_report
-from warmstart.options import check as check_options
 from warmstart.models import LECTURE_CONSTANT, LECTURE_CONSTANT_LINEAR, LECTURE_RANDOM, custom_3_layer
 
 #: The network, in order: each layer's output feeds the next.
@@ -157,7 +156,7 @@ def explain_arm(model: nn.Module, start: nn.Module, layers: dict[str, dict], sta
 
 # ---------------------------------------------------------------------------------------------- the experiment
 
-def symmetry(data: str | Path | None = None, *, init: str | None = None, constant_linear: bool = False, epochs: int | None = None,
+def symmetry(data: str | Path | None = None, *, init: str | None = None, constant_linear: bool = False,
              subset: int | None = DEFAULT_SUBSET, restarts: int = 1, restart_epochs: int = 1,
              out: str | Path | None = None, resume: bool = False, data_root: str | Path | None = None,
              val_fraction: float = 0.2, skip_bad_images: bool = False, quick: bool = False,
@@ -168,15 +167,14 @@ def symmetry(data: str | Path | None = None, *, init: str | None = None, constan
     ``quick`` (the demo) caps the data at :data:`QUICK_SUBSET` images per class and split and trains 1 epoch.
     ``restarts`` > 1 makes the random arm the best of K seeds (:mod:`warmstart.init.restarts`).
     ``cfg`` holds the optimizer, learning rate, batch size, seed, device...: by default plain SGD (momentum
-    0.9), lr 0.01, constant schedule, batch 32; its ``lr`` and ``epochs`` are used where given (``epochs``
-    here wins; 1 when neither says). ``argv``: the command line recorded in config.json.
+    0.9), lr 0.01, constant schedule, batch 32, 1 epoch where its ``lr`` and ``epochs`` are None.
+    ``argv``: the command line recorded in config.json.
     """
     t0 = time.perf_counter()
     cfg = (cfg or TrainConfig(optimizer="sgd", schedule="constant")).with_defaults(lr=DEFAULT_LR)
     cfg.check_one_rate("symmetry")
     lr = cfg.lr
-    epochs = epochs if epochs is not None else cfg.epochs if cfg.epochs is not None else 1
-    check_options({"epochs": epochs})
+    epochs = cfg.epochs if cfg.epochs is not None else 1
     check_restarts(restarts, restart_epochs)
     if quick:
         subset, epochs = min(subset or QUICK_SUBSET, QUICK_SUBSET), 1
