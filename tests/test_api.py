@@ -201,6 +201,16 @@ def test_model_registry():
         ws.get_model("resnet81")
 
 
+
+def test_one_model_door_reads_the_architecture_from_a_weights_file(weights_dir):
+    assert ws.create_model is ws.get_model  # one door, under both names
+    v2 = weights_dir / "mobilenet_v2-imagenet.pth"
+    m = ws.get_model(weights=str(v2))  # the sidecar names the architecture: no name needed
+    assert type(m).__name__ == "MobileNetV2" and m.classifier[-1].out_features == 1000 and m.warmstart_pretrained
+    with pytest.raises(ws.UserError, match='is for "mobilenet_v2"'):
+        ws.get_model("mobilenet_v3_small", weights=str(v2))
+
+
 # ----------------------------------------------------------------------------------- one recipe, three doors
 def _readme_library_example() -> str:
     text = (ROOT / "README.md").read_text()
@@ -260,8 +270,11 @@ def test_rank_returns_its_summary_table_and_chart(tmp_path, hymenoptera, weights
     assert sorted(r.ranking) == sorted([str(v3), str(v2)]) and r.best == r.ranking[0] and r.verdict == on_disk["verdict"]
     for c in r.summary["candidates"]:  # real features: every score of both pretrained starts
         assert all(v is not None for v in c["scores"].values()) and 0.5 < c["scores"]["probe_cv"] <= 1
-    lines = r.table.splitlines()
+    lines = r.text.splitlines()  # what `warmstart rank` prints
     assert "probe_cv" in lines[0] and lines[1].split()[1] == r.summary["candidates"][0]["name"]  # ranked, best first
+    # .table: rows of dicts like every result's, best first, one per candidate with every score
+    assert [row["candidate"] for row in r.table] == [c["name"] for c in r.summary["candidates"]]
+    assert all(row["probe_cv"] == c["scores"]["probe_cv"] for row, c in zip(r.table, r.summary["candidates"]))
     html = r._repr_html_()
     assert r.chart.is_file() and "data:image/png;base64," in html and "<pre>" in html and Path(r.best).stem in html
     assert read_config(r.run_dir)["options"]["subset"] == 8
@@ -281,13 +294,19 @@ def test_compare_runs_a_grid_of_starts_from_python(tmp_path, hymenoptera, weight
     assert (c.run_dir / "mobilenet_v2-inat-insect" / "transfer-seed0" / "arm.json").is_file()
 
 
-def test_symmetry_and_depth_honour_the_config_lr_and_refuse_fields_they_cannot_use(tmp_path):
-    cfg = TrainConfig(optimizer="sgd", schedule="constant", lr=0.02, epochs=1)
-    s = ws.symmetry("digits", subset=4, cfg=cfg, out=tmp_path / "sym")
-    assert s["lr"] == 0.02 and s["epochs"] == 1
-    for verb in (ws.symmetry, ws.depth):
-        with pytest.raises(ws.UserError, match="backbone_lr and lr_decay apply to fine-tuning"):
-            verb("digits", cfg=TrainConfig(lr_decay=0.5), out=tmp_path / "never")
+def test_symmetry_and_depth_honour_the_lr_and_refuse_keywords_they_cannot_use(tmp_path):
+    r = ws.symmetry("digits", subset=4, lr=0.02, epochs=1, out=tmp_path / "sym")  # the CLI's keywords
+    assert isinstance(r, ws.SymmetryResult) and r.run_dir == tmp_path / "sym"
+    assert r.summary["lr"] == 0.02 and r.summary["epochs"] == 1
+    assert r.summary == json.loads((r.run_dir / "summary.json").read_text())
+    # one row per arm; the constant start keeps one distinct conv1 filter of all of them
+    assert [row["arm"] for row in r.table] == ["constant", "random"]
+    assert r.table[0]["conv1_distinct"] == 1 < r.table[0]["conv1_filters"]
+    assert r.text.splitlines()[0].split()[:2] == ["arm", "val_acc"] and r.filters.is_file()
+    assert "data:image/png;base64," in r._repr_html_()
+    for verb in (ws.symmetry, ws.depth):  # every layer trains at one rate: they take no lr_decay (nor backbone_lr)
+        with pytest.raises(TypeError, match="unexpected keyword argument 'lr_decay'"):
+            verb("digits", lr_decay=0.5, out=tmp_path / "never")
     assert not (tmp_path / "never").exists()
 
 
@@ -296,6 +315,10 @@ def test_depth_and_symmetry_from_python_can_be_quiet(tmp_path, capsys):
     said = capsys.readouterr().err
     silent = ws.depth("digits", arms="he", depth=3, epochs=1, out=tmp_path / "silent", quiet=True)
     assert "he" in said and capsys.readouterr().err == ""
-    assert silent["arms"]["he"]["final_train_loss"] == pytest.approx(loud["arms"]["he"]["final_train_loss"], rel=1e-6)
+    assert isinstance(silent, ws.DepthResult) and silent.run_dir == tmp_path / "silent"
+    assert silent.summary["arms"]["he"]["final_train_loss"] == pytest.approx(loud.summary["arms"]["he"]["final_train_loss"], rel=1e-6)
+    [row] = silent.table
+    assert row["arm"] == "he" and row["final_train_loss"] == silent.summary["arms"]["he"]["final_train_loss"]
+    assert "Reading: " in silent.text and silent.curves.is_file() and "<table" in silent._repr_html_()
     s = ws.symmetry("digits", subset=10, epochs=1, out=tmp_path / "sym", quiet=True)
-    assert capsys.readouterr().err == "" and s["arms"]["constant"]["layers"]["conv1"]["distinct"] == 1
+    assert capsys.readouterr().err == "" and s.summary["arms"]["constant"]["layers"]["conv1"]["distinct"] == 1

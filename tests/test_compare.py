@@ -164,6 +164,11 @@ def test_bad_options_fail_before_anything_is_written(tmp_path, capsys, source, a
 def test_parsers():
     assert [s.spec for s in parse_strategies("scratch, finetune-last:2,gradual")] == ["scratch", "finetune-last:2", "gradual:1"]
     assert parse_seeds("3", first=5) == [5, 6, 7] and parse_seeds("4,2") == [4, 2] and parse_seeds(2) == [0, 1]
+    # Python's lists and ints read as the CLI's strings; a strategy's aliases are one strategy (twice is an error)
+    assert parse_strategies(["transfer", "finetune_all"]) == parse_strategies("transfer,finetune-all")
+    assert parse_seeds([4, 2]) == parse_seeds("4,2") and parse_seeds(3, first=1) == parse_seeds("3", first=1)
+    with pytest.raises(UserError, match="twice"):
+        parse_strategies(["finetune-all", "finetune_all"])
     assert arm_name(parse_strategies("finetune-last:2")[0], 3) == "finetune-last-2-seed3"
     with pytest.raises(UserError):
         parse_seeds(0)

@@ -160,3 +160,19 @@ def test_schedules(schedule):
 def test_config_rejects_bad_values(bad):
     with pytest.raises(UserError):
         TrainConfig(**bad)
+
+
+def test_a_run_is_a_context_manager_closed_however_the_block_ends(tmp_path):
+    """``with Run(...).start() as run`` closes its TensorBoard writer also when the block raises: the events
+    written so far are on disk and the writer is gone."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    with pytest.raises(RuntimeError, match="stop"):
+        with Run(tmp_path / "run", "train", {}, tensorboard=True).start() as run:
+            run.log_epoch({"epoch": 1, "train_loss": 0.5})
+            assert run._tb is not None
+            raise RuntimeError("stop")
+    assert run._tb is None
+    events = EventAccumulator(str(tmp_path / "run" / "events"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.value for e in events.Scalars("train_loss")] == [0.5]

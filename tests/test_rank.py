@@ -21,7 +21,7 @@ V2 = "mobilenet_v2-imagenet"
 def starts_run(hymenoptera, weights_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("rank") / "run"
     r = cli("rank", hymenoptera, "--candidates", f"{weights_dir / (V3 + '.pth')},{weights_dir / (V2 + '.pth')},none",
-            "--subset", "8", "--verify", "transfer", "--epochs", "1", "--device", "cpu", "--quiet", "--out", out)
+            "--subset", "8", "--verify", "transfer", "--epochs", "1", "--device", "cpu", "--tensorboard", "--quiet", "--out", out)
     assert r.code == 0, r.err
     return out, r
 
@@ -53,6 +53,27 @@ def test_rank_scores_every_start_and_verifies(starts_run):
     assert s["decoded_datasets"] == 2
     assert (out / "config.json").is_file() and (out / "report.html").stat().st_size > 10_000
     assert "probe_cv" in r.out and "Kendall" not in r.out and "tau" in r.out  # the printed table and correlations
+    # --tensorboard reaches the run: config.json records it and every verified candidate's training wrote events
+    assert json.loads((out / "config.json").read_text())["train"]["tensorboard"] is True
+    for c in s["candidates"]:
+        assert _scalars(out / c["verify"]["run"] / "events") >= {"train_loss", "val_accuracy"}
+
+
+def _scalars(events_dir) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert events_dir.is_dir(), events_dir
+    events = EventAccumulator(str(events_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return set(events.Tags()["scalars"])
+
+
+def test_tensorboard_without_verify_is_refused_nothing_written(tmp_path, hymenoptera, weights_dir):
+    out = tmp_path / "out"
+    r = cli("rank", hymenoptera, "--candidates", str(weights_dir / (V3 + ".pth")), "--tensorboard", "--subset", "4",
+            "--device", "cpu", "--out", out)
+    assert r.code == 2 and "--tensorboard" in r.error and "--verify" in r.error
+    assert not out.exists()
 
 
 def test_rank_report_section_rebuilds(starts_run):
@@ -76,10 +97,11 @@ def test_init_schemes_rank_he_orthogonal_lsuv_above_xavier_default_on_30_layer_n
 def test_init_schemes_verify_scratch_correlates(tmp_path):
     out = tmp_path / "inits"
     r = cli("rank", "digits", "--model", "plain_mlp:12", "--candidates", "he,default,lsuv", "--verify", "scratch",
-            "--epochs", "2", "--subset", "40", "--device", "cpu", "--quiet", "--out", out)
+            "--epochs", "2", "--subset", "40", "--device", "cpu", "--tensorboard", "--quiet", "--out", out)
     assert r.code == 0, r.err
     s = json.loads((out / "summary.json").read_text())
     assert all(c["verify"]["final_val_accuracy"] is not None for c in s["candidates"])
+    assert all("train_loss" in _scalars(out / c["verify"]["run"] / "events") for c in s["candidates"])
     assert s["verify"]["correlations"]["signal_spread"]["n"] == 3
     assert (out / "verify" / "summary.json").is_file()  # the depth experiment's own run directory
 

@@ -23,7 +23,7 @@ from _reliability import FAST, cli, env_one_thread, image_folder, leftovers, one
 from warmstart.engine import checkpoint
 from warmstart.errors import UserError
 
-TIMING = ("seconds", "images_per_second")  # wall-clock columns: the only ones allowed to differ
+TIMING = ("seconds", "images_per_second", "val_seconds")  # wall-clock columns: the only ones allowed to differ
 
 
 def rows(run: Path) -> list[dict[str, str]]:

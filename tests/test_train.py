@@ -39,9 +39,12 @@ def quick(hymenoptera, weights, out, *args, subset=4):
                "--quiet", "--deterministic", *args)
 
 
+TIMING = ("seconds", "images_per_second", "val_seconds")  # wall-clock columns of metrics.csv
+
+
 def metrics(run):
     with open(run / "metrics.csv", newline="") as f:
-        return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")} for r in csv.DictReader(f)]
+        return [{k: v for k, v in r.items() if k not in TIMING} for r in csv.DictReader(f)]
 
 
 def _expected_trainable(weights, last_groups: int | None) -> tuple[int, int]:
@@ -70,6 +73,15 @@ def test_each_strategy_trains_exactly_its_layer_groups(hymenoptera, w64, tmp_pat
     assert s["strategy"] == strategy and s["epochs"] == epochs == len(metrics(out))
     assert s["weights"] == ("none" if strategy == "scratch" else str(w64))
     assert 0 <= s["final_val_accuracy"] <= s["best_val_accuracy"] <= 1 and s["train_images_per_second"] > 0
+    # the throughput is the training steps' own: the probe, the frozen features, validation and drift are apart
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    steps = sum(float(r["seconds"]) for r in rows)
+    assert s["step_seconds"] == pytest.approx(steps, abs=1e-3 * len(rows))  # each row's seconds rounded to 1 ms
+    assert s["val_seconds"] == pytest.approx(sum(float(r["val_seconds"]) for r in rows), abs=1e-3 * len(rows))
+    assert s["train_seconds"] == pytest.approx(steps + s["probe_seconds"] + s["feature_seconds"], abs=2e-3 * len(rows) + 2e-3)
+    assert s["train_images_per_second"] == pytest.approx(s["train_images"] * epochs / steps, rel=1e-2)  # rounded to 0.1
+    assert ("drift_seconds" in s) == (strategy in ("finetune-last:2", "gradual:1", "finetune-all"))
     assert s["head_init"] == "random" if strategy == "scratch" else s["head_init"]["prior"] in ("none", "pretrained")
     assert s["label_smoothing"] == (0.0 if strategy == "scratch" else 0.1)  # the recipe's, from a probe head
     meta = json.loads((out / "model.json").read_text())
@@ -181,10 +193,16 @@ def test_a_pickle_that_would_run_code_is_refused_before_anything_is_written(hyme
     assert not marker.exists() and not (tmp_path / "run").exists()
 
 
-def test_weights_of_another_architecture_are_named(hymenoptera, weights_dir, tmp_path, capsys):
-    v2 = weights_dir / "mobilenet_v2-imagenet.pth"
-    assert quick(hymenoptera, v2, tmp_path / "a") == 2
-    assert 'is for "mobilenet_v2"' in capsys.readouterr().err
+def test_a_weights_file_names_its_architecture(hymenoptera, weights_dir, tmp_path, capsys):
+    v2 = small_weights(weights_dir, tmp_path / "w", 64, stem="mobilenet_v2-imagenet", name="v2-64")
+    # --model left at its default follows the sidecar: a MobileNetV2 file trains a MobileNetV2 (as rank reads it)
+    assert quick(hymenoptera, v2, tmp_path / "ok", "--epochs", 1) == 0
+    assert summary(tmp_path / "ok")["model"] == "mobilenet_v2"
+    assert json.loads((tmp_path / "ok" / "config.json").read_text())["options"]["model"] == "mobilenet_v2"
+    # an explicitly given --model that the sidecar contradicts is an error, before anything is written
+    assert quick(hymenoptera, v2, tmp_path / "a", "--model", "mobilenet_v3_small") == 2
+    err = capsys.readouterr().err
+    assert 'is for "mobilenet_v2"' in err and "drop --model" in err and err.count("\n") == 1
     # the same tensors behind a sidecar that claims mobilenet_v3_small: the first tensor that does not fit
     fake = tmp_path / "fake.pth"
     fake.symlink_to(v2)

@@ -29,22 +29,25 @@ _LAZY = {
     "symmetry": "warmstart.api",
     "depth": "warmstart.api",
     "cache": "warmstart.data.cachestore",
+    "demo": "warmstart.api",
     "apply_init": "warmstart.init.spec",
     "symmetry_report": "warmstart.init.symmetry",
     "load_data": "warmstart.data.loading",
-    "create_model": "warmstart.transfer.backbones",
     "resolve_weights": "warmstart.transfer.weights",
     "fit": "warmstart.engine.loop",
     "list_models": "warmstart.transfer.registry",
     "get_model": "warmstart.transfer.registry",
+    "create_model": "warmstart.transfer.registry",  # the same door as get_model, under its older name
     # the types they take and return
     "TrainResult": "warmstart.results",
     "CompareResult": "warmstart.results",
     "RankResult": "warmstart.results",
+    "SymmetryResult": "warmstart.results",
+    "DepthResult": "warmstart.results",
     "TrainConfig": "warmstart.engine.config",
 }
 
 __all__ = ["UserError", "__version__", *_LAZY]
 
 
-__getattr__, __dir__ = lazy_names(__name__, _LAZY)
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, aliases={"create_model": "get_model"})

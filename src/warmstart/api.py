@@ -18,33 +18,27 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from warmstart.errors import UserError
+from warmstart.options import TRAINING, check, given_in_python, verb
+from warmstart.transfer.candidates import model_for
 
 #: options that may name a file or folder: recorded absolute, so a run continues (resume) from any directory
 PATH_OPTIONS = ("data", "weights", "data_root")
 #: not recorded in config.json's options (how this call writes, not what it trains)
 NOT_RECORDED = ("overwrite",)
+#: Python only: replace the run already in ``out`` (the command line asks you to choose another --out)
+OVERWRITE = inspect.Parameter("overwrite", inspect.Parameter.KEYWORD_ONLY, default=False, annotation="bool")
 
 
-def train(data: str | Path | None = None, *, model: str = "mobilenet_v3_small", weights: str = "imagenet",
-          strategy: str = "transfer", epochs: int = 5, init: str | None = None, lr: float | None = None,
-          backbone_lr: float | None = None, lr_decay: float = 1.0, bn: str = "frozen", augment: str = "auto",
-          feature_cache: str = "auto", head_init: str = "probe", classes: str | Sequence[str] | None = None,
-          reg: str = "none", interpolate: bool = False, restarts: int = 1, restart_epochs: int = 1, batch_size: int = 32, optimizer: str = "adamw", momentum: float = 0.9,
-          weight_decay: float = 1e-4, schedule: str = "cosine", warmup_epochs: float = 0.0, label_smoothing: float | None = None,
-          grad_clip: float = 0.0, early_stopping: int = 0, seed: int = 0, deterministic: bool = False, device: str = "auto",
-          amp: str = "none", channels_last: bool | None = None, workers: int = 0, tensorboard: bool = False,
-          data_root: str | Path | None = None, val_fraction: float = 0.2, subset: int | None = None,
-          skip_bad_images: bool = False, out: str | Path | None = None, overwrite: bool = False,
-          resume: str | Path | None = None, quiet: bool = False):
+@verb("train", extra=[OVERWRITE])
+def train(**options: Any):
     """Train a classifier on DATA exactly as ``warmstart train`` does; returns a :class:`~warmstart.results.TrainResult`.
 
-    Every keyword is the CLI option of the same name (``warmstart train --help``). Besides: ``overwrite=True``
-    replaces an existing run in ``out``; ``resume=RUN_DIR`` continues that run (its options come from its
+    Every keyword is the CLI option of the same name (``warmstart train --help``), declared once in
+    :mod:`warmstart.options`. Besides: ``resume=RUN_DIR`` continues that run (its options come from its
     config.json; a keyword given here with a value other than its default that differs from the run's is an
-    error); ``quiet=True`` silences the log and the progress bars.
+    error); ``overwrite=True`` replaces an existing run in ``out``; ``quiet=True`` silences the log and the bars.
     """
-    options = {k: v for k, v in locals().items()}
-    return train_options(options, given=_given(train, options))
+    return train_options(options, given=given_in_python("train", options))
 
 
 def train_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv: list[str] | None = None):
@@ -53,9 +47,10 @@ def train_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv
     from warmstart.engine.console import quiet
     from warmstart.transfer.spec import TrainSpec
 
-    options = _resumed("train", _normalised(options), given)
+    options = _checked("train", resumed("train", normalised(options), given))
     if options.get("data") is None:
         raise UserError("train needs DATA: a folder, a CSV file or a data set name (or resume=RUN_DIR to continue a run)")
+    options["model"] = model_for(options.get("model"), [options.get("weights") or "imagenet"], given="model" in set(given))
     # the strategy, the init spec and the config first: parsing them needs no torch, so a typo answers at once
     spec, cfg = TrainSpec.from_options(options), TrainConfig.from_dict(options)
     _check_paths(options["data"], [spec.weights])
@@ -69,20 +64,12 @@ def train_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv
                          options={k: v for k, v in options.items() if k not in NOT_RECORDED})
 
 
-def compare(data: str | Path | None = None, *, strategies: str = "scratch,transfer,finetune-all", seeds: str | int = "1",
-            model: str = "mobilenet_v3_small", weights: str = "imagenet", epochs: int = 5, init: str | None = None,
-            lr: float | None = None, backbone_lr: float | None = None, lr_decay: float = 1.0, bn: str = "frozen",
-            augment: str = "auto", feature_cache: str = "auto", classes: str | Sequence[str] | None = None, reg: str = "none",
-            batch_size: int = 32, optimizer: str = "adamw", momentum: float = 0.9, weight_decay: float = 1e-4,
-            schedule: str = "cosine", warmup_epochs: float = 0.0, label_smoothing: float | None = None, grad_clip: float = 0.0,
-            early_stopping: int = 0, seed: int = 0, deterministic: bool = False, device: str = "auto", amp: str = "none",
-            channels_last: bool | None = None, workers: int = 0, tensorboard: bool = False, data_root: str | Path | None = None,
-            val_fraction: float = 0.2, subset: int | None = None, skip_bad_images: bool = False, out: str | Path | None = None,
-            overwrite: bool = False, resume: str | Path | None = None, quiet: bool = False):
+@verb("compare", extra=[OVERWRITE])
+def compare(**options: Any):
     """``warmstart compare``: every strategy x seed under the same data and budget; returns a
-    :class:`~warmstart.results.CompareResult` (summary, reading, table, curves; inline HTML in Jupyter)."""
-    options = {k: v for k, v in locals().items()}
-    return compare_options(options, given=_given(compare, options))
+    :class:`~warmstart.results.CompareResult` (summary, reading, table, curves; inline HTML in Jupyter).
+    ``strategies`` may be a list (``["transfer", "finetune_all"]``) and ``seeds`` a count or a list of seeds."""
+    return compare_options(options, given=given_in_python("compare", options))
 
 
 def compare_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv: list[str] | None = None):
@@ -92,9 +79,10 @@ def compare_options(options: Mapping[str, Any], *, given: Iterable[str] = (), ar
     from warmstart.init.spec import check_init
     from warmstart.transfer.prior import parse_reg
 
-    o = _resumed("compare", _normalised(options), given)
+    o = _checked("compare", resumed("compare", normalised(options), given))
     if o.get("data") is None:
         raise UserError("compare needs DATA: a folder, a CSV file or a data set name (or resume=RUN_DIR to continue a run)")
+    o["model"] = model_for(o.get("model"), parse_weights(o.get("weights") or "imagenet"), given="model" in set(given))
     # --strategies, --seeds, --init and the config first: parsing them needs no torch, so a typo answers at once
     cfg = TrainConfig.from_dict(o)
     strats = parse_strategies(o["strategies"])
@@ -103,7 +91,7 @@ def compare_options(options: Mapping[str, Any], *, given: Iterable[str] = (), ar
     if o.get("init") and not all(s.needs_pretrained for s in strats):  # else compare() says --init has no scratch arm
         check_init(o["init"])
     _check_paths(o["data"], parse_weights(o.get("weights") or "imagenet"))
-    from warmstart.data.spec import parse_classes
+    from warmstart.data.spec import DataSpec
     from warmstart.engine.console import quiet
     from warmstart.engine.run import check_out
     from warmstart.experiments.compare import compare as run_compare
@@ -112,75 +100,120 @@ def compare_options(options: Mapping[str, Any], *, given: Iterable[str] = (), ar
     if o.get("out") is not None:
         check_out(o["out"], overwrite=bool(o.get("overwrite")), resume=bool(o.get("resume")))
     with quiet(bool(o.get("quiet"))):
-        s = run_compare(o["data"], strategies=o["strategies"], seeds=o["seeds"], model=o["model"], weights=o["weights"],
-                        epochs=o["epochs"], init=o["init"], lr=cfg.lr, backbone_lr=cfg.backbone_lr, lr_decay=cfg.lr_decay,
-                        bn=o["bn"], augment=o["augment"], feature_cache=o["feature_cache"], reg=o.get("reg"),
-                        classes=list(parse_classes(o.get("classes")) or []) or None, out=o.get("out"), resume=bool(o.get("resume")),
-                        data_root=o.get("data_root"), val_fraction=o["val_fraction"], subset=o.get("subset"),
-                        skip_bad_images=o["skip_bad_images"], cfg=cfg, argv=argv, overwrite=bool(o.get("overwrite")),
-                        options={k: v for k, v in o.items() if k not in NOT_RECORDED})
+        s = run_compare(DataSpec.from_options(o), strategies=o["strategies"], seeds=o["seeds"], model=o["model"],
+                        weights=o["weights"], init=o["init"], bn=o["bn"], augment=o["augment"], feature_cache=o["feature_cache"],
+                        reg=o.get("reg"), out=o.get("out"), resume=bool(o.get("resume")), cfg=cfg, argv=argv, overwrite=bool(o.get("overwrite")),
+                        options=_recorded(o))
     return CompareResult(run_dir=Path(s["report"]).parent, summary=s)
 
 
-def rank(data: str | Path, candidates: str | Sequence[str], *, model: str | None = None, by: str = "probe_cv",
-         verify: str | None = None, epochs: int | None = None, batch_size: int = 32, seed: int = 0, device: str = "auto",
-         amp: str = "none", channels_last: bool | None = None, workers: int = 0, data_root: str | Path | None = None,
-         val_fraction: float = 0.2, subset: int | None = None, skip_bad_images: bool = False, out: str | Path | None = None,
-         quiet: bool = False):
+@verb("rank")
+def rank(**options: Any):
     """``warmstart rank``: score candidate starts on DATA's training images (weights files, folders of them,
     ``imagenet``, ``none``; or init schemes with ``model``); ``verify=STRATEGY`` also trains each and correlates.
     ``epochs`` (of ``verify``): 2 for pretrained starts, 10 for init schemes when not given. Returns a
     :class:`~warmstart.results.RankResult` (summary, ranked table, verdict; the score chart inline in Jupyter)."""
-    options = {k: v for k, v in locals().items()}
-    return rank_options(options)
+    return rank_options(options, given=given_in_python("rank", options))
 
 
-def rank_options(options: Mapping[str, Any], *, argv: list[str] | None = None):
+def rank_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv: list[str] | None = None):
     """``rank`` from a dict of its options (what the CLI parsed; ``epochs`` None: the command's default)."""
     from warmstart.engine.config import TrainConfig
     from warmstart.transfer.candidates import check_candidates
     from warmstart.transfer.strategies import parse_strategy
 
-    o = _normalised(options)
+    o = _checked("rank", normalised(options))
     if o.get("data") is None:
         raise UserError("rank needs DATA: a folder, a CSV file or a data set name")
+    if o.get("candidates") is None:
+        raise UserError("rank needs candidates: weights files, folders of them, imagenet, none, or init schemes with model")
+    given = set(given)
+    unused = [k for k in TRAINING if k in given] if o.get("verify") is None else []
+    if unused:  # nothing trains without --verify: these would be silently ignored
+        flags = ", ".join("--" + k.replace("_", "-") for k in unused)
+        raise UserError(f"{flags} set{'s' if len(unused) == 1 else ''} how --verify trains, and rank without --verify trains "
+                        f"nothing; add --verify STRATEGY or drop {flags}")
     # the candidates, --verify and the config first: checking them needs no torch, so a typo answers at once
     _, inits = check_candidates(o["candidates"], model=o.get("model"))
     if o.get("verify") is not None and not inits:
         parse_strategy(o["verify"])
-    cfg = TrainConfig.from_dict({k: v for k, v in o.items() if v is not None})
+    cfg = TrainConfig.from_dict(_set(o))
     _check_paths(o["data"], [])
     from warmstart.engine.console import quiet
-    from warmstart.experiments.rank import rank as run_rank
+    from warmstart.experiments.rank import format_table, rank as run_rank
     from warmstart.results import RankResult
 
     with quiet(bool(o.get("quiet"))):
         s = run_rank(o["data"], o["candidates"], model=o.get("model"), by=o.get("by"), verify=o.get("verify"),
                      epochs=o.get("epochs"), out=o.get("out"), cfg=cfg, options=o, argv=argv, data_root=o.get("data_root"),
+                     verify_given=sorted(k for k in TRAINING if k in given),
                      val_fraction=o.get("val_fraction", 0.2), subset=o.get("subset"),
                      skip_bad_images=bool(o.get("skip_bad_images")))
-    return RankResult(run_dir=Path(s["report"]).parent, summary=s)
+    return RankResult(run_dir=Path(s["report"]).parent, summary=s, text=format_table(s))
 
 
-def symmetry(data: str | Path | None = None, *, quiet: bool = False, **options):
-    """``warmstart symmetry`` from Python: the lecture's 3-layer CNN from a constant and a random start; returns
-    summary.json's content. Keywords as :func:`warmstart.experiments.symmetry.symmetry`; ``quiet=True`` silences
-    the log and the progress bars."""
-    from warmstart.engine.console import quiet as silenced
-    from warmstart.experiments.symmetry import symmetry as run
-
-    with silenced(quiet):
-        return run(data, **options)
+@verb("symmetry")
+def symmetry(**options: Any):
+    """``warmstart symmetry`` from Python: the lecture's 3-layer CNN from a constant and a random start; returns a
+    :class:`~warmstart.results.SymmetryResult` (summary, table per arm, the filters' picture; inline HTML)."""
+    return symmetry_options(options, given=given_in_python("symmetry", options))
 
 
-def depth(data: str | Path = "digits", *, quiet: bool = False, **options):
-    """``warmstart depth`` from Python: one deep plain net per init scheme; returns summary.json's content.
-    Keywords as :func:`warmstart.experiments.depth.depth`; ``quiet=True`` silences the log and the progress bars."""
-    from warmstart.engine.console import quiet as silenced
-    from warmstart.experiments.depth import depth as run
+def symmetry_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv: list[str] | None = None):
+    """``symmetry`` from a dict of its options (what the CLI parsed)."""
+    o = _checked("symmetry", resumed("symmetry", normalised(options), given))
+    from warmstart.engine.config import TrainConfig
+    from warmstart.engine.console import quiet
+    from warmstart.engine.run import default_out
+    from warmstart.experiments.symmetry import DEFAULT_SUBSET, report_text, symmetry as run
+    from warmstart.results import SymmetryResult
 
-    with silenced(quiet):
-        return run(data, **options)
+    out = Path(o.get("out") or default_out("symmetry"))
+    with quiet(bool(o.get("quiet"))):
+        s = run(o["data"], init=o["init"], constant_linear=o["constant_linear"], subset=o["subset"] or DEFAULT_SUBSET, restarts=o["restarts"], restart_epochs=o["restart_epochs"], out=out,
+                resume=bool(o.get("resume")), data_root=o["data_root"], val_fraction=o["val_fraction"],
+                skip_bad_images=o["skip_bad_images"], cfg=TrainConfig.from_dict(_set(o)), options=_recorded(o), argv=argv)
+    return SymmetryResult(run_dir=out, summary=s, text=report_text(s))
+
+
+@verb("depth")
+def depth(**options: Any):
+    """``warmstart depth`` from Python: one deep plain net per init scheme; returns a
+    :class:`~warmstart.results.DepthResult` (summary, table per arm, reading, loss curves; inline HTML)."""
+    return depth_options(options, given=given_in_python("depth", options))
+
+
+def depth_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv: list[str] | None = None):
+    """``depth`` from a dict of its options (what the CLI parsed; ``epochs`` None: 30, or 10 with ``quick``)."""
+    o = _checked("depth", normalised(options))
+    from warmstart.engine.config import TrainConfig
+    from warmstart.engine.console import quiet
+    from warmstart.engine.run import default_out
+    from warmstart.experiments.depth import depth as run, report_text
+    from warmstart.results import DepthResult
+
+    out = Path(o.get("out") or default_out("depth"))
+    with quiet(bool(o.get("quiet"))):
+        s = run(o["data"], out=out, arch=o["arch"], depth=o["depth"], width=o["width"], activation=o["activation"],
+                arms=o["arms"], epochs=o["epochs"], image_size=o["image_size"], quick=o["quick"], data_root=o["data_root"],
+                val_fraction=o["val_fraction"], subset=o["subset"], skip_bad_images=o["skip_bad_images"],
+                cfg=TrainConfig.from_dict({**_set(o), "epochs": None}), options=_recorded(o), argv=argv)
+    return DepthResult(run_dir=out, summary=s, text=report_text(s))
+
+
+@verb("demo")
+def demo(**options: Any):
+    """``warmstart demo``: every experiment, briefly, on digits, in one HTML report; returns the report's path."""
+    return demo_options(options)
+
+
+def demo_options(options: Mapping[str, Any]) -> Path:
+    o = _checked("demo", dict(options))
+    from warmstart.engine.console import quiet
+    from warmstart.experiments.demo import demo as run
+
+    with quiet(bool(o.get("quiet"))):
+        return run(out=o.get("out"), quick=bool(o.get("quick")), seed=o["seed"], device=o["device"])
 
 
 def load_run(run_dir: str | Path, device: str = "cpu"):
@@ -191,10 +224,21 @@ def load_run(run_dir: str | Path, device: str = "cpu"):
 
 
 # ----------------------------------------------------------------------------------------------------------- helpers
-def _given(fn, options: Mapping[str, Any]) -> set[str]:
-    """The keywords of a Python call that differ from ``fn``'s defaults: those a resumed run must agree with."""
-    defaults = {k: p.default for k, p in inspect.signature(fn).parameters.items()}
-    return {k for k, v in options.items() if k in defaults and v != defaults[k]}
+def _checked(command: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` checked against their declarations (:mod:`warmstart.options`: ranges, choices, types), before
+    anything is imported or written: Python's keywords get the checks click gives the command line."""
+    check({k: v for k, v in options.items() if k != "data"}, command)
+    return options
+
+
+def _set(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options that are set (None: the command's own default decides)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _recorded(options: Mapping[str, Any]) -> dict[str, Any]:
+    """What config.json records of a call's options: all of them but how this call writes."""
+    return {k: v for k, v in options.items() if k not in NOT_RECORDED}
 
 
 def _check_paths(data: Any, weights: Sequence[str]) -> None:
@@ -208,7 +252,7 @@ def _check_paths(data: Any, weights: Sequence[str]) -> None:
         check_weights_file(w)
 
 
-def _normalised(options: Mapping[str, Any]) -> dict[str, Any]:
+def normalised(options: Mapping[str, Any]) -> dict[str, Any]:
     """Paths made absolute (not resolved: symlinks stay as named), ``classes`` as the CLI's comma text."""
     out = dict(options)
     for k in PATH_OPTIONS:
@@ -228,7 +272,7 @@ def _normalised(options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _resumed(command: str, options: dict[str, Any], given: Iterable[str]) -> dict[str, Any]:
+def resumed(command: str, options: dict[str, Any], given: Iterable[str]) -> dict[str, Any]:
     if not options.get("resume"):
         return options
     from warmstart.engine.run import merge_resume

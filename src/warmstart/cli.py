@@ -14,9 +14,9 @@ from pathlib import Path
 import click
 
 from warmstart import __version__
-from warmstart.cli_options import (argv, data_options, engine_config, engine_options, given, model_options,
-                                   out_options, with_resume)
+from warmstart.cli_options import argv, given
 from warmstart.errors import UserError
+from warmstart.options import click_options
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -31,38 +31,17 @@ def cli() -> None:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory [default: runs/demo-<time>].")
-@click.option("--quick", is_flag=True, help="An even shorter run (smoke test).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N | mps")
-@click.option("--quiet", "-q", is_flag=True)
-def demo(out, quick, seed, device, quiet):
+@click_options("demo")
+def demo(**o):
     """Run every experiment briefly, offline, on scikit-learn's bundled digits; print the report's path."""
-    from warmstart.engine.console import set_quiet
-    from warmstart.experiments.demo import demo as run_demo
+    from warmstart.api import demo_options
 
-    set_quiet(quiet)
-    report = run_demo(out=out, quick=quick, seed=seed, device=device)
-    click.echo(str(report))
+    click.echo(str(demo_options(o)))
 
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("data", required=False)
-@click.option("--strategy", default="transfer", show_default=True,
-              help="scratch | transfer | finetune-last:K | finetune-all | gradual[:E]")
-@click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Scratch only: train K seeds for --restart-epochs, keep the best on validation, continue it.")
-@click.option("--restart-epochs", type=click.IntRange(min=1), default=1, show_default=True, help="Epochs per restart trial.")
-@click.option("--interpolate", is_flag=True,
-              help="Keep the best point on the line from the start to the fine-tuned weights, chosen on 20% of the "
-                   "training images held out of training (WiSE-FT); model.safetensors is that point.")
-@click.option("--head-init", type=click.Choice(["probe", "random"]), default="probe", show_default=True,
-              help="Where the new head starts: the linear probe solved on the frozen features (prior and L2 chosen by "
-                   "cross-validation on the training split), or torchvision's random init.")
-@model_options
-@engine_options(label_smoothing=None)
-@data_options
-@out_options
+@click_options("train")
 def train(data, **o):
     """Train a classifier on DATA: from scratch, by transfer (frozen backbone, new head) or by fine-tuning.
 
@@ -84,37 +63,16 @@ def train(data, **o):
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("data", required=False)
-@click.option("--init", default=None, help="Init spec of the random arm [default: conv=he_normal,conv.bias=zeros].")
-@click.option("--constant-linear", is_flag=True, help="Add a third arm, constant-linear, whose constant start extends to fc1.")
-@click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Random arm: train K seeds for --restart-epochs, keep the best on validation, continue it.")
-@click.option("--restart-epochs", type=click.IntRange(min=1), default=1, show_default=True, help="Epochs per restart trial.")
-@engine_options(epochs=1, lr=0.01, optimizer="sgd", schedule="constant")
-@data_options
-@out_options
-@with_resume("symmetry")
+@click_options("symmetry")
 def symmetry(data, **o):
     """The lecture's symmetry exercise: custom_3_layer from a constant and a random start, filters counted.
 
     DATA defaults to the unpacked CIFAR-10 (else the cifar10 data set under --data-root); images are resized to
     32x32. --subset defaults to 250 images per class and split.
     """
-    from warmstart.experiments.symmetry import DEFAULT_SUBSET, format_table
-    from warmstart.experiments.symmetry import symmetry as run_symmetry
+    from warmstart.api import symmetry_options
 
-    summary = run_symmetry(data, init=o["init"], constant_linear=o["constant_linear"], epochs=o["epochs"],
-                           subset=o["subset"] or DEFAULT_SUBSET, restarts=o["restarts"], restart_epochs=o["restart_epochs"],
-                           out=o["out"], resume=bool(o["resume"]), data_root=o["data_root"], val_fraction=o["val_fraction"],
-                           skip_bad_images=o["skip_bad_images"], cfg=engine_config(o), options={"data": data, **o}, argv=argv())
-    click.echo(format_table(summary))
-    for arm, a in summary["arms"].items():
-        if arm != "random":
-            click.echo("\n".join(f"{arm}: {a['layers'][n]['explanation']}" for n in ("conv1", "conv2", "conv3")))
-    if "restarts" in summary:
-        r = summary["restarts"]
-        click.echo(f"random = best of {r['k']}: seed {r['chosen_seed']}; val accuracy min {r['val_accuracy']['min']:.3f} "
-                   f"median {r['val_accuracy']['median']:.3f} max {r['val_accuracy']['max']:.3f}")
-    click.echo(f"{summary['seconds']:.1f} s")
+    click.echo(symmetry_options({"data": data, **o}, given=given(), argv=argv()).text)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -139,48 +97,21 @@ def inspect(target, weights, seed, tol, as_json, explain):
 
 @cli.command("depth", context_settings=CONTEXT)
 @click.argument("data", default="digits", required=False)
-@click.option("--arch", type=click.Choice(["mlp", "cnn"]), default="mlp", show_default=True, help="Plain MLP or plain 3x3 CNN.")
-@click.option("--depth", "depth_", type=int, default=30, show_default=True, help="Hidden weight layers.")
-@click.option("--width", type=int, default=None, help="Units (MLP) or channels (CNN) per layer [default: 128 for mlp, 32 for cnn].")
-@click.option("--activation", default="relu", show_default=True, help="relu | tanh | sigmoid")
-@click.option("--arms", default="xavier,he,default,orthogonal,lsuv", show_default=True,
-              help="Init schemes to compare (orthogonal gets the activation's gain; lsuv is measured on a training batch).")
-@click.option("--image-size", type=int, default=None, help="Image side in pixels [default: 8 for digits, else 32].")
-@click.option("--quick", is_flag=True, help="10 epochs unless --epochs is given (the demo's setting).")
-@engine_options(epochs=30, lr=0.01, batch_size=32, optimizer="sgd", schedule="constant")
-@data_options
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory [default: runs/depth-<time>].")
-def depth_command(data, depth_, **o):
+@click_options("depth")
+def depth_command(data, **o):
     """Train one deep plain net (no BatchNorm, no residuals) per init scheme and show which ones train.
 
     DATA defaults to digits (scikit-learn's bundled 8x8 digits). Plain SGD, as He et al. 2015: Adam-like
     optimizers rescale the vanishing gradients and hide the effect.
     """
-    from warmstart.engine.console import set_quiet
-    from warmstart.experiments.depth import depth as run_depth, report_text
+    from warmstart.api import depth_options
 
-    set_quiet(o["quiet"])
-    given = click.get_current_context().get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE
-    summary = run_depth(data, out=o["out"], arch=o["arch"], depth=depth_, width=o["width"], activation=o["activation"],
-                        arms=o["arms"], epochs=o["epochs"] if given or not o["quick"] else None, image_size=o["image_size"],
-                        quick=o["quick"], data_root=o["data_root"], val_fraction=o["val_fraction"], subset=o["subset"],
-                        skip_bad_images=o["skip_bad_images"], cfg=engine_config({**o, "epochs": None}),
-                        options={"data": data, "depth": depth_, **o},
-                        argv=argv())
-    click.echo(report_text(summary))
+    click.echo(depth_options({"data": data, **o}, given=given(), argv=argv()).text)
 
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("data", required=False)
-@click.option("--strategies", default="scratch,transfer,finetune-all", show_default=True,
-              help="Comma-separated: scratch, transfer, finetune-last:K, finetune-all, gradual[:E]; an arm may add "
-                   "+l2sp[:ALPHA[,BETA]] and/or +interpolate (e.g. finetune-all,finetune-all+l2sp,finetune-all+interpolate).")
-@click.option("--seeds", default="1", show_default=True,
-              help="Seeds per strategy: a count (--seed, --seed+1, ...) or a list such as 0,1,2; several give mean ± std.")
-@model_options
-@engine_options(label_smoothing=None)
-@data_options
-@out_options
+@click_options("compare")
 def compare(data, **o):
     """Train several strategies x seeds on DATA under the same data, preprocessing and budget; write one report.
 
@@ -202,19 +133,7 @@ def compare(data, **o):
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("data")
-@click.option("--candidates", required=True,
-              help="Comma-separated starts: weights files, folders of them, imagenet, none (random-init floor), networks "
-                   "by name (imagenet:ARCH, timm:NAME, none:ARCH; each with its own preprocessing); or init schemes "
-                   "(he,xavier,default,orthogonal,lsuv) with --model.")
-@click.option("--model", default=None, help="Architecture of imagenet/none, or of init-scheme candidates "
-                                            "(any train model, or plain_mlp[:DEPTH] / plain_cnn[:DEPTH], the depth experiment's net).")
-@click.option("--by", type=click.Choice(["probe_cv", "knn_loo", "logme", "leep"]), default="probe_cv", show_default=True,
-              help="The score that orders pretrained candidates.")
-@click.option("--verify", default=None, help="Also train each candidate with this strategy (transfer, finetune-all, ...; "
-                                             "scratch for init schemes) and correlate every score with the real accuracy.")
-@engine_options(epochs=2)
-@data_options
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory [default: runs/rank-<time>].")
+@click_options("rank")
 def rank(data, **o):
     """Which start? Score candidate starts on DATA's training images in seconds, and optionally check the scores.
 
@@ -223,9 +142,7 @@ def rank(data, **o):
     """
     from warmstart.api import rank_options
 
-    if "epochs" not in given():  # the command's default: 2 for pretrained starts, 10 for init schemes
-        o["epochs"] = None
-    click.echo(rank_options({"data": data, **o}, argv=argv()).table)
+    click.echo(rank_options({"data": data, **o}, given=given(), argv=argv()).text)
 
 
 @cli.command(context_settings=CONTEXT)

@@ -1,4 +1,6 @@
-"""What ``ws.train``, ``ws.compare`` and ``ws.rank`` return: the outcome of a run, in memory and on disk.
+"""What the verbs return (``ws.train``, ``ws.compare``, ``ws.rank``, ``ws.symmetry``, ``ws.depth``): the outcome
+of a run, in memory and on disk, in one shape: ``.run_dir``, ``.summary`` (summary.json), ``.table`` (a list of
+rows, one dict per strategy, candidate or arm), ``.text`` (what the command prints) and ``_repr_html_``.
 
 A :class:`TrainResult` holds the trained model itself (``.model``), where its run directory is
 (``.run_dir``), the dict written to ``summary.json`` (``.summary``), one row per epoch (``.history``) and
@@ -30,12 +32,23 @@ def _png(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" style="max-width:100%">'
 
 
-def _table(rows: Sequence[tuple[str, Any]]) -> str:
-    def cell(v: Any) -> str:
-        return html.escape(f"{v:.4g}" if isinstance(v, float) else str(v))
+def _cell(v: Any) -> str:
+    return html.escape(f"{v:.4g}" if isinstance(v, float) else "-" if v is None else str(v))
 
-    body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{cell(v)}</td></tr>" for k, v in rows)
+
+def _table(rows: Sequence[tuple[str, Any]]) -> str:
+    body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{_cell(v)}</td></tr>" for k, v in rows)
     return f"<table>{body}</table>"
+
+
+def _rows_html(rows: Sequence[dict[str, Any]]) -> str:
+    """A ``.table`` (list of dicts) as an HTML table, one column per key of the first row."""
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(k))}</td>" for k in keys) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 @dataclass
@@ -51,6 +64,11 @@ class TrainResult:
     @property
     def classes(self) -> list[str]:
         return list(self.summary.get("classes") or [])
+
+    @property
+    def table(self) -> list[dict[str, Any]]:
+        """One row per epoch (metrics.csv): the same type as every result's ``table``."""
+        return list(self.history)
 
     def predict(self, images: Any, *, top_k: int = 5) -> list[dict[str, Any]]:
         """Top-k classes with probabilities per image, prepared exactly as the validation images were.
@@ -86,10 +104,20 @@ class _ReportedRun:
 
     run_dir: Path
     summary: dict[str, Any] = field(repr=False)
+    #: what the command prints (made by the verb that ran it: results sit below experiments, so they format nothing)
+    text: str = field(default="", repr=False)
 
     @property
     def report(self) -> Path:
         return Path(self.summary.get("report", self.run_dir / layout.REPORT_HTML))
+
+    @property
+    def table(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _html(self, command: str, headline: str, figure: Path) -> str:
+        return (f"<div><b>warmstart {command}</b> — {html.escape(headline)} — {html.escape(str(self.run_dir))}"
+                f"{_rows_html(self.table)}{_png(figure)}</div>")
 
 
 @dataclass
@@ -150,11 +178,16 @@ class RankResult(_ReportedRun):
         return str(self.summary.get("verdict", ""))
 
     @property
-    def table(self) -> str:
-        """The ranked table, one row per candidate (as ``warmstart rank`` prints it), with the verdict."""
-        from warmstart.experiments.rank import format_table
-
-        return format_table(self.summary)
+    def table(self) -> list[dict[str, Any]]:
+        """One row per candidate, best first: its name, every score, the real accuracy with ``verify``, seconds
+        (``.text`` is the table as ``warmstart rank`` prints it, with the verdict)."""
+        rows = []
+        for c in self.summary.get("candidates", []):
+            row = {"candidate": c.get("name", c["weights"]), "weights": c["weights"], **c["scores"]}
+            if "verify" in self.summary:
+                row["val_accuracy"] = (c.get("verify") or {}).get("final_val_accuracy")
+            rows.append({**row, "seconds": c.get("seconds")})
+        return rows
 
     @property
     def chart(self) -> Path:
@@ -166,7 +199,68 @@ class RankResult(_ReportedRun):
 
     def _repr_html_(self) -> str:
         return (f"<div><b>warmstart rank</b> — best: {html.escape(str(self.best))} — {html.escape(str(self.run_dir))}"
-                f"<pre>{html.escape(self.table)}</pre>{_png(self.chart)}</div>")
+                f"<pre>{html.escape(self.text)}</pre>{_png(self.chart)}</div>")
+
+
+#: the layers of custom_3_layer whose filters ``symmetry`` counts
+SYMMETRY_LAYERS = ("conv1", "conv2", "conv3", "fc1")
+
+
+@dataclass
+class SymmetryResult(_ReportedRun):
+    """One finished ``symmetry``: ``summary`` (summary.json), ``table`` (one row per arm: accuracy and, per layer,
+    distinct filters, filters and rank), ``filters`` (conv1's filters before/after, PNG), ``run_dir``, ``text``."""
+
+    @property
+    def table(self) -> list[dict[str, Any]]:
+        rows = []
+        for arm, a in self.summary.get("arms", {}).items():
+            row = {"arm": arm, "init": a.get("init"), "val_accuracy": a.get("val_accuracy"), "seed": a.get("seed")}
+            for n in SYMMETRY_LAYERS:
+                if n in a.get("layers", {}):
+                    layer = a["layers"][n]
+                    row.update({f"{n}_distinct": layer["distinct"], f"{n}_filters": layer["filters"], f"{n}_rank": layer["rank"]})
+            rows.append(row)
+        return rows
+
+    @property
+    def filters(self) -> Path:
+        return self.run_dir / self.summary.get("figures", {}).get("conv1_filters", layout.CONV1_FILTERS)
+
+    def __repr__(self) -> str:
+        acc = {arm: round(a.get("val_accuracy", 0.0), 4) for arm, a in self.summary.get("arms", {}).items()}
+        return f"SymmetryResult(val_accuracy={acc}, run_dir={str(self.run_dir)!r})"
+
+    def _repr_html_(self) -> str:
+        return self._html("symmetry", f"{self.summary.get('epochs')} epoch(s)", self.filters)
+
+
+@dataclass
+class DepthResult(_ReportedRun):
+    """One finished ``depth``: ``summary`` (summary.json), ``table`` (one row per init scheme: final train loss,
+    val accuracy, the signal's std ratios at init), ``curves`` (loss curves PNG), ``reading``, ``run_dir``, ``text``."""
+
+    @property
+    def table(self) -> list[dict[str, Any]]:
+        keys = ("final_train_loss", "val_accuracy", "act_std_ratio", "grad_std_ratio")
+        return [{"arm": arm, "init": r.get("init", arm), **{k: r.get(k) for k in keys}}
+                for arm, r in self.summary.get("arms", {}).items()]
+
+    @property
+    def reading(self) -> str:
+        return str(self.summary.get("reading", ""))
+
+    @property
+    def curves(self) -> Path:
+        return self.run_dir / layout.DEPTH_LOSS_PNG
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return f"DepthResult({s.get('depth')}-layer {s.get('arch')}, arms={list(s.get('arms', {}))}, run_dir={str(self.run_dir)!r})"
+
+    def _repr_html_(self) -> str:
+        s = self.summary
+        return self._html("depth", f"{s.get('depth')}-layer plain {str(s.get('arch')).upper()}", self.curves)
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> TrainResult:

@@ -49,6 +49,10 @@ log = logging.getLogger("warmstart.data")
 GiB = 1 << 30
 
 
+#: the area fraction range of the random-resized crop every training recipe uses (train, compare, rank's --verify)
+AUGMENT_SCALE = (0.35, 1.0)
+
+
 class ImageDataset(Dataset):
     """Decoded, resized images of ``source`` as (uint8 tensor 3 x C x C, label), C = ``preprocess.crop``.
 
@@ -58,7 +62,7 @@ class ImageDataset(Dataset):
         train: this is a training split (only names the split in progress bars and messages).
         augment: random crop + horizontal flip instead of the centre crop.
         scale: with ``augment``, also resize from a random area of the cached square: the fraction range
-            of ``T.RandomResizedCrop`` (e.g. ``(0.35, 1.0)``); ``None`` = a plain ``crop`` x ``crop`` crop.
+            of ``T.RandomResizedCrop`` (e.g. :data:`AUGMENT_SCALE`); ``None`` = a plain ``crop`` x ``crop`` crop.
         cache: ``None`` decodes everything up front (into the disk cache; without one, when it fits under
             ``memory_limit``), ``True`` always does, ``False`` never does (decode in ``__getitem__``).
         memory_limit: bytes an in-memory decoded cache may take (default 2 GiB).

@@ -43,8 +43,8 @@ IMG_EXTENSIONS: tuple[str, ...] = tuple(sorted(set(_TV_EXTENSIONS) | {".gif", ".
 #: and the result matches a full decode to within 2 grey levels (measured; tests/test_data_images.py).
 DRAFT_GAP = 4
 
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, ZeroDivisionError,
-                  Image.DecompressionBombError)
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, ZeroDivisionError,
+                 Image.DecompressionBombError)
 
 PathLike = Union[str, Path]
 
@@ -112,8 +112,8 @@ def open_image(path: PathLike) -> Image.Image:
         with Image.open(path) as img:
             img.load()
             return to_rgb(ImageOps.exif_transpose(img))
-    except _DECODE_ERRORS as e:
-        raise BadImageError(str(path), _reason(e)) from None
+    except DECODE_ERRORS as e:
+        raise BadImageError(str(path), decode_reason(e)) from None
 
 
 def load_square(path: PathLike, size: int, mode: InterpolationMode = InterpolationMode.BILINEAR) -> np.ndarray:
@@ -139,12 +139,12 @@ def load_square(path: PathLike, size: int, mode: InterpolationMode = Interpolati
             orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
             rgb = to_rgb(img)
             rgb.load()
-    except _DECODE_ERRORS as e:
-        raise BadImageError(str(path), _reason(e)) from None
+    except DECODE_ERRORS as e:
+        raise BadImageError(str(path), decode_reason(e)) from None
     return _resize_crop(rgb, size, mode, box=box, full=full, transpose=_ORIENTATION.get(orientation))
 
 
-def _reason(e: BaseException) -> str:
+def decode_reason(e: BaseException) -> str:
     text = str(e).split("\n")[0].strip()
     if "truncated" in text:
         return "truncated file?"

@@ -18,7 +18,7 @@ from PIL import Image
 from warmstart.data import _torchvision  # noqa: F401, I001  (first: torchvision without torch._dynamo)
 from torchvision.transforms import InterpolationMode
 
-from warmstart.data.images import (_DECODE_ERRORS, BadImageError, _reason, load_square, open_image, resize_center,
+from warmstart.data.images import (DECODE_ERRORS, BadImageError, decode_reason, load_square, open_image, resize_center,
                                    to_rgb)
 
 
@@ -148,8 +148,8 @@ class TorchvisionSource(ImageSource):
             img = self.dataset[self.items[i]][0]
             img.load()
             return to_rgb(img)
-        except _DECODE_ERRORS as e:
-            raise BadImageError(self.describe(i), _reason(e)) from None
+        except DECODE_ERRORS as e:
+            raise BadImageError(self.describe(i), decode_reason(e)) from None
 
     def _fingerprint_parts(self) -> Iterable[Any]:
         yield from super()._fingerprint_parts()

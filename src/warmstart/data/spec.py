@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 
 from warmstart.data.loading import DataSplits, load_data
 from warmstart.errors import UserError
+from warmstart.options import OPTIONS, check
 
 
 def parse_classes(classes: str | Sequence[str] | None) -> tuple[str, ...] | None:
@@ -25,18 +26,15 @@ class DataSpec:
 
     data: str
     data_root: str | None = None
-    val_fraction: float = 0.2
+    val_fraction: float = OPTIONS["val_fraction"].default
     subset: int | None = None
-    skip_bad_images: bool = False
+    skip_bad_images: bool = OPTIONS["skip_bad_images"].default
     classes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, str) or not self.data:
             raise UserError(f"DATA must be a folder, a CSV file or a data set name, got {self.data!r}")
-        if not (isinstance(self.val_fraction, (int, float)) and 0 < self.val_fraction < 1):
-            raise UserError(f"--val-fraction must be in (0, 1), got {self.val_fraction!r}")
-        if self.subset is not None and (isinstance(self.subset, bool) or not isinstance(self.subset, int) or self.subset < 1):
-            raise UserError(f"--subset must be a whole number >= 1, got {self.subset!r}")
+        check({"val_fraction": self.val_fraction, "subset": self.subset, "skip_bad_images": self.skip_bad_images})
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> "DataSpec":
@@ -44,7 +42,7 @@ class DataSpec:
         data = options.get("data")
         root = options.get("data_root")
         return cls(data=str(data) if isinstance(data, Path) else data, data_root=str(root) if root is not None else None,
-                   val_fraction=options.get("val_fraction", 0.2), subset=options.get("subset"),
+                   val_fraction=options.get("val_fraction", OPTIONS["val_fraction"].default), subset=options.get("subset"),
                    skip_bad_images=bool(options.get("skip_bad_images", False)), classes=parse_classes(options.get("classes")))
 
     def to_dict(self) -> dict[str, Any]:

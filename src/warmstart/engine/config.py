@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from warmstart.errors import UserError, unknown
+from warmstart.options import AMPS, OPTIMIZERS, OPTIONS, SCHEDULES, check  # noqa: F401  (the choices, declared once)
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
-AMPS = ("none", "bf16", "fp16", "auto")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: the options' defaults, declared once in warmstart.options (the fields below without one are the engine's own)
+_D = {name: o.default for name, o in OPTIONS.items()}
 
 
 @dataclass
@@ -22,56 +22,37 @@ class TrainConfig:
     epochs: int | None = None    # None = the command's default (train 5, symmetry 1, depth 30)
     lr: float | None = None      # None = the recipe's: the head's rate (train), the one rate (symmetry, depth)
     backbone_lr: float | None = None  # fine-tuned blocks [default: lr/10]
-    lr_decay: float = 1.0        # each block further from the head gets this factor more
-    batch_size: int = 32
-    optimizer: str = "adamw"
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
+    lr_decay: float = _D["lr_decay"]  # each block further from the head gets this factor more
+    batch_size: int = _D["batch_size"]
+    optimizer: str = _D["optimizer"]
+    momentum: float = _D["momentum"]
+    weight_decay: float = _D["weight_decay"]
+    schedule: str = _D["schedule"]
+    warmup_epochs: float = _D["warmup_epochs"]
     step_size: int = 10          # epochs between LR drops for schedule=step
     gamma: float = 0.1
     label_smoothing: float | None = None  # None = the caller's recipe (train: 0.1 from a linear-probe head), else 0
-    grad_clip: float = 0.0       # max grad norm; 0 = off
-    early_stopping: int = 0      # patience in epochs on val loss; 0 = off
-    seed: int = 0
-    deterministic: bool = False
-    device: str = "auto"
-    amp: str = "none"            # auto = bf16 on CUDA, none elsewhere
+    grad_clip: float = _D["grad_clip"]  # max grad norm; 0 = off
+    early_stopping: int = _D["early_stopping"]  # patience in epochs on val loss; 0 = off
+    seed: int = _D["seed"]
+    deterministic: bool = _D["deterministic"]
+    device: str = _D["device"]
+    amp: str = _D["amp"]  # auto = bf16 on CUDA, none elsewhere
     channels_last: bool | None = None  # None = auto: on for x86 CPUs (oneDNN; 1.35x measured), off elsewhere
-    workers: int = 0
+    workers: int = _D["workers"]
     eval_batch_size: int = 0     # 0 = 2 x batch_size
-    quiet: bool = False          # no log lines, no progress bars (errors and warnings still show)
-    tensorboard: bool = False
+    quiet: bool = _D["quiet"]  # no log lines, no progress bars (errors and warnings still show)
+    tensorboard: bool = _D["tensorboard"]
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        def need(ok: bool, flag: str, value, what: str) -> None:
-            if not ok:
-                raise UserError(f"--{flag} must be {what}, got {value!r}")
-
-        need(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch-size", self.batch_size, "a whole number >= 1")
-        need(self.epochs is None or (isinstance(self.epochs, int) and not isinstance(self.epochs, bool) and self.epochs >= 1),
-             "epochs", self.epochs, "a whole number >= 1")
-        for flag, v in (("lr", self.lr), ("backbone-lr", self.backbone_lr)):
-            need(v is None or (isinstance(v, (int, float)) and 0 < v < float("inf")), flag, v, "a positive number")
-        need(isinstance(self.lr_decay, (int, float)) and 0 < self.lr_decay <= 1, "lr-decay", self.lr_decay, "in (0, 1]")
-        need(0 <= self.momentum < 1, "momentum", self.momentum, "in [0, 1)")
-        need(self.weight_decay >= 0, "weight-decay", self.weight_decay, ">= 0")
-        need(self.warmup_epochs >= 0, "warmup-epochs", self.warmup_epochs, ">= 0")
-        need(self.label_smoothing is None or 0 <= self.label_smoothing < 1, "label-smoothing", self.label_smoothing, "in [0, 1)")
-        need(self.early_stopping >= 0, "early-stopping", self.early_stopping, ">= 0")
-        need(self.workers >= 0, "workers", self.workers, ">= 0")
-        need(self.channels_last in (None, True, False), "channels-last", self.channels_last, "on, off or auto")
-        if self.optimizer not in OPTIMIZERS:
-            raise unknown("optimizer", self.optimizer, OPTIMIZERS)
-        if self.schedule not in SCHEDULES:
-            raise unknown("schedule", self.schedule, SCHEDULES)
-        if self.amp not in AMPS:
-            raise unknown("amp mode", self.amp, AMPS)
-        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+        """Every field that is an option checked against its one declaration (:mod:`warmstart.options`); a field
+        whose default here is None may stay None (the command decides)."""
+        check({f.name: getattr(self, f.name) for f in fields(self)
+               if f.name in OPTIONS and not (f.default is None and getattr(self, f.name) is None)})
+        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             raise unknown("device", self.device, DEVICES)
 
     def to_dict(self) -> dict:

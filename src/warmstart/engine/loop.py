@@ -282,7 +282,9 @@ def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequenc
             seen += int(count)
 
             # ---- evaluate, record, checkpoint ----
+            v0 = time.perf_counter()
             val = evaluate(model, val_set, num_classes, cfg=cfg, device=device, normalize=normalize, world=world, loader=val_loader)
+            val_seconds = time.perf_counter() - v0
             if not math.isfinite(val["loss"]):  # the last step blew the weights up: this epoch is no good checkpoint
                 raise TrainingDiverged(
                     f"validation loss became {val['loss']} after epoch {epoch + 1} (lr {sched.get_last_lr()[0]:.3g}); "
@@ -291,7 +293,7 @@ def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequenc
             row = {"epoch": epoch, "phase": phase.name, "train_loss": float(loss_sum) / max(1, int(count)),
                    "train_accuracy": int(correct) / max(1, int(count)), "val_loss": val["loss"],
                    "val_accuracy": val["accuracy"], "lr": sched.get_last_lr()[0], "seconds": round(seconds, 3),
-                   "images_per_second": round(int(count) / max(seconds, 1e-9), 1)}
+                   "images_per_second": round(int(count) / max(seconds, 1e-9), 1), "val_seconds": round(val_seconds, 3)}
             log(f"epoch {epoch}/{total_epochs} [{phase.name}] train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}"
                 f" | val loss {val['loss']:.4f} acc {val['accuracy']:.3f} | {seconds:.1f} s, {row['images_per_second']:.0f} img/s")
             improved = at.record(row)

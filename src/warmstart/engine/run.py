@@ -140,6 +140,13 @@ class Run:
             self._tb.close()
             self._tb = None
 
+    def __enter__(self) -> "Run":
+        """``with Run(...).start() as run:``: the run is closed (its TensorBoard writer flushed) however the block ends."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def read_config(run_dir: Path | str) -> dict[str, Any]:
     p = Path(run_dir) / CONFIG

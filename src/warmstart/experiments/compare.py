@@ -36,32 +36,33 @@ from warmstart.engine.console import log
 from warmstart.engine.layout import REPORT_HTML
 from warmstart.engine.loop import resolve_device
 from warmstart.engine.run import Run, default_out, read_config, read_summary
-from warmstart.errors import UserError, unknown
+from warmstart.errors import UserError
 from warmstart.experiments.compare_arms import (aggregate, arm_name, check_plans, figures, paired,  # noqa: F401
                                                 paired_seeds, run_one, warm_up)
-from warmstart.experiments.compare_demo import demo_compare  # noqa: F401  (warmstart demo)
 from warmstart.experiments.compare_parse import DEFAULT_STRATEGIES, MAX_SEEDS, parse_seeds, parse_strategies  # noqa: F401
 from warmstart.experiments.compare_starts import (absolute, arm_plan, describe_starts, grid, grid_paired, parse_weights,
                                                   prepare_starts)
 from warmstart.experiments.runs import pm
+from warmstart.options import check as check_options
 from warmstart.report.compare_sections import subtitle, title
 from warmstart.report.reading import SIGNIFICANCE, reading  # noqa: F401
 from warmstart.report.stats import mcnemar_p  # noqa: F401  (re-exported: the paired test)
 from warmstart.transfer.prior import parse_reg
-from warmstart.transfer.spec import FEATURE_CACHE, TrainSpec
+from warmstart.transfer.recipe import DEFAULT_EPOCHS
+from warmstart.transfer.spec import TrainSpec
 
 
 
 # ----------------------------------------------------------------------------------------------- the experiment
-def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRATEGIES, seeds: int | str | Sequence[int] = 1,
-            model: str = "mobilenet_v3_small", weights: str | Sequence[str] = "imagenet", epochs: int = 5, init: str | None = None,
-            lr: float | None = None, backbone_lr: float | None = None, lr_decay: float = 1.0, bn: str = "frozen",
-            augment: str = "auto", feature_cache: str = "auto", classes: Sequence[str] | None = None, reg: str | None = None,
-            out: str | Path | None = None, resume: bool = False, data_root=None, val_fraction: float = 0.2,
-            subset: int | None = None, skip_bad_images: bool = False, cfg: TrainConfig | None = None,
-            options: dict[str, Any] | None = None, argv: list[str] | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Train every strategy with every seed on DATA under the same budget; write one run directory with a
-    sub-directory per arm, summary.json and report.html/report.md; return the summary.
+def compare(data: DataSpec | str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRATEGIES,
+            seeds: int | str | Sequence[int] = 1, model: str = TrainSpec.model, weights: str | Sequence[str] = TrainSpec.weights,
+            init: str | None = None, bn: str = TrainSpec.bn, augment: str = TrainSpec.augment,
+            feature_cache: str = TrainSpec.feature_cache, reg: str | None = None, out: str | Path | None = None, resume: bool = False,
+            cfg: TrainConfig | None = None, options: dict[str, Any] | None = None, argv: list[str] | None = None,
+            overwrite: bool = False) -> dict[str, Any]:
+    """Train every strategy with every seed on ``data`` (a :class:`~warmstart.data.spec.DataSpec`: DATA, its
+    split, subset, classes) under the same budget (``cfg``: epochs, learning rates, optimizer, ...); write one run
+    directory with a sub-directory per arm, summary.json and report.html/report.md; return the summary.
 
     ``seeds``: a count (seeds ``cfg.seed``, ``cfg.seed + 1``, ...) or explicit seeds. ``weights``: one start, or
     several (``'W1,W2'`` or a list): every start x strategy then runs, arms named ``<start>/<strategy>``
@@ -70,39 +71,22 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
     ``reg`` (``--reg l2sp...``) applies to the arms that fine-tune pretrained layers. An arm may carry its own
     modifiers (``finetune-all+l2sp:0.1``, ``finetune-all+interpolate``: :mod:`~warmstart.transfer.strategies`).
     """
-    cfg = cfg or TrainConfig()
-    lr, backbone_lr = (lr if lr is not None else cfg.lr), (backbone_lr if backbone_lr is not None else cfg.backbone_lr)
+    data_spec = data if isinstance(data, DataSpec) else DataSpec(str(data))
+    cfg = (cfg or TrainConfig()).with_defaults(epochs=DEFAULT_EPOCHS)
+    epochs, lr = cfg.epochs, cfg.lr
     # under torchrun: join the process group first, so that only rank 0 logs and writes
     from warmstart.engine.distributed import init_from_env
 
     init_from_env(resolve_device(cfg.device).type)
     strats = parse_strategies(strategies)
     seed_list = parse_seeds(seeds, cfg.seed)
-    if augment not in ("auto", "on", "off"):
-        raise unknown("augment mode", augment, ("auto", "on", "off"))
-    if feature_cache not in FEATURE_CACHE:
-        raise unknown("feature cache mode", feature_cache, FEATURE_CACHE)
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise UserError(f"--epochs must be a whole number >= 1, got {epochs!r}")
-    if init:
-        if all(s.needs_pretrained for s in strats):
-            raise UserError(f"--init {init} initialises the scratch arms, but --strategies has none (the others start from "
-                            "pretrained weights); add scratch to --strategies or drop --init")
-        from warmstart.init.spec import check_init
-
-        check_init(init)  # a bad spec fails before anything is written
+    check_options({"augment": augment, "feature_cache": feature_cache})
     if parse_reg(reg) is not None and not any(s.fine_tunes for s in strats):
         raise UserError(f"--reg {reg} pulls fine-tuned pretrained layers toward their start, but no arm of --strategies fine-tunes "
                         "(finetune-all, finetune-last:K, gradual); add one or drop --reg")
+    arm_specs, augs = _arm_specs(strats, model=model, init=init, bn=bn, augment=augment, feature_cache=feature_cache, reg=reg)
     specs = parse_weights(weights)
-    # every arm's TrainSpec (augment resolved per strategy, so all arms of a strategy see the same images)
-    augs = {s.spec: TrainSpec(model=model, strategy=s, augment=augment).augments for s in strats}
-    arm_specs = {s.spec: TrainSpec(model=model, strategy=s, init=init if s.from_scratch else None, bn=bn,
-                                   augment="on" if augs[s.spec] else "off", feature_cache=feature_cache,
-                                   reg=reg if s.fine_tunes and s.reg is None else None) for s in strats}
-    arm_cfg = dataclasses.replace(cfg, epochs=epochs, lr=lr, backbone_lr=backbone_lr, lr_decay=lr_decay)
-    data_spec = DataSpec.from_options({"data": data, "data_root": data_root, "val_fraction": val_fraction, "subset": subset,
-                                       "skip_bad_images": skip_bad_images, "classes": classes})
+    arm_cfg = cfg
     starts = prepare_starts(data_spec, specs, strats, arch=model, augment=any(augs.values()), seed=seed_list[0])
     prepared = starts[0].prepared  # the split, the validation images and scratch's preprocessing
     arms = arm_plan(starts, strats)
@@ -111,17 +95,13 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
 
     out = Path(out) if out else default_out("compare")
     if options is None:  # called as a library: record the call, so config.json still says how to rerun it
-        options = {"data": str(data), "strategies": ",".join(s.spec for s in strats), "seeds": ",".join(map(str, seed_list)),
-                   "model": model, "weights": ",".join(specs) if len(specs) == 1 else absolute(specs), "epochs": epochs,
-                   "init": init, "lr": lr, "backbone_lr": backbone_lr, "lr_decay": lr_decay, "bn": bn, "augment": augment,
-                   "feature_cache": feature_cache, "reg": str(reg or "none"),
-                   "classes": ",".join(classes) if classes else None, "data_root": str(data_root) if data_root else None,
-                   "val_fraction": val_fraction, "subset": subset, "skip_bad_images": skip_bad_images,
-                   **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "lr"}}
+        options = _called(data_spec, cfg, strategies=",".join(s.spec for s in strats), seeds=",".join(map(str, seed_list)),
+                          model=model, weights=",".join(specs) if len(specs) == 1 else absolute(specs), init=init, bn=bn,
+                          augment=augment, feature_cache=feature_cache, reg=str(reg or "none"))
     if len(specs) > 1 and options.get("weights") == weights:  # several paths: recorded absolute, for --resume anywhere
         options = {**options, "weights": absolute(specs)}
     setup = {"options": options, "preprocess": prepared.weights.preprocess.to_dict(),
-             "strategies": [s.spec for s in strats], "seeds": seed_list}
+             "strategies": [s.spec for s in strats], "seeds": seed_list, "train_config": arm_cfg.to_dict()}
     if len(starts) > 1:
         setup["starts"] = describe_starts(starts)
     run = Run(out, "compare", setup, resume=resume, tensorboard=cfg.tensorboard, argv=argv, overwrite=overwrite).start()
@@ -135,29 +115,55 @@ def compare(data: str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRAT
                                    resume=resume, setup=setup, key=key, start=start.name if strat.needs_pretrained else None))
     summary = aggregate(records, strategies=[key for key, _, _ in arms], val_images=len(prepared.val))
     where = "; ".join(st.prepared.weights.where for st in starts)
-    summary.update(data=prepared.splits.source, data_name=_short(data), model=model, weights=where,
+    summary.update(data=prepared.splits.source, data_name=_short(data_spec.data), model=model, weights=where,
                    epochs=epochs, seeds=seed_list, classes=prepared.splits.classes, train_images=len(prepared.train_plain),
                    val_is_test=prepared.splits.val_is_test, augment=augs,
                    label_smoothing={r["strategy"]: r.get("label_smoothing") for r in records}, optimizer=cfg.optimizer, lr=lr,
                    batch_size=cfg.batch_size, device=str(resolve_device(cfg.device)), figures={})
     if run.main:
-        figures(run.dir, summary, prepared)
-        summary["paired"] = paired(run.dir, summary)
-        if len(starts) > 1:  # the starts x strategies grid, and each strategy's starts tested against each other
-            summary["starts"] = describe_starts(starts)
-            summary["grid"] = grid(summary, arms)
-            summary["grid"]["paired"] = grid_paired(summary["grid"], lambda a, b: paired_seeds(run.dir, summary, a, b))
-        summary["reading"] = reading(summary)
-        run.write_summary(summary)
-        from warmstart.report.html import write_report
-
-        write_report(run.dir, title(summary), sections(run.dir), subtitle=subtitle(summary))
+        _write_report(run, summary, starts, arms, prepared)
     run.close()
     summary = {**summary, "report": str(run.dir / REPORT_HTML)}  # returned, not in summary.json
     b = summary["strategies"][summary["best"]]
     log(f"best: {summary['best']} {pm(b['final_val_accuracy']['mean'], b['final_val_accuracy']['std'], b['seeds'])} final val "
         f"accuracy; report {run.dir / REPORT_HTML}")
     return summary
+
+
+def _called(data: DataSpec, cfg: TrainConfig, **options: Any) -> dict[str, Any]:
+    """The options of a library call, as the command line would give them (config.json's ``options``)."""
+    return {**data.to_dict(), **options, **cfg.to_dict(), "classes": ",".join(data.classes) if data.classes else None}
+
+
+def _arm_specs(strats, *, model: str, init: str | None, bn: str, augment: str, feature_cache: str, reg: str | None = None):
+    """Every arm's TrainSpec, and whether each strategy augments (resolved per strategy, so all arms of a strategy
+    see the same images); an --init with no scratch arm, or a bad one, fails here, before anything is written."""
+    if init:
+        if all(s.needs_pretrained for s in strats):
+            raise UserError(f"--init {init} initialises the scratch arms, but --strategies has none (the others start from "
+                            "pretrained weights); add scratch to --strategies or drop --init")
+        from warmstart.init.spec import check_init
+
+        check_init(init)
+    augs = {s.spec: TrainSpec(model=model, strategy=s, augment=augment).augments for s in strats}
+    return {s.spec: TrainSpec(model=model, strategy=s, init=init if s.from_scratch else None, bn=bn,
+                              augment="on" if augs[s.spec] else "off", feature_cache=feature_cache,
+                              reg=reg if s.fine_tunes and s.reg is None else None) for s in strats}, augs
+
+
+def _write_report(run: Run, summary: dict[str, Any], starts, arms, prepared) -> None:
+    """The figures, the paired tests, the grid of starts (with several), the reading; summary.json and the report."""
+    figures(run.dir, summary, prepared)
+    summary["paired"] = paired(run.dir, summary)
+    if len(starts) > 1:  # the starts x strategies grid, and each strategy's starts tested against each other
+        summary["starts"] = describe_starts(starts)
+        summary["grid"] = grid(summary, arms)
+        summary["grid"]["paired"] = grid_paired(summary["grid"], lambda a, b: paired_seeds(run.dir, summary, a, b))
+    summary["reading"] = reading(summary)
+    run.write_summary(summary)
+    from warmstart.report.html import write_report
+
+    write_report(run.dir, title(summary), sections(run.dir), subtitle=subtitle(summary))
 
 
 def sections(run_dir: str | Path) -> list:

@@ -49,9 +49,9 @@ def demo_compare(out: str | Path, *, seed: int = 0, quick: bool = False, device:
               options={"data": "digits", "model": "custom_3_layer", "weights": "none", "strategy": "scratch",
                        "classes": "0,1,2,3,4", "epochs": 4 if quick else 8, "lr": 3e-3, "seed": seed + SOURCE_SEED_OFFSET})
     epochs, seeds = (3, 1) if quick else (6, 2)
-    return compare("digits", strategies=DEFAULT_STRATEGIES, seeds=seeds, model="custom_3_layer", weights=str(src / MODEL_FILE),
-                   augment="off", epochs=epochs, classes=[str(c) for c in range(5, 10)], val_fraction=DEMO_VAL_FRACTION, out=out,
-                   cfg=TrainConfig(seed=seed, device=device, batch_size=16),
+    return compare(DataSpec("digits", classes=tuple(str(c) for c in range(5, 10)), val_fraction=DEMO_VAL_FRACTION),
+                   strategies=DEFAULT_STRATEGIES, seeds=seeds, model="custom_3_layer", weights=str(src / MODEL_FILE),
+                   augment="off", out=out, cfg=TrainConfig(seed=seed, device=device, batch_size=16, epochs=epochs),
                    options={"data": "digits", "strategies": ",".join(DEFAULT_STRATEGIES), "seeds": str(seeds),
                             "model": "custom_3_layer", "weights": str(src / MODEL_FILE), "epochs": epochs, "lr": None,
                             "classes": "5,6,7,8,9", "val_fraction": DEMO_VAL_FRACTION, "augment": "off", "batch_size": 16,

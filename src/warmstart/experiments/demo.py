@@ -35,7 +35,7 @@ def demo(out: str | Path | None = None, *, quick: bool = False, seed: int = 0, d
     """Run the three experiments briefly on digits; write OUT/report.html and return its path."""
     from warmstart.experiments import depth as depth_mod
     from warmstart.experiments import symmetry as symmetry_mod
-    from warmstart.experiments.compare import demo_compare
+    from warmstart.experiments.compare_demo import demo_compare
     from warmstart.experiments.compare import sections as compare_sections
 
     t0 = time.perf_counter()
@@ -46,10 +46,9 @@ def demo(out: str | Path | None = None, *, quick: bool = False, seed: int = 0, d
     log("demo 1/3: symmetry — constant vs random starts of the lecture's 3-layer CNN")
     t = time.perf_counter()
     sym_epochs = 1 if quick else 3
-    sym = symmetry_mod.symmetry("digits", out=out / "symmetry", subset=symmetry_mod.QUICK_SUBSET, epochs=sym_epochs,
-                                constant_linear=True,
+    sym = symmetry_mod.symmetry("digits", out=out / "symmetry", subset=symmetry_mod.QUICK_SUBSET, constant_linear=True,
                                 cfg=TrainConfig(optimizer="sgd", lr=symmetry_mod.DEFAULT_LR, schedule="constant", seed=seed,
-                                                device=device),
+                                                device=device, epochs=sym_epochs),
                                 argv=["warmstart", "symmetry", "digits", "--subset", str(symmetry_mod.QUICK_SUBSET), "--epochs",
                                       str(sym_epochs), "--constant-linear", "--seed", str(seed), "--out", str(out / "symmetry")])
     timings["symmetry"] = time.perf_counter() - t

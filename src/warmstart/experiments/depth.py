@@ -332,7 +332,10 @@ def _run_arm(run: Run, arm: str, spec: str, data: DepthData, *, arch: str, depth
         diverged = True
         warn(f"arm {arm}: {e}")
     finally:
-        diag.finish(title=arm)
+        if diag.finish():
+            from warmstart.report.signal_plots import plot_signal
+
+            plot_signal(diag.history, diag.out_dir, title=arm)
         sub.close()
     last = history[-1] if history else {}
     row = {

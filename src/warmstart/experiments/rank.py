@@ -27,13 +27,15 @@ INIT_PROBE_IMAGES = 256  # as warmstart depth's probe batch
 
 def rank(data: str | Path, candidates: str | Sequence[str], *, model: str | None = None, by: str | None = None,
          verify: str | None = None, epochs: int | None = None, out: str | Path | None = None, cfg=None,
-         options: dict[str, Any] | None = None, argv: list[str] | None = None, **data_kw) -> dict[str, Any]:
+         options: dict[str, Any] | None = None, argv: list[str] | None = None, verify_given: Sequence[str] = (),
+         **data_kw) -> dict[str, Any]:
     """Rank the candidate starts on DATA; write OUT (config.json, summary.json, report.html). Returns the summary,
-    plus ``report`` (the report's path; not in summary.json)."""
+    plus ``report`` (the report's path; not in summary.json). ``verify_given``: the training options named
+    explicitly, which --verify of a plain net (the depth experiment's recipe) takes instead of its own."""
     tokens, inits = check_candidates(candidates, model=model)
     if inits:
         return rank_inits(data, tokens, model=model, verify=verify, epochs=epochs or 10, out=out, cfg=cfg,
-                          options=options, argv=argv, **data_kw)
+                          options=options, argv=argv, verify_given=verify_given, **data_kw)
     from warmstart.transfer.rank import rank_starts
 
     return rank_starts(data, tokens, model=model, by=by or "probe_cv", verify_strategy=verify, epochs=epochs or 2, out=out,
@@ -53,7 +55,7 @@ def _plain(model: str) -> tuple[str, int] | None:
 def rank_inits(data: str | Path, tokens: list[str], *, model: str | None, verify: str | None, epochs: int,
                out: str | Path | None, cfg=None, options: dict[str, Any] | None = None, data_root=None,
                val_fraction: float = 0.2, subset: int | None = None, skip_bad_images: bool = False,
-               argv: list[str] | None = None) -> dict[str, Any]:
+               argv: list[str] | None = None, verify_given: Sequence[str] = ()) -> dict[str, Any]:
     """Score each init scheme at init on one training batch (zero-cost signal spread); ``verify="scratch"`` trains."""
     from warmstart.engine.config import TrainConfig
     from warmstart.engine.run import Run, default_out
@@ -105,11 +107,11 @@ def rank_inits(data: str | Path, tokens: list[str], *, model: str | None, verify
     run = Run(Path(out) if out else default_out("rank"), "rank",
               {"options": options or {"data": str(data), "candidates": tokens, "model": model, "verify": verify,
                                       "epochs": epochs, **cfg.to_dict()}, "inits": specs, "train": cfg.to_dict()},
-              argv=argv).start()
+              argv=argv, tensorboard=cfg.tensorboard).start()
     summary: dict[str, Any] = {"kind": "inits", "model": model, "data": source, "classes": n, "by": "signal_spread",
                                "lower_is_better": True, "probe_images": len(batch[0])}
     if verify:
-        real = _verify_inits(run, data, tokens, specs, model, plain, epochs, cfg, data_root=data_root,
+        real = _verify_inits(run, data, tokens, specs, model, plain, epochs, cfg, verify_given, data_root=data_root,
                              val_fraction=val_fraction, subset=subset, skip_bad_images=skip_bad_images,
                              prepared=None if plain else prepared)
         for r in rows:
@@ -149,6 +151,7 @@ def _score_init(t: str, spec: str, make, lsuv, batch, model: str, seed: int) -> 
 
 def _scratch_prepared(data, model, cfg, *, data_root, val_fraction, subset, skip_bad_images, val: bool):
     from warmstart.data import ImageDataset, load_data
+    from warmstart.data.dataset import AUGMENT_SCALE
     from warmstart.transfer.recipe import Prepared
     from warmstart.transfer.weights import resolve_weights
 
@@ -157,14 +160,17 @@ def _scratch_prepared(data, model, cfg, *, data_root, val_fraction, subset, skip
                        skip_bad_images=skip_bad_images)
     train = ImageDataset(splits.train, w.preprocess, train=True, skip_bad_images=skip_bad_images)
     v = ImageDataset(splits.val, w.preprocess, skip_bad_images=skip_bad_images) if val else None
-    return Prepared(splits, w, train, train.with_augmentation(scale=(0.35, 1.0)), v, {})  # type: ignore[arg-type]
+    return Prepared(splits, w, train, train.with_augmentation(scale=AUGMENT_SCALE), v, {})  # type: ignore[arg-type]
 
 
-def _verify_inits(run, data, tokens, specs, model, plain, epochs, cfg, *, prepared, **data_kw) -> dict[str, dict]:
+def _verify_inits(run, data, tokens, specs, model, plain, epochs, cfg, given=(), *, prepared, **data_kw) -> dict[str, dict]:
     if plain:
         from warmstart.experiments.depth import default_config, depth
 
-        dcfg = default_config(seed=cfg.seed, device=cfg.device, quiet=cfg.quiet)
+        # the depth experiment's recipe (SGD, lr 0.01, ...), but every training option named explicitly wins
+        own = {k: getattr(cfg, k) for k in given if k != "epochs"}
+        dcfg = default_config(**{"seed": cfg.seed, "device": cfg.device, "quiet": cfg.quiet, "tensorboard": cfg.tensorboard,
+                                 **own})
         s = depth(data, out=run.dir / VERIFY, arch=plain[0], depth=plain[1], arms=tokens, epochs=epochs, cfg=dcfg, **data_kw)
         return {t: {"strategy": "scratch", "final_val_accuracy": s["arms"][t]["val_accuracy"],
                     "final_train_loss": s["arms"][t]["final_train_loss"], "run": f"{VERIFY}/{t}", "recipe": "warmstart depth (SGD)"}
@@ -177,11 +183,8 @@ def _verify_inits(run, data, tokens, specs, model, plain, epochs, cfg, *, prepar
     out = {}
     arm_cfg = replace(cfg, epochs=epochs, lr_decay=1.0)
     for t in tokens:
-        sub = run.sub(f"{VERIFY}/{t}", {"init": specs[t], "epochs": epochs})
-        try:
+        with run.sub(f"{VERIFY}/{t}", {"init": specs[t], "epochs": epochs}) as sub:
             _, _, s = run_arm(prepared, sub, TrainSpec(model=model, strategy="scratch", init=specs[t], augment="on"), arm_cfg)
-        finally:
-            sub.close()
         out[t] = {"strategy": "scratch", "final_val_accuracy": s["final_val_accuracy"],
                   "best_val_accuracy": s["best_val_accuracy"], "run": f"{VERIFY}/{t}"}
     return out

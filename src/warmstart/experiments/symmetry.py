@@ -156,7 +156,7 @@ def explain_arm(model: nn.Module, start: nn.Module, layers: dict[str, dict], sta
 
 # ---------------------------------------------------------------------------------------------- the experiment
 
-def symmetry(data: str | Path | None = None, *, init: str | None = None, constant_linear: bool = False, epochs: int | None = None,
+def symmetry(data: str | Path | None = None, *, init: str | None = None, constant_linear: bool = False,
              subset: int | None = DEFAULT_SUBSET, restarts: int = 1, restart_epochs: int = 1,
              out: str | Path | None = None, resume: bool = False, data_root: str | Path | None = None,
              val_fraction: float = 0.2, skip_bad_images: bool = False, quick: bool = False,
@@ -167,28 +167,23 @@ def symmetry(data: str | Path | None = None, *, init: str | None = None, constan
     ``quick`` (the demo) caps the data at :data:`QUICK_SUBSET` images per class and split and trains 1 epoch.
     ``restarts`` > 1 makes the random arm the best of K seeds (:mod:`warmstart.init.restarts`).
     ``cfg`` holds the optimizer, learning rate, batch size, seed, device...: by default plain SGD (momentum
-    0.9), lr 0.01, constant schedule, batch 32; its ``lr`` and ``epochs`` are used where given (``epochs``
-    here wins; 1 when neither says). ``argv``: the command line recorded in config.json.
+    0.9), lr 0.01, constant schedule, batch 32, 1 epoch where its ``lr`` and ``epochs`` are None.
+    ``argv``: the command line recorded in config.json.
     """
     t0 = time.perf_counter()
     cfg = (cfg or TrainConfig(optimizer="sgd", schedule="constant")).with_defaults(lr=DEFAULT_LR)
     cfg.check_one_rate("symmetry")
     lr = cfg.lr
-    epochs = epochs if epochs is not None else cfg.epochs if cfg.epochs is not None else 1
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise UserError(f"--epochs must be a whole number >= 1, got {epochs!r}")
+    epochs = cfg.epochs if cfg.epochs is not None else 1
     check_restarts(restarts, restart_epochs)
     if quick:
         subset, epochs = min(subset or QUICK_SUBSET, QUICK_SUBSET), 1
     specs = arm_specs(init, constant_linear)
     for spec in specs.values():  # every rule must fit the network (names, shapes) before anything is read or written
         arm_model(spec, 10, cfg.seed)
-    data, splits = _load(data, data_root=data_root, val_fraction=val_fraction, subset=subset, seed=cfg.seed,
-                         skip_bad_images=skip_bad_images)
+    data, splits, train_set, val_set = _datasets(data, data_root=data_root, val_fraction=val_fraction, subset=subset,
+                                                 seed=cfg.seed, skip_bad_images=skip_bad_images)
     n = splits.num_classes
-    log(describe_splits(splits) + (" (validation = the data set's test split)" if splits.val_is_test else ""))
-    train_set = ImageDataset(splits.train, PREPROCESS, train=True, skip_bad_images=skip_bad_images)
-    val_set = ImageDataset(splits.val, PREPROCESS, skip_bad_images=skip_bad_images)
     normalize = Normalizer.of(PREPROCESS)
 
     out = Path(out) if out else default_out("symmetry")
@@ -208,48 +203,68 @@ def symmetry(data: str | Path | None = None, *, init: str | None = None, constan
     best: BestOfK | None = None
     for arm, spec in specs.items():
         log(f"arm {arm}: {spec}")
-        arm_run = run.sub(arm, {"arm": arm, "init": spec})
-        seed = cfg.seed
-        if arm == "random" and restarts > 1:
-            def trial(m: nn.Module, s: int, spec: str = spec, arm_run: Run = arm_run) -> float:
-                sub = arm_run.sub(f"restarts/seed-{s}", {"seed": s, "init": spec, "epochs": restart_epochs})
-                try:
-                    return train(m, sub, restart_epochs).final_val_accuracy
-                finally:
-                    sub.close()
-
-            best = best_of_k(restarts, cfg.seed, lambda s, spec=spec: arm_model(spec, n, s), trial)
-            model, seed = best.model, best.chosen.seed
-        else:
-            model = arm_model(spec, n, seed)
-        start = arm_model(spec, n, seed)  # the arm's starting weights (the trials trained theirs)
-        result = train(model, arm_run, epochs)
-        model.to("cpu")
-        arms[arm] = {"val_accuracy": result.final_val_accuracy, "best_val_accuracy": result.best_val_accuracy,
-                     "init": spec, "seed": seed, "layers": _layers(model, start), "train_seconds": result.train_seconds,
-                     "run_dir": arm}
-        arm_run.write_summary(arms[arm])
-        arm_run.close()
-        histories[arm] = result.history
+        with run.sub(arm, {"arm": arm, "init": spec}) as arm_run:
+            k = restarts if arm == "random" else 1
+            arms[arm], histories[arm], start, model, chosen = _train_arm(arm, spec, arm_run, train, n, cfg.seed, k, restart_epochs,
+                                                                          epochs)
+        best = chosen or best
         if arm in ("constant", "random"):
             conv1[f"{arm}: start"], conv1[f"{arm}: trained"] = start.conv1.weight.detach(), model.conv1.weight.detach()
-
-    from warmstart.report.plots import filter_grid, learning_curves
-
-    filter_grid(conv1, run.dir / FILTERS_PNG, max_filters=32,
-                title="conv1's filters at the start and after training (each filter scaled on its own)")
-    learning_curves(histories, run.dir / CURVES_PNG, title="custom_3_layer: constant vs random start")
-    summary: dict[str, Any] = {
-        "arms": arms, "seconds": round(time.perf_counter() - t0, 3), "epochs": epochs, "lr": lr, "optimizer": cfg.optimizer,
-        "data": splits.source, "classes": splits.classes, "train_images": len(train_set), "val_images": len(val_set),
-        "val_is_test": splits.val_is_test, "figures": {"conv1_filters": FILTERS_PNG, "learning_curves": CURVES_PNG},
-    }
+    _pictures(run, conv1, histories)
+    summary = {"arms": arms, "seconds": round(time.perf_counter() - t0, 3), "epochs": epochs, "lr": lr,
+               "optimizer": cfg.optimizer, **_data_keys(splits, train_set, val_set),
+               "figures": {"conv1_filters": FILTERS_PNG, "learning_curves": CURVES_PNG}}
     if best is not None:
         summary["restarts"] = {**best.summary(), "arm": "random", "restart_epochs": restart_epochs}
     run.write_summary(summary)
     run.close()
     log(f"{summary['seconds']:.1f} s; run directory {run.dir}")
     return summary
+
+
+def _data_keys(splits, train_set, val_set) -> dict[str, Any]:
+    return {"data": splits.source, "classes": splits.classes, "train_images": len(train_set), "val_images": len(val_set),
+            "val_is_test": splits.val_is_test}
+
+
+def _datasets(data, *, skip_bad_images: bool, **load):
+    """DATA (resolved), its splits, and the training and validation images at the lecture's 32 x 32."""
+    data, splits = _load(data, skip_bad_images=skip_bad_images, **load)
+    log(describe_splits(splits) + (" (validation = the data set's test split)" if splits.val_is_test else ""))
+    return (data, splits, ImageDataset(splits.train, PREPROCESS, train=True, skip_bad_images=skip_bad_images),
+            ImageDataset(splits.val, PREPROCESS, skip_bad_images=skip_bad_images))
+
+
+def _train_arm(arm: str, spec: str, arm_run: Run, train, n: int, seed: int, restarts: int, restart_epochs: int,
+               epochs: int) -> tuple[dict[str, Any], list, nn.Module, nn.Module, BestOfK | None]:
+    """One arm: its start (the best of ``restarts`` seeds when > 1), trained ``epochs``; its record, history,
+    starting and trained model, and the restarts' outcome."""
+    best = None
+    if restarts > 1:
+        def trial(m: nn.Module, s: int) -> float:
+            with arm_run.sub(f"restarts/seed-{s}", {"seed": s, "init": spec, "epochs": restart_epochs}) as sub:
+                return train(m, sub, restart_epochs).final_val_accuracy
+
+        best = best_of_k(restarts, seed, lambda s: arm_model(spec, n, s), trial)
+        model, seed = best.model, best.chosen.seed
+    else:
+        model = arm_model(spec, n, seed)
+    start = arm_model(spec, n, seed)  # the arm's starting weights (the trials trained theirs)
+    result = train(model, arm_run, epochs)
+    model.to("cpu")
+    record = {"val_accuracy": result.final_val_accuracy, "best_val_accuracy": result.best_val_accuracy, "init": spec,
+              "seed": seed, "layers": _layers(model, start), "train_seconds": result.train_seconds, "run_dir": arm}
+    arm_run.write_summary(record)
+    return record, result.history, start, model, best
+
+
+def _pictures(run: Run, conv1: dict[str, Any], histories: dict[str, list]) -> None:
+    """conv1's filters at the start and after training, and the learning curves, per arm."""
+    from warmstart.report.plots import filter_grid, learning_curves
+
+    filter_grid(conv1, run.dir / FILTERS_PNG, max_filters=32,
+                title="conv1's filters at the start and after training (each filter scaled on its own)")
+    learning_curves(histories, run.dir / CURVES_PNG, title="custom_3_layer: constant vs random start")
 
 
 def _load(data, *, data_root, val_fraction: float, subset, seed: int, skip_bad_images: bool):
@@ -294,6 +309,19 @@ def format_table(summary: dict[str, Any], layers: tuple[str, ...] = ("conv1", "c
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
                      for r in rows)
+
+
+def report_text(summary: dict[str, Any]) -> str:
+    """What the command prints: the table, why each non-random arm's filters stayed alike, the restarts, the time."""
+    lines = [format_table(summary)]
+    for arm, a in summary["arms"].items():
+        if arm != "random":
+            lines += [f"{arm}: {a['layers'][n]['explanation']}" for n in ("conv1", "conv2", "conv3")]
+    if "restarts" in summary:
+        r = summary["restarts"]
+        lines.append(f"random = best of {r['k']}: seed {r['chosen_seed']}; val accuracy min {r['val_accuracy']['min']:.3f} "
+                     f"median {r['val_accuracy']['median']:.3f} max {r['val_accuracy']['max']:.3f}")
+    return "\n".join([*lines, f"{summary['seconds']:.1f} s"])
 
 
 def sections(run_dir: str | Path) -> list:

@@ -47,15 +47,14 @@ def run_train(data: DataSpec, spec: TrainSpec, cfg: TrainConfig, *, out: str | P
     net = recipe.check(prepared, spec, cfg)
     config = {"options": options or {}, "data_spec": data.to_dict(), "train_spec": spec.to_dict(), "train_config": cfg.to_dict(),
               "preprocess": prepared.weights.preprocess.to_dict()}
-    run = Run(out if out is not None else default_out("train"), "train", config, resume=resume, overwrite=overwrite,
-              tensorboard=cfg.tensorboard, argv=argv).start()
-    best = _best_of_k(prepared, run, spec, cfg, resume) if spec.restarts > 1 else None
-    model, result, summary = recipe.run_arm(prepared, run, spec, cfg, resume=resume, model=best.model if best else net,
-                                            diagnostics=diagnostics)
-    if best is not None:
-        summary["restarts"] = {**best.summary(), "restart_epochs": spec.restart_epochs}
-        run.write_summary(summary)
-    run.close()
+    with Run(out if out is not None else default_out("train"), "train", config, resume=resume, overwrite=overwrite,
+             tensorboard=cfg.tensorboard, argv=argv).start() as run:
+        best = _best_of_k(prepared, run, spec, cfg, resume) if spec.restarts > 1 else None
+        model, result, summary = recipe.run_arm(prepared, run, spec, cfg, resume=resume, model=best.model if best else net,
+                                                diagnostics=diagnostics)
+        if best is not None:
+            summary["restarts"] = {**best.summary(), "restart_epochs": spec.restart_epochs}
+            run.write_summary(summary)
     log(f"best val accuracy {summary['best_val_accuracy']:.4f} (epoch {summary['best_epoch']}), final {summary['final_val_accuracy']:.4f}; "
         f"{summary['train_seconds']:.1f} s; run directory {run.dir}")
     return TrainResult(model=model, run_dir=run.dir, summary=summary, history=list(result.history), weights=prepared.weights)
@@ -67,12 +66,9 @@ def _best_of_k(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, 
     from warmstart.init.restarts import best_of_k
 
     def trial(m: nn.Module, s: int) -> float:
-        sub = run.sub(f"{layout.RESTARTS}/seed-{s}", {"seed": s, "epochs": spec.restart_epochs})
-        try:
+        with run.sub(f"{layout.RESTARTS}/seed-{s}", {"seed": s, "epochs": spec.restart_epochs}) as sub:
             return recipe.run_arm(prepared, sub, spec, replace(cfg, epochs=spec.restart_epochs), resume=resume,
                                   model=m)[1].final_val_accuracy
-        finally:
-            sub.close()
 
     return best_of_k(spec.restarts, cfg.seed, lambda s: recipe.build_model(prepared, spec, seed=s, batch_size=cfg.batch_size), trial)
 

@@ -16,7 +16,8 @@ Files, in the arm's run directory (:meth:`~SignalDiagnostics.save`):
   x1/6 for PyTorch's default init) and ``pred_var_local`` (the same law from the layer's measured input);
 * ``signal_layers.png`` (per-layer std of outputs and of gradients at init and a few epochs, measured
   solid, predicted dashed: Glorot & Bengio 2010 fig. 6-7, He et al. 2015 fig. 3),
-  ``signal_histograms_init.png`` and ``signal_histograms_final.png``;
+  ``signal_histograms_init.png`` and ``signal_histograms_final.png``, drawn from these snapshots by
+  :func:`warmstart.report.signal_plots.plot_signal` (reporting sits above init: the run calls it);
 * with TensorBoard on, per layer and epoch: histograms ``signal/out/<layer>`` (and ``signal/act/<layer>``
   after its nonlinearity) and scalars ``signal/out_std/<layer>``, ``signal/grad_out_std/<layer>``,
   ``signal/pred_std/<layer>``. Histogram counts use fixed bins over [-4, 4]; values outside fall in
@@ -34,18 +35,16 @@ import io as _io
 import json
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from warmstart.engine import io
-from warmstart.engine.layout import (SIGNAL_CSV, SIGNAL_HIST_FINAL_PNG, SIGNAL_HIST_INIT_PNG, SIGNAL_JSON,
-                                     SIGNAL_LAYERS_PNG)
+from warmstart.engine.layout import SIGNAL_CSV, SIGNAL_JSON
 from warmstart.errors import UserError
 from warmstart.init.signal import SignalStats, signal_stats
 
-LAYERS_PNG, HIST_INIT_PNG, HIST_FINAL_PNG = SIGNAL_LAYERS_PNG, SIGNAL_HIST_INIT_PNG, SIGNAL_HIST_FINAL_PNG
 
 
 class SignalDiagnostics:
@@ -54,7 +53,7 @@ class SignalDiagnostics:
     Args:
         probe: ``(x, y)``, training inputs exactly as the model sees them (normalised) and their labels;
             e.g. :func:`warmstart.init.data_init.sample_batch`.
-        out_dir: where :meth:`save` and :meth:`plot` write (the arm's run directory).
+        out_dir: where :meth:`save` writes (and the run, :func:`~warmstart.report.signal_plots.plot_signal`) (the arm's run directory).
         nonlinearity: ``"relu"``/``"linear"`` to put the plain-net prediction beside the measurement, or None.
         tensorboard: a ``SummaryWriter`` (``run.tensorboard()``) to also log histograms and scalars to, or None.
     """
@@ -120,44 +119,14 @@ class SignalDiagnostics:
         io.write_text(csv_path, buf.getvalue(), "signal statistics")
         return [json_path, csv_path]
 
-    def plot(self, title: str = "") -> list[Path]:
-        """Write the per-layer curves and the histograms at init and at the end; returns their paths."""
-        return plot_signal(self.history, self.out_dir, title=title)
-
-    def finish(self, title: str = "") -> list[Path]:
-        """:meth:`save` and :meth:`plot`; closes nothing (the TensorBoard writer belongs to the run)."""
+    def finish(self) -> list[Path]:
+        """:meth:`save` (the pictures are the report's: :func:`warmstart.report.signal_plots.plot_signal`);
+        closes nothing (the TensorBoard writer belongs to the run)."""
         if not self.history:
             return []
         if self.tensorboard is not None:
             self.tensorboard.flush()
-        return self.save() + self.plot(title)
-
-
-def snapshots_to_plot(history: Sequence[SignalStats], max_lines: int = 5) -> dict[str, SignalStats]:
-    """Init, the last snapshot and evenly spaced ones between: at most ``max_lines``, by tag."""
-    if len(history) <= max_lines:
-        picked = list(history)
-    else:
-        step = (len(history) - 1) / (max_lines - 1)
-        picked = [history[round(i * step)] for i in range(max_lines)]
-    return {s.tag or f"#{i}": s for i, s in enumerate(picked)}
-
-
-def plot_signal(history: Sequence[SignalStats], out_dir: str | Path, *, title: str = "") -> list[Path]:
-    """The diagnostics PNGs of :class:`SignalDiagnostics` from a list of snapshots (e.g. :func:`load_signal`)."""
-    from warmstart.report.signal_plots import plot_histograms, plot_layer_stats
-
-    if not history:
-        raise UserError("no signal snapshots to plot")
-    out_dir = Path(out_dir)
-    prefix = f"{title}: " if title else ""
-    paths = [plot_layer_stats(snapshots_to_plot(history), out_dir / LAYERS_PNG,
-                              title=f"{prefix}per-layer signal on the probe batch, during training")]
-    paths.append(plot_histograms(history[0], out_dir / HIST_INIT_PNG, title=f"{prefix}activations at init"))
-    if len(history) > 1:
-        paths.append(plot_histograms(history[-1], out_dir / HIST_FINAL_PNG,
-                                     title=f"{prefix}activations after training ({history[-1].tag})"))
-    return paths
+        return self.save()
 
 
 def load_signal(path: str | Path) -> list[SignalStats]:

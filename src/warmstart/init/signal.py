@@ -276,10 +276,6 @@ class SignalRecorder:
         self.reset()
 
     # -- lifecycle
-    @property
-    def attached(self) -> bool:
-        return bool(self._handles)
-
     def attach(self) -> "SignalRecorder":
         """Place the hooks (idempotent). Returns ``self``."""
         if self._handles:

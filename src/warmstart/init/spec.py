@@ -90,10 +90,6 @@ class InitSpec:
     def __init__(self, rules: Iterable[Rule | tuple[str, Scheme | str | Callable[[], Scheme]]] = ()):
         self.rules: tuple[Rule, ...] = tuple(r if isinstance(r, Rule) else Rule(str(r[0]), _as_scheme(r[1])) for r in rules)
 
-    @classmethod
-    def parse(cls, text: str) -> "InitSpec":
-        return parse_init_spec(text)
-
     def __add__(self, other: "InitSpec | str") -> "InitSpec":
         other = other if isinstance(other, InitSpec) else parse_init_spec(other)
         return InitSpec(self.rules + other.rules)

@@ -17,7 +17,7 @@ def drift_figure(drift: Mapping[str, dict[str, Any]], path: Path) -> Path:
     that train (the new head excluded). ``drift``: arm -> its ``summary["drift"]``; CKA in the legend."""
     import matplotlib.ticker
 
-    from warmstart.report.plots import _save, plt
+    from warmstart.report.plots import save_figure, plt
 
     fig, (ax_g, ax_e) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     names: list[str] = []
@@ -44,4 +44,4 @@ def drift_figure(drift: Mapping[str, dict[str, Any]], path: Path) -> Path:
         ax.grid(alpha=0.3)
     ax_g.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -16,7 +16,7 @@ import torch  # noqa: E402
 from warmstart.engine.io import atomic_path  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     with atomic_path(path, "figure") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
@@ -54,7 +54,7 @@ def learning_curves(histories: Mapping[str, Sequence[Mapping]], path: Path, titl
     ax_a.legend(loc="lower right", fontsize=8)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_matrix(cm: Sequence[Sequence[int]], classes: Sequence[str], path: Path, title: str = "") -> Path:
@@ -68,7 +68,7 @@ def confusion_matrix(cm: Sequence[Sequence[int]], classes: Sequence[str], path: 
     for i in range(n):
         for j in range(n):
             ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7, color="white" if cm[i, j] > cm.max() / 2 else "black")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def filter_grid(weights: Mapping[str, torch.Tensor], path: Path, max_filters: int = 32, title: str = "") -> Path:
@@ -100,7 +100,7 @@ def filter_grid(weights: Mapping[str, torch.Tensor], path: Path, max_filters: in
         ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def image_grid(images: Sequence[torch.Tensor], labels: Sequence[str], path: Path, cols: int = 8, title: str = "") -> Path:
@@ -115,7 +115,7 @@ def image_grid(images: Sequence[torch.Tensor], labels: Sequence[str], path: Path
             ax.set_title(labels[i], fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def tradeoff(points: Mapping[str, tuple[float, float, float, float]], path: Path, *, xlabel: str, ylabel: str,
@@ -144,4 +144,4 @@ def tradeoff(points: Mapping[str, tuple[float, float, float, float]], path: Path
     ax.grid(alpha=0.3)
     if band is not None:
         ax.legend(loc="best", fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -6,7 +6,8 @@ fig. 6-7 and He et al. 2015 fig. 3 -- measured solid, predicted (theory chained 
 :func:`plot_histograms` shows the distribution of activations at a few depths.
 
 Figures are drawn with matplotlib's object API (``Figure`` + Agg canvas): no pyplot state, no display,
-safe in worker threads; files are written atomically.
+safe in worker threads; files are written atomically. :func:`plot_signal` draws the pictures of
+:class:`~warmstart.init.diagnostics.SignalDiagnostics` (the run writing them calls it, from above).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from warmstart.engine.io import atomic_path
+from warmstart.engine.layout import SIGNAL_HIST_FINAL_PNG, SIGNAL_HIST_INIT_PNG, SIGNAL_LAYERS_PNG
 from warmstart.errors import UserError, unknown
 from warmstart.init.signal import LayerStats, SignalStats
 
@@ -127,3 +129,28 @@ def plot_histograms(
         ax.set_visible(False)
     fig.suptitle(title or f"activation histograms{f' ({stats.tag})' if stats.tag else ''}")
     return _save(fig, path)
+
+
+def snapshots_to_plot(history: Sequence[SignalStats], max_lines: int = 5) -> dict[str, SignalStats]:
+    """Init, the last snapshot and evenly spaced ones between: at most ``max_lines``, by tag."""
+    if len(history) <= max_lines:
+        picked = list(history)
+    else:
+        step = (len(history) - 1) / (max_lines - 1)
+        picked = [history[round(i * step)] for i in range(max_lines)]
+    return {s.tag or f"#{i}": s for i, s in enumerate(picked)}
+
+
+def plot_signal(history: Sequence[SignalStats], out_dir: str | Path, *, title: str = "") -> list[Path]:
+    """The diagnostics PNGs of :class:`SignalDiagnostics` from a list of snapshots (e.g. :func:`load_signal`)."""
+    if not history:
+        raise UserError("no signal snapshots to plot")
+    out_dir = Path(out_dir)
+    prefix = f"{title}: " if title else ""
+    paths = [plot_layer_stats(snapshots_to_plot(history), out_dir / SIGNAL_LAYERS_PNG,
+                              title=f"{prefix}per-layer signal on the probe batch, during training")]
+    paths.append(plot_histograms(history[0], out_dir / SIGNAL_HIST_INIT_PNG, title=f"{prefix}activations at init"))
+    if len(history) > 1:
+        paths.append(plot_histograms(history[-1], out_dir / SIGNAL_HIST_FINAL_PNG,
+                                     title=f"{prefix}activations after training ({history[-1].tag})"))
+    return paths

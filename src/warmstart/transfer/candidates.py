@@ -8,6 +8,7 @@ answers at once; :mod:`warmstart.transfer.rank` and :mod:`warmstart.experiments.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -35,6 +36,44 @@ def check_weights_file(spec: str) -> None:
         raise UserError(str(unknown("weights", spec, list(SPECIAL)))
                         + "; or give the path of a .pth/.pt/.safetensors file with its sidecar .json")
     raise UserError(f"weights file not found: {path.absolute()}")
+
+
+def sidecar_arch(spec: str) -> str | None:
+    """The architecture a weights file's sidecar ``.json`` names; None for imagenet/none, a missing file or a
+    sidecar without a readable ``arch`` (:func:`~warmstart.transfer.weights.read_sidecar` then says what is wrong)."""
+    spec = str(spec).strip()
+    path = Path(spec).expanduser()
+    if spec.lower() in SPECIAL or not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    arch = meta.get("arch") if isinstance(meta, dict) else None
+    return arch if isinstance(arch, str) and arch else None
+
+
+def model_for(model: str | None, weights: Sequence[str], *, given: bool) -> str | None:
+    """The architecture to build: one reading of a weights file everywhere (train, compare, rank).
+
+    A weights file's sidecar names its architecture, so ``--model`` is needed only without one (imagenet, none):
+    ``--model`` left at its default (``given`` False) follows the sidecar; an explicitly given ``--model`` that
+    differs from it is an error, as are files of different architectures in one run."""
+    named = [(w, a) for w in weights if (a := sidecar_arch(w)) is not None]
+    if not named:
+        return model
+    if given and model:
+        for w, arch in named:
+            if arch != model:
+                raise UserError(f'weights file {w} is for "{arch}" (its {Path(w).with_suffix(".json").name} says so), not for '
+                                f'--model "{model}"; drop --model (the sidecar names the architecture), or pass --model {arch} '
+                                "or other weights")
+        return model
+    archs = sorted({a for _, a in named})
+    if len(archs) > 1:
+        raise UserError(f"--weights: the files are for different architectures ({', '.join(f'{w}: {a}' for w, a in named)}); "
+                        "one run trains one architecture: compare starts of one architecture")
+    return archs[0]
 
 
 def split_candidates(text: str | Sequence[str]) -> list[str]:

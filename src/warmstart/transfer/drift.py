@@ -20,6 +20,7 @@ same whether ``fit`` trains the whole network or only its trainable tail on cach
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Sequence
 
 import torch
@@ -100,6 +101,7 @@ class DriftTracker:
 
     def __init__(self, model: nn.Module, groups: list[LayerGroup], *, trained: Sequence[str] = (), images: Any = None,
                  normalize: nn.Module | None = None, batch_size: int = 64, skip: Sequence[str] = ()) -> None:
+        t0 = time.perf_counter()
         self.model, self.groups, self.trained = model, [g for g in groups if g.name not in skip and g.params], list(trained)
         params = dict(model.named_parameters())
         self.start = {g.name: [params[n].detach().float().cpu().clone() for n in g.params] for g in self.groups}
@@ -107,6 +109,7 @@ class DriftTracker:
         self.head = groups[-1].modules[0]
         self.features0 = head_inputs(model, self.head, images, normalize=normalize, batch_size=batch_size) \
             if images is not None and len(images) > 1 else None
+        self.seconds = time.perf_counter() - t0  # what measuring the drift costs (summary.json's drift_seconds)
 
     def distances(self) -> dict[str, float]:
         """Each group's relative distance from its start, now."""
@@ -116,11 +119,14 @@ class DriftTracker:
 
     def __call__(self, model: nn.Module, row: dict[str, Any]) -> None:
         """The engine's per-epoch callback: adds ``drift/<group>`` to the epoch's row (before it is logged)."""
+        t0 = time.perf_counter()
         row.update({PREFIX + k: v for k, v in self.distances().items()})
+        self.seconds += time.perf_counter() - t0
 
     def finish(self, history: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """The run's ``summary["drift"]``: ``per_epoch`` (from the metrics rows, so a resumed run keeps its earlier
         epochs), ``final`` (group -> distance now), ``trained`` and, with images, ``cka`` and ``cka_images``."""
+        t0 = time.perf_counter()
         per_epoch = [{"epoch": int(r["epoch"]), **{k[len(PREFIX):]: float(v) for k, v in r.items()
                                                    if k.startswith(PREFIX) and v not in (None, "")}} for r in history]
         out: dict[str, Any] = {"per_epoch": per_epoch, "final": self.distances(), "trained": self.trained,
@@ -129,6 +135,7 @@ class DriftTracker:
             after = head_inputs(self.model, self.head, self.images, normalize=self.normalize, batch_size=self.batch_size)
             out["cka"] = linear_cka(self.features0, after)
             out["cka_images"] = len(after)
+        self.seconds += time.perf_counter() - t0
         return out
 
     @classmethod

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from warmstart.data import DataSplits, ImageDataset
+from warmstart.data.dataset import AUGMENT_SCALE
 from warmstart.engine.console import log
 from warmstart.engine.layout import CONFIG, REPORT_HTML, VERIFY
 from warmstart.errors import UserError
@@ -421,7 +422,7 @@ def verify(cands: Sequence[Candidate], images: SharedImages, run, strategy: str,
         p = prepared_for(c, images, val=True)
         spec = TrainSpec(model=c.arch, strategy=strat, feature_cache="memory")
         if spec.augments and p.train_aug is None:
-            p.train_aug = p.train_plain.with_augmentation(scale=(0.35, 1.0))
+            p.train_aug = p.train_plain.with_augmentation(scale=AUGMENT_SCALE)
         sub = run.sub(f"{VERIFY}/{_dirname(c.name)}", {"candidate": c.spec, "strategy": strat.spec, "epochs": epochs})
         try:
             _, _, s = run_arm(p, sub, spec, replace(cfg, epochs=epochs, lr_decay=1.0))
@@ -490,7 +491,7 @@ def rank_starts(data: str | Path, candidates: str | Sequence[str], *, model: str
               {"options": options or {"data": str(data), "candidates": list(tokens), "model": model, "by": by,
                                       "verify": verify_strategy, "epochs": epochs, "subset": subset,
                                       "val_fraction": val_fraction, **cfg.to_dict()},
-               "candidates": [c.spec for c in cands], "train": cfg.to_dict()}, argv=argv).start()
+               "candidates": [c.spec for c in cands], "train": cfg.to_dict()}, argv=argv, tensorboard=cfg.tensorboard).start()
     summary: dict[str, Any] = {"kind": "starts", "data": splits.source, "classes": splits.classes,
                                "train_images": len(splits.train), "by": by}
     if verify_strategy:

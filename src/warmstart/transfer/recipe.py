@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from warmstart.data import ImageDataset, Normalizer, describe_splits
+from warmstart.data.dataset import AUGMENT_SCALE
 from warmstart.data.loading import DataSplits, stratified_split
 from warmstart.data.spec import DataSpec
 from warmstart.engine import layout
@@ -51,6 +52,7 @@ from warmstart.transfer.features import FeatureCache, cache_key, split_at
 from warmstart.transfer.spec import TrainSpec
 from warmstart.transfer.groups import layer_groups
 from warmstart.transfer.prior import HEAD, apply_reg, penalty
+from warmstart.transfer.strategies import backbone_rate
 from warmstart.transfer.weights import Weights, load_tensors, resolve_weights, save_weights
 
 #: default learning rate of a head that starts at random, per optimizer; a head that starts at its linear probe
@@ -65,8 +67,13 @@ SMALL_HEAD_PARAMS = 1_000_000
 #: --feature-cache auto keeps features in memory up to this many bytes (float32), e.g. 262,144 images of
 #: MobileNetV3-Small's 1024 features; above it they go to disk as a float16 memory map (2 bytes per value)
 FEATURE_MEMORY_LIMIT = 1 << 30
-#: random crops of the training images cover this fraction range of the decoded square
-AUGMENT_SCALE = (0.35, 1.0)
+#: frozen layers run without gradients: batches of at least this many images (the feature cache, the drift's CKA)
+MIN_EVAL_BATCH = 64
+
+
+def eval_batch_size(cfg: TrainConfig) -> int:
+    """The batch size of a pass without gradients over frozen layers: ``cfg.batch_size``, at least MIN_EVAL_BATCH."""
+    return max(MIN_EVAL_BATCH, cfg.batch_size)
 
 
 @dataclass
@@ -231,7 +238,7 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
         callbacks = [*callbacks, diag]
     # how far the start travels: drift/<group> columns in metrics.csv, summary["drift"] (finetune-*, gradual)
     drift = DriftTracker.for_run(model, groups, strategy, phases, images=prepared.val,
-                                 normalize=Normalizer.of(prepared.weights.preprocess), batch_size=max(64, cfg.batch_size),
+                                 normalize=Normalizer.of(prepared.weights.preprocess), batch_size=eval_batch_size(cfg),
                                  resumed=resume and run.checkpoint_path.exists() and not (run.dir / layout.PROBE_HEAD).is_file(),
                                  device=resolve_device(cfg.device)) if run.main else None
     callbacks = [*callbacks, drift] if drift is not None else callbacks
@@ -243,8 +250,10 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
             result = fit(net, train_set, val_set, phases, cfg, num_classes=prepared.splits.num_classes, run=run,
                          normalize=normalize, resume=resume, callbacks=callbacks, anchors=anchors)
     finally:
-        if diag is not None:
-            diag.finish(title=spec.model)
+        if diag is not None and diag.finish():
+            from warmstart.report.signal_plots import plot_signal
+
+            plot_signal(diag.history, diag.out_dir, title=spec.model)
     drift_summary = drift.finish(result.history) if drift is not None else None
     reg_summary = penalty({n: p.detach() for n, p in model.named_parameters()}, anchors, {g.name: g.params for g in groups}, spec.reg) \
         if spec.reg is not None else None
@@ -256,6 +265,7 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
                        seconds=(time.perf_counter() - t0, feature_seconds, probe_seconds))
     if drift_summary is not None:
         summary["drift"] = drift_summary
+        summary["drift_seconds"] = round(drift.seconds, 3)  # not in train_seconds: measuring, not training
     if reg_summary is not None:
         summary["reg"] = reg_summary
     if wise_summary is not None:
@@ -276,15 +286,18 @@ def _summary(prepared: Prepared, spec: TrainSpec, cfg: TrainConfig, model: nn.Mo
     """summary.json of one arm (keys documented in the README and kept stable)."""
     total, feature_seconds, probe_seconds = seconds
     strategy = spec.strategy
-    # every epoch's seconds, those before a --resume included (the history comes back from the checkpoint),
-    # plus the frozen features and the probe of this process
-    train_seconds = sum(float(row["seconds"]) for row in result.history) + feature_seconds + probe_seconds
+    # every epoch's training steps, those before a --resume included (the history comes back from the checkpoint);
+    # train_seconds adds the frozen features and the probe of this process, the throughput is the steps' own
+    step_seconds = sum(float(row["seconds"]) for row in result.history)
+    train_seconds = step_seconds + feature_seconds + probe_seconds
     trainable = {n for ph in phases for n in ph.trainable}
     return {
         "strategy": strategy.spec, "model": spec.model, "weights": "none" if strategy.from_scratch else prepared.weights.where,
         "epochs": cfg.epochs, "best_val_accuracy": result.best_val_accuracy, "final_val_accuracy": result.final_val_accuracy,
         "train_seconds": round(train_seconds, 3),
-        "train_images_per_second": round(len(prepared.train_plain) * len(result.history) / max(1e-9, train_seconds), 1),
+        "train_images_per_second": round(len(prepared.train_plain) * len(result.history) / max(1e-9, step_seconds), 1),
+        "step_seconds": round(step_seconds, 3),
+        "val_seconds": round(sum(float(row.get("val_seconds") or 0.0) for row in result.history), 3),
         "trainable_params": sum(p.numel() for n, p in model.named_parameters() if n in trainable),
         "total_params": sum(p.numel() for p in model.parameters()),
         "best_epoch": result.best_epoch, "classes": prepared.splits.classes, "data": prepared.splits.source,
@@ -292,7 +305,7 @@ def _summary(prepared: Prepared, spec: TrainSpec, cfg: TrainConfig, model: nn.Mo
         "feature_cache": bool(use_cache), "feature_seconds": round(feature_seconds, 3),
         "probe_seconds": round(probe_seconds, 3), "augment": spec.augments,
         "head_init": probe_info if probe_info is not None else "random", "lr": lr,
-        "backbone_lr": (cfg.backbone_lr if cfg.backbone_lr is not None else lr / 10) if strategy.fine_tunes else None,
+        "backbone_lr": backbone_rate(lr, cfg.backbone_lr) if strategy.fine_tunes else None,
         "bn": spec.bn, "label_smoothing": cfg.label_smoothing,
         "stopped_early": result.stopped_early, "per_class_accuracy": result.per_class_accuracy, "confusion": result.confusion,
         "seconds": round(total, 3), "device": str(resolve_device(cfg.device)),
@@ -314,7 +327,7 @@ def _interpolate(prepared: Prepared, spec: TrainSpec, cfg: TrainConfig, model: n
     end = {k: v.detach().clone() for k, v in model.state_dict().items()}
     refresh = None
     if spec.bn == "train":
-        refresh = bn_refresher(prepared.train_plain, normalize, batch_size=max(64, cfg.batch_size),
+        refresh = bn_refresher(prepared.train_plain, normalize, batch_size=eval_batch_size(cfg),
                                changed=changed_batchnorms(model, start, end))
 
     def score(m: nn.Module) -> dict[str, Any]:  # the held-out training images only
@@ -356,7 +369,7 @@ def frozen_features(prepared: Prepared, trunk, dataset, which: str, layer: str, 
     # auto: in memory (float32) up to FEATURE_MEMORY_LIMIT, else memory-mapped float16 on disk in the run directory
     path = run.dir / layout.FEATURES / f"{which}-{key}.npy" if mode in ("disk", "auto") else None
     device = resolve_device(cfg.device)
-    cache = FeatureCache.build(trunk, dataset, normalize=Normalizer.of(w.preprocess), batch_size=max(64, cfg.batch_size),
+    cache = FeatureCache.build(trunk, dataset, normalize=Normalizer.of(w.preprocess), batch_size=eval_batch_size(cfg),
                                device=device, path=path, memory_limit=FEATURE_MEMORY_LIMIT if mode == "auto" else None,
                                channels_last=cfg.channels_last or fast_cpu_channels_last(device),
                                autocast=amp_dtype(device, cfg.amp), fold_bn=True)

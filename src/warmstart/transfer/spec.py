@@ -10,33 +10,31 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from warmstart.errors import UserError, unknown
+from warmstart.errors import UserError
 from warmstart.init.restarts import check_restarts
 from warmstart.init.spec import InitSpec
+from warmstart.options import AUGMENT, BN_POLICIES, FEATURE_CACHE, HEAD_INITS, OPTIONS  # noqa: F401  (declared once)
+from warmstart.options import check as check_options
 from warmstart.transfer.prior import Reg, check_interpolate, check_reg, parse_reg
-from warmstart.transfer.strategies import BN_POLICIES, Strategy, parse_strategy
-
-AUGMENT = ("auto", "on", "off")
-FEATURE_CACHE = ("auto", "memory", "disk", "off")
-HEAD_INITS = ("probe", "random")
+from warmstart.transfer.strategies import Strategy, parse_strategy
 
 
 @dataclass(frozen=True)
 class TrainSpec:
     """One arm's training, parsed and validated: strings given to the constructor are parsed here, once."""
 
-    model: str = "mobilenet_v3_small"
-    weights: str = "imagenet"
+    model: str = OPTIONS["model"].default
+    weights: str = OPTIONS["weights"].default
     strategy: Strategy = Strategy("transfer")
     init: InitSpec | str | None = None   # an InitSpec, or "lsuv" (needs a batch); None: the model's own init
-    bn: str = "frozen"
-    head_init: str = "probe"
-    augment: str = "auto"
-    feature_cache: str = "auto"
-    restarts: int = 1
-    restart_epochs: int = 1
+    bn: str = OPTIONS["bn"].default
+    head_init: str = OPTIONS["head_init"].default
+    augment: str = OPTIONS["augment"].default
+    feature_cache: str = OPTIONS["feature_cache"].default
+    restarts: int = OPTIONS["restarts"].default
+    restart_epochs: int = OPTIONS["restart_epochs"].default
     reg: Reg | str | None = None   # --reg: "none" or l2sp[:ALPHA[,BETA]] (transfer.prior), parsed here
-    interpolate: bool = False      # --interpolate: keep the best point between start and end (transfer.wise)
+    interpolate: bool = OPTIONS["interpolate"].default  # --interpolate: keep the best point between start and end (transfer.wise)
 
     def __post_init__(self) -> None:
         if isinstance(self.strategy, str):
@@ -67,10 +65,7 @@ class TrainSpec:
             from warmstart.init.spec import check_init
 
             object.__setattr__(self, "init", check_init(self.init))  # parsed once; a bad spec fails here
-        for what, value, choices in (("augment mode", self.augment, AUGMENT), ("feature cache mode", self.feature_cache, FEATURE_CACHE),
-                                     ("head init", self.head_init, HEAD_INITS), ("BN policy", self.bn, BN_POLICIES)):
-            if value not in choices:
-                raise unknown(what, value, choices)
+        check_options({"augment": self.augment, "feature_cache": self.feature_cache, "head_init": self.head_init, "bn": self.bn})
         check_restarts(self.restarts, self.restart_epochs)
         if self.restarts > 1 and not self.strategy.from_scratch:
             raise UserError(f"--restarts {self.restarts} needs --strategy scratch: strategy {self.strategy.spec} starts from the "

@@ -48,6 +48,8 @@ from typing import TYPE_CHECKING
 from warmstart.engine.plan import ParamGroup, Phase
 from warmstart.errors import UserError, did_you_mean
 from warmstart.transfer.prior import Reg, parse_reg
+from warmstart.options import BN_POLICIES  # noqa: F401  (declared once, with every option)
+from warmstart.options import check as check_options
 
 if TYPE_CHECKING:  # parsing a strategy needs no torch (the CLI checks --strategy before importing it)
     from warmstart.transfer.groups import LayerGroup
@@ -55,7 +57,16 @@ if TYPE_CHECKING:  # parsing a strategy needs no torch (the CLI checks --strateg
 KINDS = ("scratch", "transfer", "finetune-last", "finetune-all", "gradual")
 SYNTAX = ("scratch", "transfer", "finetune-last:K", "finetune-all", "gradual[:E]")
 MODIFIERS = ("l2sp[:ALPHA[,BETA]]", "interpolate")
-BN_POLICIES = ("frozen", "train")
+#: other spellings of a strategy's name, accepted everywhere a strategy is read (Python keywords write ``_``)
+ALIASES = {"finetune_all": "finetune-all", "finetune_last": "finetune-last", "fine-tune-all": "finetune-all",
+           "fine-tune-last": "finetune-last", "fine_tune_all": "finetune-all", "fine_tune_last": "finetune-last"}
+#: the fine-tuned blocks' rate relative to the head's when --backbone-lr is not given
+BACKBONE_LR_FACTOR = 0.1
+
+
+def backbone_rate(lr: float, backbone_lr: float | None = None) -> float:
+    """The learning rate of fine-tuned blocks (before ``lr_decay``): ``backbone_lr``, else ``lr`` x BACKBONE_LR_FACTOR."""
+    return backbone_lr if backbone_lr is not None else lr * BACKBONE_LR_FACTOR
 
 
 @dataclass(frozen=True)
@@ -122,16 +133,11 @@ class Strategy:
         pretrained: bool = True,
     ) -> list[Phase]:
         """The training plan over ``groups`` (from ``layer_groups``; the head last) for ``epochs`` epochs."""
-        _check_positive_int("epochs", epochs)
-        _check_positive_float("lr", lr)
-        if backbone_lr is not None:
-            _check_positive_float("backbone lr", backbone_lr)
-        if not (isinstance(lr_decay, (int, float)) and 0 < lr_decay <= 1):
-            raise UserError(f"lr decay must be in (0, 1], got {lr_decay!r}")
-        if bn not in BN_POLICIES:
-            raise UserError(f'unknown BatchNorm policy "{bn}"{did_you_mean(bn, BN_POLICIES)}; choose one of: {", ".join(BN_POLICIES)}')
+        if lr is None:
+            raise UserError("--lr must be a number > 0, got None")
+        check_options({"epochs": epochs, "lr": lr, "backbone_lr": backbone_lr, "lr_decay": lr_decay, "bn": bn})
         n = self._blocks(groups)
-        base = backbone_lr if backbone_lr is not None else lr / 10
+        base = backbone_rate(lr, backbone_lr)
 
         def lr_of(i: int) -> float:  # i: index in groups
             if self.kind == "scratch" or i == n:
@@ -221,6 +227,7 @@ def parse_strategy(spec: str) -> Strategy:
 
 def _parse_base(text: str, spec: str) -> Strategy:
     name, sep, arg = text.partition(":")
+    name = ALIASES.get(name, name)
     if name not in KINDS:
         hint = did_you_mean(name, KINDS)
         raise UserError(f'unknown strategy "{spec}"{hint}; choose one of: {", ".join(SYNTAX)}')
@@ -249,7 +256,3 @@ def _check_positive_int(what: str, v) -> None:
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise UserError(f"{what} must be a positive integer, got {v!r}")
 
-
-def _check_positive_float(what: str, v) -> None:
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
-        raise UserError(f"{what} must be a positive number, got {v!r}")
