@@ -144,6 +144,8 @@ def inspect(target, weights, seed, tol, as_json, explain):
               help="Init schemes to compare (orthogonal gets the activation's gain; lsuv is measured on a training batch).")
 @click.option("--image-size", type=int, default=None, help="Image side in pixels [default: 8 for digits, else 32].")
 @click.option("--quick", is_flag=True, help="10 epochs unless --epochs is given (the demo's setting).")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train every arm from N seeds (--seed, --seed+1, ...): mean and range per arm; the reading says what holds in every seed.")
 @engine_options(epochs=30, lr=0.01, batch_size=32, optimizer="sgd", schedule="constant")
 @data_options
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory [default: runs/depth-<time>].")
@@ -160,7 +162,7 @@ def depth_command(data, depth_, **o):
     given = click.get_current_context().get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE
     summary = run_depth(data, out=o["out"], arch=o["arch"], depth=depth_, width=o["width"], activation=o["activation"],
                         arms=o["arms"], epochs=o["epochs"] if given or not o["quick"] else None, image_size=o["image_size"],
-                        quick=o["quick"], data_root=o["data_root"], val_fraction=o["val_fraction"], subset=o["subset"],
+                        quick=o["quick"], seeds=o["seeds"], data_root=o["data_root"], val_fraction=o["val_fraction"], subset=o["subset"],
                         skip_bad_images=o["skip_bad_images"], cfg=engine_config({**o, "epochs": None}),
                         options={"data": data, "depth": depth_, **o},
                         argv=argv())
