@@ -27,6 +27,7 @@ _LAZY = {
     "load_run": "warmstart.api",
     "symmetry": "warmstart.api",
     "depth": "warmstart.api",
+    "path": "warmstart.api",
     "apply_init": "warmstart.init.spec",
     "symmetry_report": "warmstart.init.symmetry",
     "load_data": "warmstart.data.loading",

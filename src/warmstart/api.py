@@ -181,6 +181,17 @@ def depth(data: str | Path = "digits", *, quiet: bool = False, **options):
         return run(data, **options)
 
 
+def path(run_a: str | Path, run_b: str | Path | None = None, *, quiet: bool = False, **options):
+    """``warmstart path`` from Python: loss and accuracy along the line in weight space from RUN_A's start to its end,
+    or between the ends of RUN_A and RUN_B (or all the paths of a compare folder); returns summary.json's content
+    (``points``, ``barrier``, ``reading``, ``out``). Keywords as :func:`warmstart.experiments.path.path`."""
+    from warmstart.engine.console import quiet as silenced
+    from warmstart.experiments.path import path as run
+
+    with silenced(quiet):
+        return run(run_a, run_b, **options)
+
+
 def load_run(run_dir: str | Path, device: str = "cpu"):
     """A finished ``train`` run directory as a :class:`~warmstart.results.TrainResult` (model from model.safetensors)."""
     from warmstart.results import load_run as load
