@@ -148,7 +148,7 @@ def tradeoff(points: Mapping[str, tuple[float, float, float, float]], path: Path
 
 
 def plot_paths(paths: Mapping[str, Mapping[str, Any]], path: Path, title: str = "") -> Path:
-    """One colour per path; loss (left, log scale) and accuracy (right) against t; solid: validation, dashed:
+    """One colour per path; loss (left; log scale when it spans decades) and accuracy (right) against t; solid: validation, dashed:
     training images. The ends (t = 0 and 1) are marked by vertical lines; points outside them (``--extend``)
     show the basin's walls."""
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -168,9 +168,11 @@ def plot_paths(paths: Mapping[str, Mapping[str, Any]], path: Path, title: str = 
             ax.axvline(x, color="0.6", lw=0.8, ls=":")
         ax.grid(alpha=0.3)
         ax.set_xlabel("t (0: first network, 1: second)")
-    ax_l.set(yscale="log", ylabel="loss", title="loss (solid: val, dashed: train)")
+    losses = [v for line in ax_l.get_lines() for v in line.get_ydata() if v > 0]
+    wide = bool(losses) and max(losses) / min(losses) > 20  # log scale only where the loss spans decades
+    ax_l.set(yscale="log" if wide else "linear", ylabel="loss", title="loss (solid: val, dashed: train)")
     ax_a.set(ylabel="accuracy", ylim=(0, 1.02), title="accuracy (solid: val, dashed: train)")
-    ax_l.legend(fontsize=7, loc="best")
+    ax_l.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.16), ncol=1, frameon=False)  # below: never over a curve
     if title:
         fig.suptitle(title)
     return _save(fig, path)
