@@ -279,13 +279,17 @@ def _b(r: dict[str, Any]) -> str:
 
 def reading(summary: dict[str, Any]) -> str:
     """One sentence per path: its barrier (train loss, and validation error in points)."""
+    return " ".join(reading_lines(summary))
+
+
+def reading_lines(summary: dict[str, Any]) -> list[str]:
     paths = summary["paths"] if summary.get("kind") == "compare" else [summary]
     lines = []
     for r in paths:
         what = (f"{r['strategy']}, between two seeds' ends" if r.get("kind") == "seeds" else
                 f"{r['strategy']}, {Path(r['a']['run']).name} start -> end" if "strategy" in r else r["label"])
         lines.append(f"{what}: {_b(r)}.")
-    return " ".join(lines)
+    return lines
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -335,7 +339,7 @@ def sections(run_dir: str | Path) -> list:
             else [Figure(run_dir / PATH_PNG, "Loss and accuracy along the path (BatchNorm recomputed at every point).")])
     argv = config.get("argv") or []
     return [Section(title="Is fine-tuning an initialization? Linear paths between starts and ends", paragraphs=[INTRO],
-                    reading=[reading(summary)], tables=[Table(cols, rows, caption=(
+                    reading=reading_lines(summary), tables=[Table(cols, rows, caption=(
                         f"{summary.get('train_images')} training / {summary.get('val_images')} validation images; "
                         "barrier: max over 0 <= t <= 1 of loss(t) minus the straight line between the ends."))],
                     figures=[f for f in figs if f.path.is_file()],
