@@ -168,7 +168,7 @@ def path(run_a: str | Path, run_b: str | Path | None = None, *, points: int = DE
     if config.get("command") == "compare" and "arm" not in config:
         if run_b is not None:
             raise UserError(f"{a_dir} is a compare folder: give it alone (its paths are computed per strategy), "
-                            "or two of its arm folders (e.g. {a_dir}/finetune-all-seed0 {a_dir}/finetune-all-seed1)")
+                            f"or two of its arm folders (e.g. {a_dir}/finetune-all-seed0 {a_dir}/finetune-all-seed1)")
         return compare_paths(a_dir, points=points, extend=extend, bn=bn, max_images=max_images, batch_size=batch_size,
                              device=device, argv=argv)
     ends = (end_of(a_dir, "start"), end_of(a_dir, "end")) if run_b is None else \
