@@ -192,3 +192,45 @@ def test_bad_input_is_one_error_line_and_writes_nothing(tmp_path, capsys, args, 
 
 def test_split_arms_keeps_scheme_arguments():
     assert split_arms("he, normal(0.01),he_uniform(fan_in, relu)") == ["he", "normal(0.01)", "he_uniform(fan_in, relu)"]
+
+
+def test_seeds_give_mean_range_and_a_reading_that_holds_in_every_seed(tmp_path, capsys):
+    """--seeds 2: every arm trained from seeds 0 and 1 into <arm>/seed-<s>/; summary.json's figure is the mean
+    of the per-seed ones, with their [min, max]; seed 0 of the pair is the single-seed run of seed 0."""
+    common = ["depth", "--depth", "4", "--width", "16", "--epochs", "2", "--arms", "xavier,he", "--subset", "20", "-q"]
+    assert run_cli([*common, "--seeds", "2", "--out", str(tmp_path / "two")]) == 0
+    out = capsys.readouterr().out
+    assert run_cli([*common, "--out", str(tmp_path / "one")]) == 0
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert two["seeds"] == [0, 1] and one["seeds"] == [0] and two["cpu"]
+    for arm in ("xavier", "he"):
+        r = two["arms"][arm]
+        assert [row["seed"] for row in r["per_seed"]] == [0, 1]
+        losses = [row["final_train_loss"] for row in r["per_seed"]]
+        assert r["final_train_loss"] == pytest.approx(sum(losses) / 2, rel=1e-12)
+        assert r["final_train_loss_range"] == [min(losses), max(losses)]
+        # the same seed, data, threads and process: the same computation, so the same float
+        assert losses[0] == pytest.approx(one["arms"][arm]["final_train_loss"], rel=1e-6)
+        for s in (0, 1):
+            assert (tmp_path / "two" / arm / f"seed-{s}" / "metrics.csv").is_file()
+    assert "2 seeds (0, 1) per arm" in out and "(mean [min, max])" in out
+    reading = next(line for line in out.splitlines() if line.startswith("Reading:"))
+    assert "in every seed" in reading or "of 2 seeds" in reading
+
+
+def test_reading_over_seeds_says_only_what_every_seed_shows():
+    from warmstart.experiments.depth import over_seeds, reading
+
+    def arm(*losses):
+        return over_seeds([{"seed": i, "init": "he", "final_train_loss": loss, "diverged": loss is None}
+                           for i, loss in enumerate(losses)])
+
+    summary = {"classes": 10, "seeds": [0, 1, 2],
+               "arms": {"xavier": arm(LN10, LN10, LN10), "he": arm(0.4, 0.8, 1.1), "lsuv": arm(0.3, LN10, 1.5),
+                        "big": arm(None, None, None)}}
+    text = reading(summary)
+    assert "he trained in every seed (final train loss he 0.40–1.10)" in text
+    assert "xavier stayed at chance in every seed" in text and "big diverged in every seed" in text
+    assert "lsuv trained in 2 of 3 seeds, stayed at chance in 1 of 3 seeds" in text
+    assert summary["arms"]["big"]["final_train_loss"] is None and summary["arms"]["he"]["final_train_loss_range"] == [0.4, 1.1]

@@ -30,6 +30,7 @@ _LAZY = {
     "depth": "warmstart.api",
     "cache": "warmstart.data.cachestore",
     "demo": "warmstart.api",
+    "path": "warmstart.api",
     "apply_init": "warmstart.init.spec",
     "symmetry_report": "warmstart.init.symmetry",
     "load_data": "warmstart.data.loading",

@@ -195,7 +195,7 @@ def depth_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv
     out = Path(o.get("out") or default_out("depth"))
     with quiet(bool(o.get("quiet"))):
         s = run(o["data"], out=out, arch=o["arch"], depth=o["depth"], width=o["width"], activation=o["activation"],
-                arms=o["arms"], epochs=o["epochs"], image_size=o["image_size"], quick=o["quick"], data_root=o["data_root"],
+                arms=o["arms"], epochs=o["epochs"], image_size=o["image_size"], quick=o["quick"], seeds=o["seeds"], data_root=o["data_root"],
                 val_fraction=o["val_fraction"], subset=o["subset"], skip_bad_images=o["skip_bad_images"],
                 cfg=TrainConfig.from_dict({**_set(o), "epochs": None}), options=_recorded(o), argv=argv)
     return DepthResult(run_dir=out, summary=s, text=report_text(s))
@@ -214,6 +214,17 @@ def demo_options(options: Mapping[str, Any]) -> Path:
 
     with quiet(bool(o.get("quiet"))):
         return run(out=o.get("out"), quick=bool(o.get("quick")), seed=o["seed"], device=o["device"])
+
+
+def path(run_a: str | Path, run_b: str | Path | None = None, *, quiet: bool = False, **options):
+    """``warmstart path`` from Python: loss and accuracy along the line in weight space from RUN_A's start to its end,
+    or between the ends of RUN_A and RUN_B (or all the paths of a compare folder); returns summary.json's content
+    (``points``, ``barrier``, ``reading``, ``out``). Keywords as :func:`warmstart.experiments.path.path`."""
+    from warmstart.engine.console import quiet as silenced
+    from warmstart.experiments.path import path as run
+
+    with silenced(quiet):
+        return run(run_a, run_b, **options)
 
 
 def load_run(run_dir: str | Path, device: str = "cpu"):

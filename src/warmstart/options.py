@@ -290,7 +290,10 @@ COMMANDS: dict[str, list[Option]] = {
                 + [*_opts("cache_dir", "data_root", "val_fraction"),
                    OPTIONS["subset"](help="At most N images per class and split (quick runs) [default: 250 for symmetry]."),
                    *_opts("skip_bad_images", *RUN)],
-    "depth": [OPTIONS["data"](default="digits"), *_opts("arch", "depth", "width", "activation", "arms", "image_size", "quick")]
+    "depth": [OPTIONS["data"](default="digits"), *_opts("arch", "depth", "width", "activation", "arms", "image_size", "quick"),
+              OPTIONS["seeds"](type=int, default=1, min=1, python="int",
+                               help="Train every arm from N seeds (--seed, --seed+1, ...): mean and range per arm; the reading "
+                                    "says what holds in every seed.")]
              + _engine(epochs=OPTIONS["epochs"](default=None, help="Training epochs [default: 30; 10 with --quick]."), **_ONE_RATE)
              + _opts(*DATA, "out"),
     "demo": [OPTIONS["out"](help="Run directory [default: runs/demo-<time>]."),

@@ -8,12 +8,14 @@
     <out>/model.safetensors   the trained model; with model.json a valid --weights for the next run
     <out>/model.json          its metadata (architecture, classes, preprocessing)
     <out>/probe.json          the linear probe the new head started from
+    <out>/start.safetensors   the model as training began (pretrained + probe head, or the random init), + start.json
     <out>/predictions.json    each validation image's predicted class (compare arms)
     <out>/arm.json            written last in a compare arm: the arm is complete
     <out>/conv1.safetensors   a compare arm's first-layer filters before and after training
     <out>/signal.json|csv     per-layer signal statistics (diagnostics), with signal_*.png
     <out>/report.html|md      the report (compare, symmetry, depth, demo, report)
     <out>/*.png               figures: learning curves, confusion, conv1 filters, drift, rank's scores, ...
+    <out>/path.png|csv        `warmstart path`: loss along a line in weight space (a compare run's in <out>/paths/)
     <out>/verify/, restarts/  sub-runs (rank --verify, train --restarts); compare: one folder per arm
     <out>/features/           feature caches on disk
     <out>/events/             TensorBoard events with --tensorboard
@@ -30,6 +32,7 @@ MODEL = "model.safetensors"
 MODEL_META = "model.json"
 PROBE = "probe.json"
 PROBE_HEAD = "probe_head.safetensors"  # the head as the probe left it: where a resumed run's head started
+START = "start.safetensors"  # the whole model as training began (with start.json): `warmstart path` starts there
 PREDICTIONS = "predictions.json"
 ARM = "arm.json"
 CONV1 = "conv1.safetensors"
@@ -48,6 +51,8 @@ SIGNAL_LAYERS_PNG, SIGNAL_HIST_INIT_PNG, SIGNAL_HIST_FINAL_PNG = (
     "signal_layers.png", "signal_histograms_init.png", "signal_histograms_final.png")
 DEPTH_LOSS_PNG, DEPTH_LAYER_STD_PNG = "loss_curves.png", "layer_std_init.png"
 REPORT_HTML, REPORT_MD = "report.html", "report.md"
+PATH_PNG, PATH_CSV = "path.png", "path.csv"  # `warmstart path`: the figure and the points
+PATHS = "paths"  # `warmstart path COMPARE`: the compare run's linear paths
 FEATURES = "features"
 EVENTS = "events"
 VERIFY = "verify"

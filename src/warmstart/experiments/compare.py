@@ -33,7 +33,7 @@ from typing import Any, Sequence
 from warmstart.data.spec import DataSpec
 from warmstart.engine.config import TrainConfig
 from warmstart.engine.console import log
-from warmstart.engine.layout import REPORT_HTML
+from warmstart.engine.layout import PATHS, REPORT_HTML, SUMMARY
 from warmstart.engine.loop import resolve_device
 from warmstart.engine.run import Run, default_out, read_config, read_summary
 from warmstart.errors import UserError
@@ -177,7 +177,12 @@ def sections(run_dir: str | Path) -> list:
     config = read_config(run_dir)
     if "arm" in config:
         return run_sections(run_dir)
-    return compare_sections(run_dir, read_summary(run_dir), command_of(config))
+    parts = compare_sections(run_dir, read_summary(run_dir), command_of(config))
+    if (Path(run_dir) / PATHS / SUMMARY).is_file():  # `warmstart path COMPARE` was run: its linear paths
+        from warmstart.experiments.path import sections as path_sections
+
+        parts += path_sections(Path(run_dir) / PATHS)
+    return parts
 
 
 def _short(data: str | Path) -> str:

@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -234,9 +234,15 @@ def depth(data: str | Path = "digits", *, out: str | Path | None = None, arch: s
           width: int | None = None, activation: str = "relu", arms: str | Sequence[str] = DEFAULT_ARMS,
           epochs: int | None = None, image_size: int | None = None, quick: bool = False, data_root=None,
           val_fraction: float = 0.2, subset: int | None = None, skip_bad_images: bool = False,
-          cfg: TrainConfig | None = None, options: dict[str, Any] | None = None,
+          seeds: int = 1, cfg: TrainConfig | None = None, options: dict[str, Any] | None = None,
           argv: list[str] | None = None) -> dict[str, Any]:
     """Train the same plain ``depth``-layer net once per init scheme in ``arms``; write a run directory.
+
+    ``seeds`` > 1 trains every arm from ``seeds`` seeds (``cfg.seed``, ``cfg.seed + 1``, ...: another random
+    start and batch order, the same data split and probe batch) into ``<arm>/seed-<s>/``; each arm's figures
+    in summary.json are then the mean over seeds, with ``<key>_range`` ``[min, max]`` and ``per_seed`` rows,
+    and the reading says only what holds in every seed. The same seed gives other losses on another CPU
+    (another floating-point order, amplified by 30 layers): the range is the honest figure.
 
     ``width`` defaults to 128 units (MLP) or 32 channels (CNN; a 30-layer CNN is ~40x the MLP's work per
     image), ``epochs`` to 30 (``quick``: 10, a third of the time; every arm already shows its trend).
@@ -249,6 +255,8 @@ def depth(data: str | Path = "digits", *, out: str | Path | None = None, arch: s
     cfg.check_one_rate("depth")
     epochs = epochs if epochs is not None else cfg.epochs if cfg.epochs is not None else (QUICK_EPOCHS if quick else DEFAULT_EPOCHS)
     activation = _check(arch, depth, width, activation, epochs, image_size)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise UserError(f"--seeds must be a whole number >= 1, got {seeds!r}; e.g. --seeds 3")
     arm_names = split_arms(arms)
     specs = {arm: arm_spec(arm, activation) for arm in arm_names}
     folders = [_dirname(arm) for arm in arm_names]
@@ -266,10 +274,10 @@ def depth(data: str | Path = "digits", *, out: str | Path | None = None, arch: s
     opts = options if options is not None else {
         "data": str(data), "arch": arch, "depth": depth, "width": width, "activation": activation, "arms": ",".join(arm_names),
         "epochs": epochs, "image_size": image_size, "quick": quick, "data_root": data_root, "val_fraction": val_fraction,
-        "subset": subset, "skip_bad_images": skip_bad_images, **cfg.to_dict()}
+        "subset": subset, "skip_bad_images": skip_bad_images, "seeds": seeds, **cfg.to_dict()}
     run = Run(Path(out) if out else default_out("depth"), "depth",
               {"options": opts, "arms": specs, "data": data_.source, "image_size": data_.image_size,
-               "channels": data_.channels, "standardize": "per feature" if arch == "mlp" else "per channel",
+               "channels": data_.channels, "seeds": seed_list(cfg.seed, seeds), "standardize": "per feature" if arch == "mlp" else "per channel",
                "probe_images": min(PROBE_IMAGES, len(data_.train)), "threads": threads or torch.get_num_threads(),
                "train": cfg.to_dict()}, tensorboard=cfg.tensorboard, argv=argv).start()
     log(f"{depth}-layer plain {arch.upper()}, width {width}, {activation}; arms {', '.join(arm_names)}; "
@@ -279,20 +287,30 @@ def depth(data: str | Path = "digits", *, out: str | Path | None = None, arch: s
     lsuv_batch = sample_batch(data_.train, cfg.batch_size, seed=cfg.seed + 1, normalize=data_.standardize)
 
     results: dict[str, dict[str, Any]] = {}
-    histories: dict[str, list[dict[str, Any]]] = {}
+    histories: dict[str, list[list[dict[str, Any]]]] = {}
     inits = {}
+    seed_values = seed_list(cfg.seed, seeds)
     with threads_ctx(threads):
         for arm in arm_names:
-            row, history, init_stats = _run_arm(run, arm, specs[arm], data_, arch=arch, depth=depth, width=width,
-                                                activation=activation, epochs=epochs, cfg=cfg, probe=probe,
-                                                lsuv_batch=lsuv_batch)
-            results[arm], histories[arm], inits[arm] = row, history, init_stats
+            rows, histories[arm] = [], []
+            for s in seed_values:
+                folder = _dirname(arm) if seeds == 1 else f"{_dirname(arm)}/seed-{s}"
+                batch = lsuv_batch if s == cfg.seed else sample_batch(data_.train, cfg.batch_size, seed=s + 1,
+                                                                      normalize=data_.standardize)
+                row, history, init_stats = _run_arm(run, arm, specs[arm], data_, folder=folder, arch=arch, depth=depth,
+                                                    width=width, activation=activation, epochs=epochs,
+                                                    cfg=replace(cfg, seed=s), probe=probe, lsuv_batch=batch)
+                rows.append({"seed": s, **row})
+                histories[arm].append(history)
+                inits.setdefault(arm, init_stats)  # the figure of the start: the first seed's
+            results[arm] = rows[0] if seeds == 1 else over_seeds(rows)
     _plots(run, histories, inits, depth=depth, arch=arch, classes=classes)
     summary = {
         "depth": depth, "classes": classes, "arms": results, "seconds": round(time.perf_counter() - t0, 3),
         "arch": arch, "width": width, "activation": activation, "epochs": epochs, "chance_loss": math.log(classes),
         "optimizer": cfg.optimizer, "lr": cfg.lr, "batch_size": cfg.batch_size, "data": data_.source,
         "train_images": len(data_.train), "val_images": len(data_.val), "device": str(device),
+        "seeds": seed_values, "cpu": cpu_name(),
     }
     summary["reading"] = reading(summary)
     run.write_summary(summary)
@@ -301,7 +319,50 @@ def depth(data: str | Path = "digits", *, out: str | Path | None = None, arch: s
     return summary
 
 
-def _run_arm(run: Run, arm: str, spec: str, data: DepthData, *, arch: str, depth: int, width: int, activation: str,
+def seed_list(first: int, count: int) -> list[int]:
+    """``--seed S --seeds N`` -> ``[S, S + 1, ..., S + N - 1]``."""
+    return [int(first) + i for i in range(int(count))]
+
+
+#: the per-arm figures summarised over seeds (mean, and ``<key>_range`` = [min, max])
+SEED_KEYS = ("final_train_loss", "val_accuracy", "act_std_ratio", "grad_std_ratio", "best_val_accuracy", "final_val_loss")
+
+
+def over_seeds(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One arm's rows (one per seed) -> the mean of each figure, its ``[min, max]`` range, and the rows.
+
+    A figure missing in some seed (a diverged seed has no final loss) is ``null``: a mean over the seeds
+    that trained would hide the divergence. ``diverged`` counts the seeds that diverged."""
+    out: dict[str, Any] = {"init": rows[0]["init"]}
+    for k in SEED_KEYS:
+        values = [r.get(k) for r in rows]
+        ok = all(v is not None for v in values)
+        out[k] = sum(values) / len(values) if ok else None
+        out[f"{k}_range"] = [min(values), max(values)] if ok else None
+    out["diverged"] = any(r.get("diverged") for r in rows)
+    out["diverged_seeds"] = sum(bool(r.get("diverged")) for r in rows)
+    out["train_loss"] = rows[0].get("train_loss", [])  # the first seed's curve (per seed: per_seed)
+    out["epochs_run"] = min(r.get("epochs_run", 0) for r in rows)
+    out["seconds"] = round(sum(r.get("seconds", 0.0) for r in rows), 3)
+    out["per_seed"] = list(rows)
+    return out
+
+
+def cpu_name() -> str:
+    """The CPU's model name (the same seed gives other losses on another CPU: a result names its machine)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _run_arm(run: Run, arm: str, spec: str, data: DepthData, *, folder: str, arch: str, depth: int, width: int, activation: str,
              epochs: int, cfg: TrainConfig, probe: tuple[torch.Tensor, torch.Tensor],
              lsuv_batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[dict[str, Any], list[dict[str, Any]], Any]:
     t0 = time.perf_counter()
@@ -312,11 +373,11 @@ def _run_arm(run: Run, arm: str, spec: str, data: DepthData, *, arch: str, depth
         init = init_model(model, spec, batch=lsuv_batch[0], generator=cfg.seed)
     for w in caught:
         warn(f"{arm}: {w.message}")
-    sub = run.sub(_dirname(arm), {"arm": arm, "init": spec})
+    sub = run.sub(folder, {"arm": arm, "init": spec, "seed": cfg.seed})
     diag = SignalDiagnostics(probe, sub.dir, nonlinearity=predicted_nonlinearity(activation),
                              tensorboard=sub.tensorboard() if cfg.tensorboard else None)
     init_stats = diag.start(model)
-    log(f"arm {arm} (init {spec}): std of layer outputs, last/first hidden {init_stats.act_std_ratio:.3g}, "
+    log(f"arm {arm} (init {spec}, seed {cfg.seed}): std of layer outputs, last/first hidden {init_stats.act_std_ratio:.3g}, "
         f"gradients first/last {init_stats.grad_std_ratio:.3g}")
     history: list[dict[str, Any]] = []
 
@@ -364,34 +425,72 @@ def _names(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
+def _losses(r: dict[str, Any]) -> list[float | None]:
+    """One arm's final train loss per seed (``None``: that seed diverged)."""
+    rows = r.get("per_seed") or [r]
+    return [None if row.get("diverged") else row.get("final_train_loss") for row in rows]
+
+
+def _span(values: Sequence[float]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}–{hi:.2f}"
+
+
 def reading(summary: dict[str, Any]) -> str:
-    """One line: which arms trained and which stayed at chance (loss ~ ln classes) or diverged."""
+    """One line: which arms trained and which stayed at chance (loss ~ ln classes) or diverged.
+
+    With several seeds an arm is put in a class only when every seed puts it there ("in every seed"), and
+    the trained arms' losses are ranges: nothing is said that one seed (or one CPU) contradicts."""
     chance = math.log(summary["classes"])
-    trained, stuck, diverged = [], [], []
+    n = len(summary.get("seeds") or [0])
+    every = " in every seed" if n > 1 else ""
+    trained, stuck, diverged, mixed = [], [], [], []
     for arm, r in summary["arms"].items():
-        loss = r.get("final_train_loss")
-        if r.get("diverged") or loss is None:
+        losses = _losses(r)
+        kinds = ["diverged" if loss is None else "stuck" if loss >= chance - CHANCE_MARGIN else "trained" for loss in losses]
+        if set(kinds) == {"diverged"}:
             diverged.append(arm)
-        elif loss >= chance - CHANCE_MARGIN:
+        elif set(kinds) == {"stuck"}:
             stuck.append(arm)
+        elif set(kinds) == {"trained"}:
+            trained.append((sum(losses) / len(losses), arm, losses))  # type: ignore[arg-type]
         else:
-            trained.append((loss, arm))
+            counts = {k: kinds.count(k) for k in ("trained", "stuck", "diverged") if k in kinds}
+            words = {"trained": "trained", "stuck": "stayed at chance", "diverged": "diverged"}
+            mixed.append(f"{arm} " + ", ".join(f"{words[k]} in {c} of {n} seeds" for k, c in counts.items()))
     parts = []
-    if trained:
+    if trained and n == 1:
         trained.sort()
-        parts.append(f"{_names([a for _, a in trained])} trained (final train loss {', '.join(f'{l:.2f}' for l, _ in trained)})")
+        parts.append(f"{_names([a for _, a, _ in trained])} trained "
+                     f"(final train loss {', '.join(f'{l[0]:.2f}' for _, _, l in trained)})")
+    elif trained:  # no order: which arm is lower can change with the seed and the CPU; the ranges say it
+        parts.append(f"{_names([a for _, a, _ in trained])} trained in every seed "
+                     f"(final train loss {', '.join(f'{a} {_span(l)}' for _, a, l in trained)})")
     if stuck:
-        parts.append(f"{_names(stuck)} stayed at chance (loss ≈ ln {summary['classes']} = {chance:.3f})")
+        parts.append(f"{_names(stuck)} stayed at chance{every} (loss ≈ ln {summary['classes']} = {chance:.3f})")
     if diverged:
-        parts.append(f"{_names(diverged)} diverged (the loss became NaN or infinite)")
+        parts.append(f"{_names(diverged)} diverged{every} (the loss became NaN or infinite)")
+    parts += mixed
     return "; ".join(parts) + "."
 
 
 def table(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """The result table: columns and one row per arm."""
+    """The result table: columns and one row per arm (several seeds: ``mean [min, max]`` per figure)."""
     cols = ["arm", "init", "final train loss", "val accuracy", "act std ratio", "grad std ratio"]
     keys = ("final_train_loss", "val_accuracy", "act_std_ratio", "grad_std_ratio")
-    rows = [[arm, r.get("init", arm), *("-" if r.get(k) is None else r[k] for k in keys)] for arm, r in summary["arms"].items()]
+    several = len(summary.get("seeds") or [0]) > 1
+    if several:
+        cols[2:] = [f"{c} (mean [min, max])" if c in ("final train loss", "val accuracy") else c for c in cols[2:]]
+
+    def value(r: dict[str, Any], k: str) -> Any:
+        if r.get(k) is None:
+            return "-"
+        if several and k in ("final_train_loss", "val_accuracy") and r.get(f"{k}_range"):
+            lo, hi = r[f"{k}_range"]
+            return f"{r[k]:.3f} [{lo:.3f}, {hi:.3f}]"
+        return r[k]
+
+    rows = [[arm, r.get("init", arm), *(value(r, k) for k in keys)] for arm, r in summary["arms"].items()]
     return cols, rows
 
 
@@ -418,10 +517,13 @@ def report_text(summary: dict[str, Any]) -> str:
             f"(chance loss ln {summary['classes']} = {summary['chance_loss']:.3f}); {summary['seconds']:.1f} s")
     note = SGD_NOTE[0].upper() + SGD_NOTE[1:] if summary["optimizer"] == "sgd" else \
         f"Trained with {summary['optimizer']}: it rescales small gradients, so this is not the paper's setting ({SGD_NOTE})"
+    seeds = summary.get("seeds") or []
+    if len(seeds) > 1:
+        head += f"\n{len(seeds)} seeds ({', '.join(map(str, seeds))}) per arm on {summary.get('cpu', 'this CPU')}"
     return "\n".join([head, "", format_table(summary), "", "Reading: " + summary["reading"], note + "."])
 
 
-def _plots(run: Run, histories: dict[str, list[dict[str, Any]]], inits: dict[str, Any], *, depth: int, arch: str,
+def _plots(run: Run, histories: dict[str, list[list[dict[str, Any]]]], inits: dict[str, Any], *, depth: int, arch: str,
            classes: int) -> None:
     from warmstart.report.signal_plots import plot_layer_stats
 
@@ -430,8 +532,10 @@ def _plots(run: Run, histories: dict[str, list[dict[str, Any]]], inits: dict[str
                                                         "predicted (dashed)")
 
 
-def plot_losses(histories: dict[str, Sequence[dict[str, Any]]], path: Path, *, classes: int, title: str = "") -> Path:
-    """Train loss per epoch per arm (log y, chance ln(classes) dashed) and validation accuracy (chance 1/classes)."""
+def plot_losses(histories: dict[str, Sequence[Any]], path: Path, *, classes: int, title: str = "") -> Path:
+    """Train loss per epoch per arm (log y, chance ln(classes) dashed) and validation accuracy (chance 1/classes).
+
+    An arm's history is a list of epoch rows, or a list of such lists (one per seed: one line each, one colour)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -440,12 +544,16 @@ def plot_losses(histories: dict[str, Sequence[dict[str, Any]]], path: Path, *, c
     fig = Figure(figsize=(11, 4), layout="constrained")
     FigureCanvasAgg(fig)
     ax_loss, ax_acc = fig.subplots(1, 2)
-    for i, (arm, hist) in enumerate(histories.items()):
-        ep = [int(h["epoch"]) for h in hist]
-        loss = [float(h["train_loss"]) if math.isfinite(float(h["train_loss"])) and float(h["train_loss"]) > 0 else math.nan
-                for h in hist]
-        ax_loss.plot(ep, loss, "-o", ms=2.5, color=f"C{i % 10}", label=arm)
-        ax_acc.plot(ep, [float(h["val_accuracy"]) for h in hist], "-o", ms=2.5, color=f"C{i % 10}", label=arm)
+    for i, (arm, hists) in enumerate(histories.items()):
+        per_seed = [hists] if not hists or isinstance(hists[0], dict) else list(hists)
+        for j, hist in enumerate(per_seed):
+            ep = [int(h["epoch"]) for h in hist]
+            loss = [float(h["train_loss"]) if math.isfinite(float(h["train_loss"])) and float(h["train_loss"]) > 0 else math.nan
+                    for h in hist]
+            label = (arm if len(per_seed) == 1 else f"{arm} ({len(per_seed)} seeds)") if j == 0 else None
+            style = {"ms": 2.5, "color": f"C{i % 10}", "label": label, "alpha": 1.0 if len(per_seed) == 1 else 0.7}
+            ax_loss.plot(ep, loss, "-o", **style)
+            ax_acc.plot(ep, [float(h["val_accuracy"]) for h in hist], "-o", **style)
     ax_loss.axhline(math.log(classes), ls="--", color="0.4", lw=1, label=f"chance: ln {classes}")
     ax_acc.axhline(1 / classes, ls="--", color="0.4", lw=1, label=f"chance: 1/{classes}")
     ax_loss.set(yscale="log", xlabel="epoch", ylabel="train loss", title="train loss (log scale)")
@@ -471,7 +579,9 @@ def sections(run_dir: str | Path) -> list:
     setup = (f"The same {summary['depth']}-layer plain {summary.get('arch', 'mlp').upper()} (width {summary.get('width')}, "
              f"{summary.get('activation', 'relu')}, no BatchNorm, no residual connections) trained once per init scheme on "
              f"{summary.get('data', 'the data')}, with the same data, batch order, seed and budget: {summary.get('epochs')} epochs "
-             f"of {summary.get('optimizer')} (lr {summary.get('lr')}, batch {summary.get('batch_size')}). Each ReLU layer "
+             f"of {summary.get('optimizer')} (lr {summary.get('lr')}, batch {summary.get('batch_size')})"
+             + (f", from each of the seeds {', '.join(map(str, summary['seeds']))} (on {summary.get('cpu', 'one CPU')})"
+                if len(summary.get("seeds") or []) > 1 else "") + ". Each ReLU layer "
              "multiplies the variance of the signal by fan_in·Var(w)/2: ×1 for He, ×1/2 for Xavier, ×1/6 for PyTorch's default; "
              f"over {summary['depth']} layers the difference decides whether anything reaches the first layers.")
     ratios = ("act std ratio: std of the last hidden layer's output / the first's, at init; grad std ratio: std of the "

@@ -23,6 +23,7 @@ SECTIONS: dict[str, str] = {
     "symmetry": "warmstart.experiments.symmetry",
     "depth": "warmstart.experiments.depth",
     "rank": "warmstart.experiments.rank",
+    "path": "warmstart.experiments.path",
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 import matplotlib.ticker
@@ -144,4 +144,35 @@ def tradeoff(points: Mapping[str, tuple[float, float, float, float]], path: Path
     ax.grid(alpha=0.3)
     if band is not None:
         ax.legend(loc="best", fontsize=7)
+    return save_figure(fig, path)
+
+
+def plot_paths(paths: Mapping[str, Mapping[str, Any]], path: Path, title: str = "") -> Path:
+    """One colour per path; loss (left; log scale when it spans decades) and accuracy (right) against t; solid: validation, dashed:
+    training images. The ends (t = 0 and 1) are marked by vertical lines; points outside them (``--extend``)
+    show the basin's walls."""
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, (name, res) in enumerate(paths.items()):
+        pts = res["points"]
+        t = [p["t"] for p in pts]
+        c = f"C{i % 10}"
+        ax_l.plot(t, [p["train_loss"] for p in pts], "--o", color=c, ms=3, alpha=0.7)
+        ax_a.plot(t, [p["train_accuracy"] for p in pts], "--o", color=c, ms=3, alpha=0.7)
+        if "val_loss" in pts[0]:
+            b = res.get("barrier", {}).get("train_loss")
+            label = name + (f" (barrier {b:.3f})" if b is not None else "")
+            ax_l.plot(t, [p["val_loss"] for p in pts], "-o", color=c, ms=3, label=label)
+            ax_a.plot(t, [p["val_accuracy"] for p in pts], "-o", color=c, ms=3, label=label)
+    for ax in (ax_l, ax_a):
+        for x in (0, 1):
+            ax.axvline(x, color="0.6", lw=0.8, ls=":")
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("t (0: first network, 1: second)")
+    losses = [v for line in ax_l.get_lines() for v in line.get_ydata() if v > 0]
+    wide = bool(losses) and max(losses) / min(losses) > 20  # log scale only where the loss spans decades
+    ax_l.set(yscale="log" if wide else "linear", ylabel="loss", title="loss (solid: val, dashed: train)")
+    ax_a.set(ylabel="accuracy", ylim=(0, 1.02), title="accuracy (solid: val, dashed: train)")
+    ax_l.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.16), ncol=1, frameon=False)  # below: never over a curve
+    if title:
+        fig.suptitle(title)
     return save_figure(fig, path)

@@ -207,6 +207,7 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
         probe_info = _probe_head(prepared, run, model, groups, cfg, spec.feature_cache, resume=resume)
         probe_seconds = time.perf_counter() - p0
     probed = probe_info is not None
+    save_start(run, model, prepared, spec)  # where it began, for `warmstart path` (once: a resumed run keeps it)
     phases = plan(model, spec, cfg, probed=probed)
     start = {k: v.detach().clone() for k, v in model.state_dict().items()} if spec.interpolate else None  # the run's start
     lr = phases[-1].groups[-1].lr  # the head's, as the recipe resolved it (the head group is last)
@@ -279,6 +280,15 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
         run.write_summary(summary)
         _plots(run, result, prepared.splits.classes)
     return model, result, summary
+
+
+def save_start(run: Run, model: nn.Module, prepared: Prepared, spec: TrainSpec) -> None:
+    """``start.safetensors`` + ``start.json``: the model as training begins (the pretrained layers with the probe's
+    head, or the random init), itself a valid ``--weights``. Written once; a resumed run keeps the first."""
+    if run.main and not (run.dir / layout.START).is_file():
+        meta = {**prepared.weights.meta, "arch": spec.model, "num_classes": prepared.splits.num_classes,
+                "categories": prepared.splits.classes, "source": f"the start of warmstart train ({spec.strategy.spec}) in {run.dir}"}
+        save_weights(run.dir / layout.START, model.state_dict(), meta)
 
 
 def _summary(prepared: Prepared, spec: TrainSpec, cfg: TrainConfig, model: nn.Module, result: FitResult, phases, *, lr: float,

@@ -1,0 +1,346 @@
+"""`warmstart path RUN_A [RUN_B]`: where did fine-tuning end — in the start's basin or another?
+
+Loss and accuracy on the training and validation images along the straight line in weight space
+(:mod:`warmstart.transfer.path`) between
+
+* RUN_A's start and its end (RUN_A alone): ``start.safetensors`` (the model as training began: the
+  pretrained layers with the linear probe's head, or the seeded random init) and ``model.safetensors``;
+* the ends of two runs (RUN_A RUN_B), e.g. two seeds of one strategy: one basin or two (Neyshabur, Sedghi &
+  Zhang, NeurIPS 2020: fine-tuned runs from one pretrained start land in one basin, runs from random starts
+  in different ones);
+* every such pair of a compare run (a ``compare`` OUT folder alone): per strategy with two seeds or more,
+  the path between the first two seeds' ends, and each run's start -> end. The results go to OUT/paths/
+  and the compare report gets a section.
+
+The images are RUN_A's (its data options and seed, read from its config.json), prepared as its validation
+images (centre crops); BatchNorm statistics are recomputed at every point on the training images (see
+:mod:`warmstart.transfer.path` for why and for ``bn="interpolate"``). ``max_images`` evaluates at most that
+many images per split (a fixed random choice), for speed.
+
+The output folder::
+
+    config.json  summary.json  path.csv  path.png     (compare: OUT/paths/, one path_<strategy>.png each)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from warmstart.engine import layout
+from warmstart.engine.console import log
+from warmstart.engine.run import Run, check_out, default_out, read_config, read_summary
+from warmstart.errors import UserError
+from warmstart.transfer.path import BN_MODES, DEFAULT_POINTS, check_compatible, check_points, path_ts
+
+PATH_PNG, PATH_CSV, PATHS = layout.PATH_PNG, layout.PATH_CSV, layout.PATHS
+
+
+@dataclass
+class End:
+    """One end of a path: a run directory and which of its networks (``start`` or ``end``)."""
+
+    run: Path
+    which: str
+
+    @property
+    def file(self) -> Path:
+        return self.run / (layout.START if self.which == "start" else layout.MODEL)
+
+    @property
+    def label(self) -> str:
+        return f"{self.run.name} ({self.which})"
+
+
+def _run_dir(run: str | Path, what: str) -> Path:
+    p = Path(run).expanduser()
+    if not p.is_dir():
+        raise UserError(f"{what} {p}: no such run directory; pass the --out folder of a 'warmstart train' run or a compare arm")
+    read_config(p)  # a run directory at all
+    return p
+
+
+def end_of(run: Path, which: str) -> End:
+    """RUN's ``start`` or ``end`` network, checked to exist."""
+    e = End(run, which)
+    if not e.file.is_file():
+        if which == "start":
+            raise UserError(f"{run} has no {layout.START}: it was trained before warmstart saved a run's start, or is not a "
+                            f"train run; retrain it to get one, or give two runs (warmstart path RUN_A RUN_B)")
+        hint = (f"finish it with --resume {run}" if (run / layout.CHECKPOINT).is_file()
+                else "pass the --out folder of a finished 'warmstart train' run or compare arm")
+        raise UserError(f"{run} has no {layout.MODEL}: {hint}")
+    return e
+
+
+def data_of(run: Path) -> tuple[Any, int]:
+    """The DataSpec and seed RUN trained with (a train run's config.json, or a compare arm's options)."""
+    from warmstart.data.spec import DataSpec
+
+    config = read_config(run)
+    if config.get("data_spec"):
+        spec = DataSpec.from_dict(config["data_spec"])
+    elif (config.get("options") or {}).get("data"):
+        spec = DataSpec.from_options(config["options"])
+    else:
+        raise UserError(f"{run}/config.json does not say which data it trained on; pass a 'warmstart train' run or a compare arm")
+    seed = (config.get("train_config") or {}).get("seed", (config.get("arm") or {}).get("seed", (config.get("options") or {}).get("seed", 0)))
+    return spec, int(seed or 0)
+
+
+def _check_bn(bn: str) -> None:
+    if bn not in BN_MODES:
+        raise UserError(f"--bn {bn!r}: expected one of {', '.join(BN_MODES)}")
+
+
+def _check_max_images(max_images: Any) -> None:
+    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
+        raise UserError(f"--max-images must be a whole number >= 1, got {max_images!r}")
+
+
+def _loaded(ends: Sequence[End]):
+    """Weights (metadata) and state dicts of the ends, checked to be one architecture with the same classes."""
+    from warmstart.transfer.weights import load_tensors, resolve_weights
+
+    weights = [resolve_weights(str(e.file)) for e in ends]
+    states = [load_tensors(e.file) for e in ends]
+    a, b = ends[0], ends[-1]
+    wa, wb = weights[0], weights[-1]
+    if wa.arch != wb.arch:
+        raise UserError(f"{a.label} is a {wa.arch} and {b.label} a {wb.arch}: different architectures; a linear path "
+                        "needs two networks of one architecture (the same --model)")
+    ca, cb = list(wa.categories or []), list(wb.categories or [])
+    if ca and cb and ca != cb:
+        raise UserError(f"{a.label} and {b.label} classify different classes ({', '.join(ca[:4])}... vs "
+                        f"{', '.join(cb[:4])}...); a linear path needs two runs on the same data")
+    check_compatible(states[0], states[-1], names=(a.label, b.label))
+    return weights, states
+
+
+def path_data(run: Path, weights, *, max_images: int | None = None, batch_size: int = 64):
+    """RUN's training and validation images, prepared as its validation images, for :func:`linear_path`."""
+    from warmstart.data import ImageDataset, Normalizer
+    from warmstart.transfer.path import PathData
+
+    spec, seed = data_of(run)
+    splits = spec.load(seed=seed)
+    sets = []
+    for source in (splits.train, splits.val):
+        if max_images is not None and len(source) > max_images:
+            source = source.select(sorted(random.Random(seed).sample(range(len(source)), max_images)))
+        sets.append(ImageDataset(source, weights.preprocess, train=source is splits.train, skip_bad_images=spec.skip_bad_images))
+    log(f"path on {splits.source}: {len(sets[0])} training and {len(sets[1])} validation images")
+    return PathData(sets[0], sets[1], splits.num_classes, Normalizer.of(weights.preprocess), batch_size)
+
+
+def _one(a: End, b: End, data, weights, states, *, ts, bn: str, device) -> dict[str, Any]:
+    from warmstart.transfer.backbones import create_model
+    from warmstart.transfer.path import linear_path
+
+    model = create_model(weights[0].arch or "", None, weights[0])
+    log(f"path {a.label} -> {b.label}: {len(ts)} points")
+    res = linear_path(model, states[0], states[-1], data, ts=ts, bn=bn, device=device, names=(a.label, b.label),
+                      progress=lambda i, r: log(f"  t = {r['t']:+.2f}: train loss {r['train_loss']:.4f}, "
+                                                f"val accuracy {r.get('val_accuracy', float('nan')):.3f}"))
+    return {"a": {"run": str(a.run), "which": a.which}, "b": {"run": str(b.run), "which": b.which},
+            "label": f"{a.label} -> {b.label}", **res}
+
+
+def path(run_a: str | Path, run_b: str | Path | None = None, *, points: int = DEFAULT_POINTS, extend: bool = False,
+         bn: str = "recompute", out: str | Path | None = None, max_images: int | None = None, batch_size: int = 64,
+         device: str = "auto", argv: list[str] | None = None) -> dict[str, Any]:
+    """The linear path of RUN_A's start -> end, or RUN_A's end -> RUN_B's end (or, for a compare folder, all of
+    them: :func:`compare_paths`); writes ``out`` (default ``runs/path-<time>``) and returns summary.json's content.
+
+    Everything (runs, architectures, classes, ``points`` >= 2, ``bn``, ``out``) is checked before anything is written.
+    """
+    from warmstart.engine.loop import resolve_device
+
+    check_points(points)
+    _check_bn(bn)
+    _check_max_images(max_images)
+    a_dir = _run_dir(run_a, "RUN_A")
+    config = read_config(a_dir)
+    if config.get("command") == "compare" and "arm" not in config:
+        if run_b is not None:
+            raise UserError(f"{a_dir} is a compare folder: give it alone (its paths are computed per strategy), "
+                            f"or two of its arm folders (e.g. {a_dir}/finetune-all-seed0 {a_dir}/finetune-all-seed1)")
+        return compare_paths(a_dir, points=points, extend=extend, bn=bn, max_images=max_images, batch_size=batch_size,
+                             device=device, argv=argv)
+    ends = (end_of(a_dir, "start"), end_of(a_dir, "end")) if run_b is None else \
+        (end_of(a_dir, "end"), end_of(_run_dir(run_b, "RUN_B"), "end"))
+    weights, states = _loaded(ends)
+    dev = resolve_device(device)
+    out = Path(out) if out else default_out("path")
+    check_out(out)
+    ts = path_ts(points, extend)
+    data = path_data(a_dir, weights[0], max_images=max_images, batch_size=batch_size)
+    run = Run(out, "path", {"options": {"run_a": str(a_dir), "run_b": str(run_b) if run_b else None, "points": points,
+                                        "extend": extend, "bn": bn, "max_images": max_images, "batch_size": batch_size,
+                                        "device": device}}, argv=argv).start()
+    res = _one(ends[0], ends[1], data, weights, states, ts=ts, bn=bn, device=dev)
+    summary = {"kind": "start-end" if run_b is None else "end-end", **res, "train_images": len(data.train),
+               "val_images": len(data.val) if data.val is not None else 0, "device": str(dev)}
+    _write_csv(run.dir / PATH_CSV, res["points"])
+    from warmstart.report.plots import plot_paths
+
+    plot_paths({res["label"]: res}, run.dir / PATH_PNG, title=f"linear path: {res['label']}")
+    summary["reading"] = reading(summary)
+    run.write_summary(summary)
+    run.close()
+    log(f"path written to {run.dir}")
+    return {**summary, "out": str(run.dir)}
+
+
+def compare_paths(compare_dir: Path, *, points: int = DEFAULT_POINTS, extend: bool = False, bn: str = "recompute",
+                  max_images: int | None = None, batch_size: int = 64, device: str = "auto",
+                  argv: list[str] | None = None) -> dict[str, Any]:
+    """The paths of a compare run, per strategy: between the first two seeds' ends (two seeds or more), and each
+    seed's start -> end. Written to COMPARE/paths/; the compare report (report.html, report.md) is rebuilt with
+    their section. Returns paths/summary.json's content."""
+    from warmstart.engine.loop import resolve_device
+
+    s = read_summary(compare_dir)
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in s.get("runs", []):
+        by.setdefault(r["strategy"], []).append(r)
+    plan: list[tuple[str, str, End, End]] = []
+    for strategy, runs in by.items():
+        runs = sorted(runs, key=lambda r: r["seed"])
+        if len(runs) >= 2:
+            plan.append((strategy, "seeds", end_of(compare_dir / runs[0]["dir"], "end"), end_of(compare_dir / runs[1]["dir"], "end")))
+        for r in runs:
+            plan.append((strategy, "start-end", end_of(compare_dir / r["dir"], "start"), end_of(compare_dir / r["dir"], "end")))
+    if not plan:
+        raise UserError(f"{compare_dir}: the compare run lists no finished arms; finish it with --resume {compare_dir}")
+    loaded = [_loaded((a, b)) for _, _, a, b in plan]  # every pair checked before anything is written
+    dev = resolve_device(device)
+    out = compare_dir / PATHS
+    check_out(out, overwrite=True)
+    ts = path_ts(points, extend)
+    data = path_data(plan[0][2].run, loaded[0][0][0], max_images=max_images, batch_size=batch_size)
+    run = Run(out, "path", {"options": {"compare": str(compare_dir), "points": points, "extend": extend, "bn": bn,
+                                        "max_images": max_images, "batch_size": batch_size, "device": device}},
+              argv=argv, overwrite=True).start()
+    results = []
+    for (strategy, kind, a, b), (weights, states) in zip(plan, loaded):
+        res = _one(a, b, data, weights, states, ts=ts, bn=bn, device=dev)
+        results.append({"strategy": strategy, "kind": kind, **res})
+    from warmstart.report.plots import plot_paths
+
+    figures = {}
+    for strategy in by:
+        mine = {(r["label"] if r["kind"] == "start-end" else f"between seeds: {r['label']}"): r
+                for r in results if r["strategy"] == strategy}
+        name = f"path_{strategy.replace(':', '-')}.png"
+        plot_paths(mine, run.dir / name, title=f"{strategy}: linear paths")
+        figures[strategy] = name
+    summary = {"kind": "compare", "compare": str(compare_dir), "paths": results, "figures": figures,
+               "train_images": len(data.train), "val_images": len(data.val) if data.val is not None else 0, "device": str(dev)}
+    summary["reading"] = reading(summary)
+    run.write_summary(summary)
+    run.close()
+    _rebuild_compare_report(compare_dir)
+    log(f"paths written to {run.dir}; compare report rebuilt")
+    return {**summary, "out": str(run.dir)}
+
+
+def _rebuild_compare_report(compare_dir: Path) -> None:
+    from warmstart.experiments.compare import sections
+    from warmstart.report.compare_sections import subtitle, title
+    from warmstart.report.html import write_report
+
+    s = read_summary(compare_dir)
+    write_report(compare_dir, title(s), sections(compare_dir), subtitle=subtitle(s))
+
+
+def _write_csv(path: Path, points: Sequence[dict[str, Any]]) -> None:
+    from warmstart.engine.io import write_text
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(points[0]))
+    w.writeheader()
+    w.writerows(points)
+    write_text(path, buf.getvalue(), "path")
+
+
+# ------------------------------------------------------------------------------------------ reading and report
+def _b(r: dict[str, Any]) -> str:
+    b = r["barrier"]
+    text = f"train-loss barrier {b['train_loss']:.3f}"
+    if "val_error" in b:
+        text += f", val-error barrier {100 * b['val_error']:.1f} points"
+    return text
+
+
+def reading(summary: dict[str, Any]) -> str:
+    """One sentence per path: its barrier (train loss, and validation error in points)."""
+    return " ".join(reading_lines(summary))
+
+
+def reading_lines(summary: dict[str, Any]) -> list[str]:
+    paths = summary["paths"] if summary.get("kind") == "compare" else [summary]
+    lines = []
+    for r in paths:
+        what = (f"{r['strategy']}, between two seeds' ends" if r.get("kind") == "seeds" else
+                f"{r['strategy']}, {Path(r['a']['run']).name} start -> end" if "strategy" in r else r["label"])
+        lines.append(f"{what}: {_b(r)}.")
+    return lines
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The points of one path as aligned text, then its barrier (what the command prints)."""
+    cols = ["t", "train loss", "train acc", "val loss", "val acc"]
+    rows = [[f"{p['t']:+.2f}", f"{p['train_loss']:.4f}", f"{p['train_accuracy']:.3f}",
+             f"{p.get('val_loss', float('nan')):.4f}", f"{p.get('val_accuracy', float('nan')):.3f}"] for p in result["points"]]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join([result["label"], *lines, "Barrier (largest loss above the line between the ends, 0 <= t <= 1): "
+                      + _b(result) + "."])
+
+
+def report_text(summary: dict[str, Any]) -> str:
+    if summary.get("kind") != "compare":
+        return format_table(summary)
+    return "\n\n".join([*(format_table({**r, "label": f"[{r['strategy']}] {r['label']}"}) for r in summary["paths"]),
+                        f"compare report rebuilt: {Path(summary['compare']) / layout.REPORT_HTML}"])
+
+
+INTRO = ("Loss along the straight line in weight space between two networks, at evenly spaced points t (0: the first, "
+         "1: the second), with BatchNorm statistics recomputed on the training images at every point. The barrier is the "
+         "largest loss above the straight line between the two ends' losses: about 0 when both lie in one basin, clearly "
+         "more when a ridge separates them (Frankle et al. 2020; Neyshabur, Sedghi & Zhang 2020: fine-tuned runs from one "
+         "pretrained start share a basin, runs from random starts do not).")
+
+
+def sections(run_dir: str | Path) -> list:
+    """The report section of a path run (or a compare run's paths/ folder), rebuilt from its directory."""
+    from warmstart.report.html import Figure, Section, Table
+
+    run_dir = Path(run_dir)
+    summary, config = read_summary(run_dir), read_config(run_dir)
+    paths = summary["paths"] if summary.get("kind") == "compare" else [summary]
+    cols = ["strategy", "path", "train loss at ends", "train-loss barrier", "val accuracy at ends", "val-error barrier (points)"]
+    rows = []
+    for r in paths:
+        p0 = next(p for p in r["points"] if p["t"] == 0.0)
+        p1 = next(p for p in r["points"] if p["t"] == 1.0)
+        rows.append([r.get("strategy", "-"), "between seeds' ends" if r.get("kind") == "seeds" else r["label"],
+                     f"{p0['train_loss']:.3f} / {p1['train_loss']:.3f}", round(r["barrier"]["train_loss"], 4),
+                     f"{p0.get('val_accuracy', float('nan')):.3f} / {p1.get('val_accuracy', float('nan')):.3f}",
+                     round(100 * r["barrier"].get("val_error", float("nan")), 1)])
+    figs = ([Figure(run_dir / f, f"{s}: loss and accuracy along each path (BatchNorm recomputed at every point).")
+             for s, f in summary.get("figures", {}).items()] if summary.get("kind") == "compare"
+            else [Figure(run_dir / PATH_PNG, "Loss and accuracy along the path (BatchNorm recomputed at every point).")])
+    argv = config.get("argv") or []
+    return [Section(title="Is fine-tuning an initialization? Linear paths between starts and ends", paragraphs=[INTRO],
+                    reading=reading_lines(summary), tables=[Table(cols, rows, caption=(
+                        f"{summary.get('train_images')} training / {summary.get('val_images')} validation images; "
+                        "barrier: max over 0 <= t <= 1 of loss(t) minus the straight line between the ends."))],
+                    figures=[f for f in figs if f.path.is_file()],
+                    command=" ".join(argv) if argv else "warmstart path", anchor="paths")]
