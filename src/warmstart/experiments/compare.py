@@ -179,7 +179,7 @@ def sections(run_dir: str | Path) -> list:
         return run_sections(run_dir)
     parts = compare_sections(run_dir, read_summary(run_dir), command_of(config))
     if (Path(run_dir) / PATHS / SUMMARY).is_file():  # `warmstart path COMPARE` was run: its linear paths
-        from warmstart.experiments.path import sections as path_sections
+        from warmstart.report.path_sections import sections as path_sections
 
         parts += path_sections(Path(run_dir) / PATHS)
     return parts

@@ -35,6 +35,7 @@ from warmstart.engine import layout
 from warmstart.engine.console import log
 from warmstart.engine.run import Run, check_out, default_out, read_config, read_summary
 from warmstart.errors import UserError
+from warmstart.report.path_sections import barrier_text, reading, reading_lines, sections  # noqa: F401
 from warmstart.transfer.path import BN_MODES, DEFAULT_POINTS, check_compatible, check_points, path_ts
 
 PATH_PNG, PATH_CSV, PATHS = layout.PATH_PNG, layout.PATH_CSV, layout.PATHS
@@ -269,29 +270,6 @@ def _write_csv(path: Path, points: Sequence[dict[str, Any]]) -> None:
 
 
 # ------------------------------------------------------------------------------------------ reading and report
-def _b(r: dict[str, Any]) -> str:
-    b = r["barrier"]
-    text = f"train-loss barrier {b['train_loss']:.3f}"
-    if "val_error" in b:
-        text += f", val-error barrier {100 * b['val_error']:.1f} points"
-    return text
-
-
-def reading(summary: dict[str, Any]) -> str:
-    """One sentence per path: its barrier (train loss, and validation error in points)."""
-    return " ".join(reading_lines(summary))
-
-
-def reading_lines(summary: dict[str, Any]) -> list[str]:
-    paths = summary["paths"] if summary.get("kind") == "compare" else [summary]
-    lines = []
-    for r in paths:
-        what = (f"{r['strategy']}, between two seeds' ends" if r.get("kind") == "seeds" else
-                f"{r['strategy']}, {Path(r['a']['run']).name} start -> end" if "strategy" in r else r["label"])
-        lines.append(f"{what}: {_b(r)}.")
-    return lines
-
-
 def format_table(result: dict[str, Any]) -> str:
     """The points of one path as aligned text, then its barrier (what the command prints)."""
     cols = ["t", "train loss", "train acc", "val loss", "val acc"]
@@ -301,7 +279,7 @@ def format_table(result: dict[str, Any]) -> str:
     lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
     return "\n".join([result["label"], *lines, "Barrier (largest loss above the line between the ends, 0 <= t <= 1): "
-                      + _b(result) + "."])
+                      + barrier_text(result) + "."])
 
 
 def report_text(summary: dict[str, Any]) -> str:
@@ -309,38 +287,3 @@ def report_text(summary: dict[str, Any]) -> str:
         return format_table(summary)
     return "\n\n".join([*(format_table({**r, "label": f"[{r['strategy']}] {r['label']}"}) for r in summary["paths"]),
                         f"compare report rebuilt: {Path(summary['compare']) / layout.REPORT_HTML}"])
-
-
-INTRO = ("Loss along the straight line in weight space between two networks, at evenly spaced points t (0: the first, "
-         "1: the second), with BatchNorm statistics recomputed on the training images at every point. The barrier is the "
-         "largest loss above the straight line between the two ends' losses: about 0 when both lie in one basin, clearly "
-         "more when a ridge separates them (Frankle et al. 2020; Neyshabur, Sedghi & Zhang 2020: fine-tuned runs from one "
-         "pretrained start share a basin, runs from random starts do not).")
-
-
-def sections(run_dir: str | Path) -> list:
-    """The report section of a path run (or a compare run's paths/ folder), rebuilt from its directory."""
-    from warmstart.report.html import Figure, Section, Table
-
-    run_dir = Path(run_dir)
-    summary, config = read_summary(run_dir), read_config(run_dir)
-    paths = summary["paths"] if summary.get("kind") == "compare" else [summary]
-    cols = ["strategy", "path", "train loss at ends", "train-loss barrier", "val accuracy at ends", "val-error barrier (points)"]
-    rows = []
-    for r in paths:
-        p0 = next(p for p in r["points"] if p["t"] == 0.0)
-        p1 = next(p for p in r["points"] if p["t"] == 1.0)
-        rows.append([r.get("strategy", "-"), "between seeds' ends" if r.get("kind") == "seeds" else r["label"],
-                     f"{p0['train_loss']:.3f} / {p1['train_loss']:.3f}", round(r["barrier"]["train_loss"], 4),
-                     f"{p0.get('val_accuracy', float('nan')):.3f} / {p1.get('val_accuracy', float('nan')):.3f}",
-                     round(100 * r["barrier"].get("val_error", float("nan")), 1)])
-    figs = ([Figure(run_dir / f, f"{s}: loss and accuracy along each path (BatchNorm recomputed at every point).")
-             for s, f in summary.get("figures", {}).items()] if summary.get("kind") == "compare"
-            else [Figure(run_dir / PATH_PNG, "Loss and accuracy along the path (BatchNorm recomputed at every point).")])
-    argv = config.get("argv") or []
-    return [Section(title="Is fine-tuning an initialization? Linear paths between starts and ends", paragraphs=[INTRO],
-                    reading=reading_lines(summary), tables=[Table(cols, rows, caption=(
-                        f"{summary.get('train_images')} training / {summary.get('val_images')} validation images; "
-                        "barrier: max over 0 <= t <= 1 of loss(t) minus the straight line between the ends."))],
-                    figures=[f for f in figs if f.path.is_file()],
-                    command=" ".join(argv) if argv else "warmstart path", anchor="paths")]
