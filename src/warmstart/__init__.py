@@ -30,6 +30,7 @@ _LAZY = {
     "apply_init": "warmstart.init.spec",
     "symmetry_report": "warmstart.init.symmetry",
     "load_data": "warmstart.data.loading",
+    "fetch": "warmstart.data.fetch",
     "create_model": "warmstart.transfer.backbones",
     "resolve_weights": "warmstart.transfer.weights",
     "fit": "warmstart.engine.loop",
