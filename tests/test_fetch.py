@@ -7,60 +7,21 @@ The server is Python's http.server in a thread, bound to 127.0.0.1 only, serving
 
 from __future__ import annotations
 
-import functools
-import http.server
 import io
-import socket
-import threading
+import os
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from _cli import run_cli
+from _serve import Handler as _Handler, closed_port, serve
 from warmstart.data import fetch
 from warmstart.data.loading import load_data
 from warmstart.errors import UserError
 
 HYMENOPTERA_FILES = 398  # train 124 ants + 121 bees, val 70 + 83 (shared/README.md)
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    requests: list[str]
-
-    def log_message(self, *args):  # keep the test's output clean
-        pass
-
-
-@contextmanager
-def serve(folder: Path, handler=_Handler):
-    """An HTTP server for ``folder`` on 127.0.0.1 (an ephemeral port), in a thread; yields its base URL."""
-    seen: list[str] = []
-
-    class Handler(handler):
-        requests = seen
-
-        def do_GET(self):
-            seen.append(self.path)
-            super().do_GET()
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released): connecting to it is refused at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -125,6 +86,9 @@ def test_weights_by_name_from_the_loopback_server_load_as_weights(shared, env, t
         path = fetch.fetch("mobilenet_v2-inat-bird")
     assert seen == ["/weights/mobilenet_v2-inat-bird.pth", "/weights/mobilenet_v2-inat-bird.json"]
     assert path == tmp_path / "cache" / "weights" / "mobilenet_v2-inat-bird.pth"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not the temporary file's 0600
     w = resolve_weights(str(path))
     assert (w.arch, w.num_classes) == ("mobilenet_v2", 965)
     assert fetch.fetch("mobilenet_v2-inat-bird") == path  # then from the cache, the server gone

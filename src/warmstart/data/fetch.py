@@ -50,6 +50,8 @@ DOWNLOAD_TIMEOUT_S = 20.0
 #: Attempts per download (network errors and damaged transfers are retried; a 404 is not).
 RETRIES = 3
 _CHUNK = 1 << 20
+_UMASK = os.umask(0)  # read (and restored) once: temporary files and folders are made 0600/0700, the results not
+os.umask(_UMASK)
 
 
 @dataclass(frozen=True)
@@ -348,6 +350,7 @@ def _unpack(archive: Path, entry: DataArchive, root: Path, digest: str) -> None:
         if target.exists():
             shutil.rmtree(target)
         os.replace(found, target)
+        os.chmod(target, 0o777 & ~_UMASK)  # the archive's root folder may be the temporary one (0700)
     write_text(root / f".{archive.name}.sha256", digest + "\n", what="stamp")
     marker.unlink(missing_ok=True)
 
@@ -403,6 +406,7 @@ def download_file(url: str, dest: Path, *, sha256: str | None, what: str, retrie
         # not engine.io.atomic_path: it turns every OSError into "cannot write", and network errors are OSErrors
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
         os.close(fd)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         try:
             digest = _stream(url, Path(tmp), what, timeout)
             if sha256 is not None and digest != sha256:
