@@ -64,7 +64,7 @@ def train(data, **o):
     """Train a classifier on DATA: from scratch, by transfer (frozen backbone, new head) or by fine-tuning.
 
     DATA is a folder with train/ and val/ (or test/) class subfolders, one folder of class subfolders, a CSV
-    (path,label[,split]), or a data set name (digits, cifar10, mnist, fashion-mnist, ...). With --resume RUN_DIR
+    (path,label[,split]), or a data set name (digits, cifar10, mnist, hymenoptera, ...: see warmstart fetch --list). With --resume RUN_DIR
     it may be left out: the run continues on its own DATA.
     """
     if data is None and not o["resume"]:

@@ -25,7 +25,8 @@ def data_options(f: Callable) -> Callable:
                      help="Folder of the decoded-image cache, reused by the next run on the same data "
                           "[default: $WARMSTART_CACHE_DIR, else ~/.cache/warmstart]; 'off': decode in memory."),
         click.option("--data-root", type=click.Path(file_okay=False), default=None,
-                     help="Where named torchvision datasets (cifar10, mnist, ...) live or are downloaded to."),
+                     help="Where named data sets (cifar10, mnist, hymenoptera, ...) live or are downloaded to "
+                          "[default: $WARMSTART_DATA_ROOT, else datasets/ in the cache folder]."),
         click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
                      help="Validation share when DATA has no val/ split (stratified, seeded)."),
         click.option("--subset", type=click.IntRange(min=1), default=None, help="At most N images per class and split (quick runs)."),
