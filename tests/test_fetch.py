@@ -216,3 +216,15 @@ def test_a_damaged_mirror_archive_is_refused_before_unpacking(env, tmp_path):
     assert not (tmp_path / "root").exists() or list((tmp_path / "root").iterdir()) == []
     with pytest.raises(UserError, match="mirror folder .* does not exist"):
         fetch.fetch("hymenoptera", mirror=tmp_path / "nowhere")
+
+
+def test_mirror_weights_are_checked_before_use(env, tmp_path, weights_dir):
+    mirror = tmp_path / "mirror"
+    (mirror / "weights").mkdir(parents=True)
+    pth = mirror / "weights" / "mobilenet_v2-imagenet.pth"
+    pth.write_bytes((weights_dir / "mobilenet_v2-imagenet.pth").read_bytes())
+    with pytest.raises(UserError, match=r"mobilenet_v2-imagenet\.json in the mirror is missing"):
+        fetch.fetch("mobilenet_v2-imagenet", mirror=mirror)
+    (mirror / "weights" / "mobilenet_v2-imagenet.json").write_text("{}")
+    with pytest.raises(UserError, match=r"\.json in the mirror is damaged or another version \(sha256 "):
+        fetch.fetch("mobilenet_v2-imagenet", mirror=mirror)

@@ -64,8 +64,8 @@ def train(data, **o):
     """Train a classifier on DATA: from scratch, by transfer (frozen backbone, new head) or by fine-tuning.
 
     DATA is a folder with train/ and val/ (or test/) class subfolders, one folder of class subfolders, a CSV
-    (path,label[,split]), or a data set name (digits, cifar10, mnist, hymenoptera, ...: see warmstart fetch --list). With --resume RUN_DIR
-    it may be left out: the run continues on its own DATA.
+    (path,label[,split]), or a data set name (digits, cifar10, mnist, hymenoptera, ...; warmstart fetch --list).
+    With --resume RUN_DIR it may be left out: the run continues on its own DATA.
     """
     if data is None and not o["resume"]:
         raise click.UsageError("missing argument 'DATA' (or continue a run with --resume RUN_DIR)", click.get_current_context())

@@ -241,10 +241,12 @@ def fetch_weights(name: str, *, mirror: str | os.PathLike | None = None, downloa
         folder = mirror_path / "weights"
         for suffix, sha in entry.sha256.items():
             f = folder / f"{name}{suffix}"
-            digest = sha256_file(f) if f.is_file() else "(missing)"
-            if digest != sha:
-                raise UserError(f"{name}: {f} in the mirror is {'missing' if digest == '(missing)' else 'damaged or another version (sha256 ' + digest[:12] + '...)'}; "
-                                "put the shared folder's .pth and .json there, or unset the mirror to download")
+            problem = "missing" if not f.is_file() else None
+            if problem is None and (digest := sha256_file(f)) != sha:
+                problem = f"damaged or another version (sha256 {digest[:12]}...)"
+            if problem:
+                raise UserError(f"{name}: {f} in the mirror is {problem}; put the shared folder's .pth and .json "
+                                "there, or unset the mirror to download")
         return folder / f"{name}.pth"
     folder = cache_root() / "weights"
     cached = [folder / f"{name}{s}" for s in entry.sha256]
