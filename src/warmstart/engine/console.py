@@ -61,7 +61,8 @@ def progress(it: Iterable[T], total: int | None = None, desc: str = "", unit: st
     else the text bar); the plain iterable elsewhere. The only progress bar in warmstart: nothing else imports tqdm."""
     if not _shown():
         return it
-    return _bar()(it, total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True, file=sys.stderr)
+    bar = _bar()
+    return bar(it, total=total, desc=desc, unit=unit, leave=_leave(bar), dynamic_ncols=True, file=sys.stderr)
 
 
 def byte_bar(total: int | None, desc: str):
@@ -69,8 +70,14 @@ def byte_bar(total: int | None, desc: str):
     downloads. Where :func:`progress` would draw nothing it is tqdm's disabled bar, which does nothing."""
     shown = _shown()
     cls = _bar() if shown else _text_bar()
-    return cls(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
+    return cls(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=_leave(cls),
                dynamic_ncols=True, file=sys.stderr, disable=not shown)
+
+
+def _leave(bar) -> bool:
+    """Whether a finished bar stays: on a terminal and as a notebook widget it goes; the text bar in a notebook
+    stays, complete (cleared, it would leave an empty stderr box in the cell's output)."""
+    return in_notebook() and bar is _text_bar()
 
 
 def _bar():
