@@ -6,16 +6,28 @@
 # it also measures throughput: finetune-all images/s at batch sizes for throughput (bf16 autocast, channels_last,
 # decoded-image cache on disk, uint8 batches cropped + flipped on the GPU by data/augment.py) against the bare
 # synthetic training step of the same network on the same GPU in the same run (benchmarks/floors.py train-step);
-# $OUT/gpu_throughput.json. Goals (issue 15): >= 8,000 img/s and >= 0.8 of the bare step. Not yet run.
+# $OUT/gpu_throughput.json. Goals (issues 15, 23): >= 8,000 img/s and >= 0.8 of the bare step. Not yet run.
+# Then (issue 23): the CUDA-marked tests (`pytest -m cuda`), finetune-all at the default options as a whole
+# process, transfer over the third argument's images against one inference pass over them (floors.py), and the
+# lecture notebook executed with device auto.
+#
+# Dry run without a GPU (checks that every step runs; the numbers mean nothing):
+#   DEVICE=cpu TINY=1 EPOCHS=1 SUBSET=2 BATCH=8 THROUGHPUT_BATCHES=8 THROUGHPUT_SUBSET=4 THROUGHPUT_EPOCHS=1 \
+#     OUT=/tmp/gs bash benchmarks/gpu_session.sh .data/hymenoptera_data ../shared/weights/mobilenet_v3_small-imagenet.pth .data/cifar10
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-.}
+DEVICE=${DEVICE:-cuda}
+TINY=${TINY:-}                 # 1: tiny sizes everywhere (a dry run of the script on a CPU)
+SUB=${TINY:+--subset 4}
+mkdir -p "$OUT"
+export DEVICE
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-EPOCHS=${EPOCHS:-3} timeout 170 bash benchmarks/gpu_check.sh "$@" || echo "gpu_check.sh ended with $?"
+EPOCHS=${EPOCHS:-3} timeout 170 bash benchmarks/gpu_check.sh "${1:-digits}" "${2:-none}" || echo "gpu_check.sh ended with $?"
 extra() {  # name, then a command
   local name=$1; shift
   local t0=$(date +%s)
-  if timeout 45 "$@" > "$OUT/$name.log" 2>&1; then st=ok; else st="failed ($?)"; fi
+  if timeout "${XT:-45}" "$@" > "$OUT/$name.log" 2>&1; then st=ok; else st="failed ($?)"; fi
   printf "%-28s %-12s %4d s\n" "$name" "$st" "$(( $(date +%s) - t0 ))" | tee -a "$OUT/extras.txt"
   tail -3 "$OUT/$name.log"
 }
@@ -23,10 +35,10 @@ S=$(mktemp -d)
 if [ -n "${3:-}" ]; then
   export WARMSTART_CACHE_DIR="$S/cache"
   for B in ${THROUGHPUT_BATCHES:-256 512}; do
-    timeout 60 python3 benchmarks/floors.py train-step --batch-size "$B" --steps 30 > "$OUT/floor_step_b$B.json" 2> "$OUT/floor_step_b$B.log" \
+    timeout 60 python3 benchmarks/floors.py train-step --batch-size "$B" --steps "${FLOOR_STEPS:-30}" > "$OUT/floor_step_b$B.json" 2> "$OUT/floor_step_b$B.log" \
       || echo "floor b$B failed ($?)"
     timeout 150 python3 -m warmstart train "$3" --weights "$2" --strategy finetune-all --epochs "${THROUGHPUT_EPOCHS:-2}" \
-      --subset "${THROUGHPUT_SUBSET:-1000}" --batch-size "$B" --amp bf16 --channels-last --workers 0 --device cuda --quiet \
+      --subset "${THROUGHPUT_SUBSET:-1000}" --batch-size "$B" --amp bf16 --channels-last --workers 0 --device "$DEVICE" --quiet \
       --out "$S/ft_b$B" > "$OUT/finetune_b$B.log" 2>&1 || echo "finetune b$B failed ($?)"
   done
   python3 - "$S" "$OUT" <<'EOF'
@@ -58,10 +70,37 @@ for r in rows:
     print(r)
 EOF
 fi
-extra symmetry-cuda python3 -m warmstart symmetry digits --device cuda --subset 30 --constant-linear --out "$S/sym"
+extra symmetry-cuda python3 -m warmstart symmetry digits --device "$DEVICE" --subset 30 --constant-linear --out "$S/sym"
 [ -f "$S/sym/summary.json" ] && cp "$S/sym/summary.json" "$OUT/symmetry_cuda.json"
-extra depth-cuda python3 -m warmstart depth --quick --device cuda --out "$S/depth" -q
-extra timm-scratch python3 -m warmstart train digits --model timm:resnet18 --weights none --strategy scratch --epochs 1 --subset 20 --device cuda --out "$S/timm" -q
-extra compare-cuda python3 -m warmstart compare "$1" --weights "$2" --strategies scratch,transfer,finetune-all --device cuda --amp bf16 --channels-last --out "$S/cmp" -q
+extra depth-cuda python3 -m warmstart depth --quick --device "$DEVICE" --out "$S/depth" -q
+extra timm-scratch python3 -m warmstart train digits --model timm:resnet18 --weights none --strategy scratch --epochs 1 --subset 20 --device "$DEVICE" --out "$S/timm" -q
+extra compare-cuda python3 -m warmstart compare "$1" --weights "$2" --strategies scratch,transfer,finetune-all $SUB --device "$DEVICE" --amp bf16 --channels-last --out "$S/cmp" -q
 [ -f "$S/cmp/summary.json" ] && cp "$S/cmp/summary.json" "$OUT/compare_cuda.json"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/extras.txt"
+# issue 23: correctness on the device, the default-options run, transfer against one inference pass, the notebook
+if python3 -c "import pytest" 2>/dev/null; then
+  t0=$(date +%s)
+  timeout 240 python3 -m pytest -q -m cuda -p no:cacheprovider tests/test_device.py > "$OUT/pytest_cuda.log" 2>&1
+  printf "%-28s %-12s %4d s\n" "pytest -m cuda" "exit $?" "$(( $(date +%s) - t0 ))" | tee -a "$OUT/extras.txt"; tail -3 "$OUT/pytest_cuda.log"
+else
+  echo "pytest -m cuda               skipped: no pytest here (carry it as a wheel)" | tee -a "$OUT/extras.txt"
+fi
+if [ -n "${1:-}" ] && [ -n "${2:-}" ]; then  # the user's command: default options but the device
+  XT=240 extra finetune-defaults /usr/bin/time -f "%e s wall, %M KB peak" python3 -m warmstart train "$1" --weights "$2" \
+    --strategy finetune-all $SUB ${TINY:+--epochs 1} --device "$DEVICE" --quiet --out "$S/ft_default"
+  [ -f "$S/ft_default/summary.json" ] && cp "$S/ft_default/summary.json" "$OUT/finetune_defaults.json"
+fi
+if [ -n "${3:-}" ]; then  # transfer over all of the third argument's images vs one inference pass over them
+  XT=240 extra inference-pass python3 benchmarks/floors.py inference --data "$3" --weights "$2" ${TINY:+--subset 4}
+  XT=400 extra transfer-all /usr/bin/time -f "%e s wall, %M KB peak" python3 -m warmstart train "$3" --weights "$2" \
+    --strategy transfer ${TINY:+--subset 4 --epochs 1} --device "$DEVICE" --quiet --out "$S/tr_all"
+  [ -f "$S/tr_all/summary.json" ] && cp "$S/tr_all/summary.json" "$OUT/transfer_all.json"
+fi
+if python3 -c "import nbclient, ipykernel" 2>/dev/null; then
+  XT=400 extra notebook python3 -c "
+import nbformat, nbclient, sys
+nb = nbformat.read('examples/lecture.ipynb', as_version=4)
+nbclient.NotebookClient(nb, timeout=600, kernel_name='python3', resources={'metadata': {'path': 'examples'}}).execute()
+print('notebook: every cell ran')"
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee -a "$OUT/extras.txt" \
+  || echo "no nvidia-smi (DEVICE=$DEVICE)" | tee -a "$OUT/extras.txt"

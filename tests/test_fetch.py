@@ -85,13 +85,16 @@ def test_weights_by_name_from_the_loopback_server_load_as_weights(shared, env, t
         env.setenv(fetch.BASE_URL_ENV, url)
         path = fetch.fetch("mobilenet_v2-inat-bird")
     assert seen == ["/weights/mobilenet_v2-inat-bird.pth", "/weights/mobilenet_v2-inat-bird.json"]
-    assert path == tmp_path / "cache" / "weights" / "mobilenet_v2-inat-bird.pth"
+    assert path == tmp_path / "cache" / "downloads" / "mobilenet_v2-inat-bird" / "mobilenet_v2-inat-bird.pth"
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not the temporary file's 0600
     w = resolve_weights(str(path))
     assert (w.arch, w.num_classes) == ("mobilenet_v2", 965)
     assert fetch.fetch("mobilenet_v2-inat-bird") == path  # then from the cache, the server gone
+    # `warmstart cache` lists it as a download (never evicted by the size cap)
+    from warmstart.data.cachestore import DOWNLOAD, entries
+    assert [(e.kind, e.name) for e in entries(tmp_path / "cache")] == [(DOWNLOAD, "mobilenet_v2-inat-bird")]
 
 
 def test_offline_is_one_error_line_exit_2_and_nothing_written(env, tmp_path, capsys):

@@ -5,6 +5,7 @@ The front door::
     import warmstart as ws
     r = ws.train("photos/", weights="imagenet", strategy="finetune-all", epochs=5)   # the recipe of `warmstart train`
     r.model, r.run_dir, r.summary, r.history, r.predict(["cat.jpg"])                 # inline HTML in a notebook
+    ws.cache()                                      # the cache folder: list; ws.cache("prune", older_than=30), "clear"
 
 Every name below is imported on first use (PEP 562), so ``import warmstart`` and ``warmstart --help`` stay
 free of torch; ``UserError`` (what every fixable problem raises) is plain Python and imported now.
@@ -27,6 +28,7 @@ _LAZY = {
     "load_run": "warmstart.api",
     "symmetry": "warmstart.api",
     "depth": "warmstart.api",
+    "cache": "warmstart.data.cachestore",
     "apply_init": "warmstart.init.spec",
     "symmetry_report": "warmstart.init.symmetry",
     "load_data": "warmstart.data.loading",

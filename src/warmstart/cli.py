@@ -199,8 +199,9 @@ def compare(data, **o):
 @cli.command(context_settings=CONTEXT)
 @click.argument("data")
 @click.option("--candidates", required=True,
-              help="Comma-separated starts: weights files, folders of them, imagenet, none (random-init floor); "
-                   "or init schemes (he,xavier,default,orthogonal,lsuv) with --model.")
+              help="Comma-separated starts: weights files, folders of them, imagenet, none (random-init floor), networks "
+                   "by name (imagenet:ARCH, timm:NAME, none:ARCH; each with its own preprocessing); or init schemes "
+                   "(he,xavier,default,orthogonal,lsuv) with --model.")
 @click.option("--model", default=None, help="Architecture of imagenet/none, or of init-scheme candidates "
                                             "(any train model, or plain_mlp[:DEPTH] / plain_cnn[:DEPTH], the depth experiment's net).")
 @click.option("--by", type=click.Choice(["probe_cv", "knn_loo", "logme", "leep"]), default="probe_cv", show_default=True,
@@ -299,6 +300,82 @@ def fetch(name, mirror, data_root, list_):
     if name is None:
         raise click.UsageError("missing argument 'NAME' (see --list)", click.get_current_context())
     click.echo(str(f.fetch(name, data_root=data_root, mirror=mirror)))
+
+
+def _cache_folder_option(f):
+    return click.option("--cache-dir", default=None, metavar="DIR",
+                        help="The cache folder [default: $WARMSTART_CACHE_DIR, else ~/.cache/warmstart].")(f)
+
+
+def _cache_kind_option(f):
+    return click.option("--kind", type=click.Choice(["images", "downloads", "other"]), multiple=True,
+                        help="Only entries of this kind (repeatable) [default: all].")(f)
+
+
+@cli.group("cache", invoke_without_command=True, context_settings=CONTEXT)
+@click.option("--max-size", default=None, metavar="SIZE",
+              help="Evict least recently used decoded images until the cache fits in SIZE (20G, 500M, 1.5GiB), then list "
+                   "[the cap after every run: $WARMSTART_CACHE_MAX, else half of free space + cache].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_cache_folder_option
+@click.pass_context
+def cache_command(ctx, max_size, as_json, cache_dir):
+    """List the cache folder: decoded images, downloaded data sets; kind, data set, size, last use.
+
+    Subcommands remove entries: 'prune --older-than DAYS', 'clear'. An entry a running process reads is never removed.
+    """
+    if ctx.invoked_subcommand is not None:
+        if max_size is not None or as_json:
+            raise click.UsageError("--max-size and --json go after the subcommand, or without one")
+        ctx.obj = {**(ctx.obj or {}), "cache_dir": cache_dir}
+        return
+    from warmstart.data.cachestore import cache
+
+    _echo_cache(cache("list", max_size=max_size, cache_dir=cache_dir), as_json)
+
+
+def _echo_cache(report, as_json: bool) -> None:
+    click.echo(json.dumps(report.to_dict(), indent=1) if as_json else report.table())
+
+
+@cache_command.command("prune", context_settings=CONTEXT)
+@click.option("--older-than", type=click.FloatRange(min=0), required=True, metavar="DAYS",
+              help="Remove entries not used for DAYS days (and temporary files of killed runs).")
+@_cache_kind_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_cache_folder_option
+@click.pass_context
+def cache_prune(ctx, older_than, kind, as_json, cache_dir):
+    """Remove cache entries not used for DAYS days."""
+    from warmstart.data.cachestore import cache
+
+    folder = cache_dir or (ctx.obj or {}).get("cache_dir")
+    _echo_cache(cache("prune", older_than=older_than, kind=list(kind) or None, cache_dir=folder), as_json)
+
+
+@cache_command.command("clear", context_settings=CONTEXT)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask (needed when stdin is not a terminal, e.g. in CI).")
+@_cache_kind_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_cache_folder_option
+@click.pass_context
+def cache_clear(ctx, yes, kind, as_json, cache_dir):
+    """Remove every cache entry (or every entry of --kind)."""
+    from warmstart.data.cachestore import KINDS, cache, count, entries, interactive
+    from warmstart.data.cachestore import cache_dir as folder_of
+    from warmstart.sizes import human_size
+
+    folder = folder_of(cache_dir or (ctx.obj or {}).get("cache_dir"))
+    there = [e for e in entries(folder) if not kind or e.kind in {KINDS[k] for k in kind}]
+    if not yes and there:  # nothing to remove: nothing to confirm
+        what = f"{count(len(there))}, {human_size(sum(e.size for e in there))}"
+        if not interactive():
+            raise UserError(f"cache clear would remove {what} from {folder} and stdin is not a terminal to confirm; "
+                            "add --yes")
+        if not click.confirm(f"remove {what} from {folder}?", default=False):
+            click.echo("nothing removed")
+            return
+    _echo_cache(cache("clear", kind=list(kind) or None, cache_dir=folder if folder is not None else "off"), as_json)
 
 
 # ----------------------------------------------------------------------------------------------- entry point

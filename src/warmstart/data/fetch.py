@@ -7,9 +7,10 @@ first that has it wins:
 1. **an explicit path**: a DATA that is an existing folder or file is used as it is (``load_data``); a data set
    name is looked up by the rules below;
 2. **the data root**, the download cache (``data_root=`` / ``--data-root``, else ``$WARMSTART_DATA_ROOT``, else
-   ``datasets/`` in the warmstart cache folder, :func:`warmstart.data.diskcache.cache_dir`; weights in its
-   ``weights/``): a folder unpacked before, from a mirror or a download, is reused when its stamp
-   (``.<archive>.sha256``, as ``shared/tools/unpack-data`` writes) or its expected structure says it is complete;
+   ``datasets/`` in the warmstart cache folder, :func:`warmstart.data.cachestore.cache_dir`; weights in its
+   ``downloads/<name>/``; ``warmstart cache`` lists each as a download): a folder unpacked before, from a mirror
+   or a download, is reused when its stamp (``.<archive>.sha256``, as ``shared/tools/unpack-data`` writes) or its
+   expected structure says it is complete;
 3. **a mirror folder** (``mirror=`` / ``--mirror``, else ``$WARMSTART_MIRROR``), laid out as the repository's
    ``../shared``: ``data/hymenoptera_data.tar``, ``data/cifar10-jpeg.tar.gz``, ``weights/<name>.pth`` + ``.json``.
    An archive is checked against its sha256 and unpacked into the data root; weights are used where they are
@@ -23,8 +24,8 @@ first that has it wins:
    :class:`UserError` that names what to fetch and where to put it.
 
 Nothing is half-written: an archive is unpacked into a temporary folder beside its destination, checked, and
-renamed into place; the stamp is written last. This module imports no torch (``warmstart fetch --help`` and
-DATA checks stay fast); the download itself does.
+renamed into place; the stamp is written last. Finding a name imports no torch (``warmstart fetch`` of a cached
+name answers fast); unpacking does, through the project's atomic writer.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from warmstart.data.cachestore import cache_dir
 from warmstart.errors import UserError, unknown
 
 MIRROR_ENV = "WARMSTART_MIRROR"
@@ -125,9 +127,8 @@ NAMES: tuple[str, ...] = (*DATASETS, *WEIGHTS)
 
 
 def cache_root() -> Path:
-    """The warmstart cache folder (:func:`~warmstart.data.diskcache.cache_dir`); its default when that is off."""
-    from warmstart.data.diskcache import cache_dir
-
+    """The warmstart cache folder (:func:`~warmstart.data.cachestore.cache_dir`); its default when the decoded-image
+    cache is switched off (downloads still need a home)."""
     return cache_dir() or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "warmstart"
 
 
@@ -157,6 +158,11 @@ def base_url() -> str | None:
 
 def offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip() not in ("", "0")
+
+
+def weights_dir(name: str) -> Path:
+    """Where a downloaded start lives: ``downloads/<name>/`` in the cache folder (one entry of ``warmstart cache``)."""
+    return cache_root() / "downloads" / name
 
 
 def where(mirror: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None) -> str:
@@ -248,7 +254,7 @@ def fetch_weights(name: str, *, mirror: str | os.PathLike | None = None, downloa
                 raise UserError(f"{name}: {f} in the mirror is {problem}; put the shared folder's .pth and .json "
                                 "there, or unset the mirror to download")
         return folder / f"{name}.pth"
-    folder = cache_root() / "weights"
+    folder = weights_dir(name)
     cached = [folder / f"{name}{s}" for s in entry.sha256]
     if all(f.is_file() for f in cached) and all(sha256_file(f) == entry.sha256[f.suffix] for f in cached):
         return folder / f"{name}.pth"

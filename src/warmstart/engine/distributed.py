@@ -78,22 +78,34 @@ def cores_per_rank() -> int:
     return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
-def shard_range(n: int, w: World | None = None) -> range:
-    """The contiguous block of ``range(n)`` that rank ``w.rank`` of ``w.size`` owns (sizes differ by at most 1)."""
+def shard_range(n: int, w: World | None = None, unit: int = 1) -> range:
+    """The contiguous block of ``range(n)`` that rank ``w.rank`` of ``w.size`` owns.
+
+    Shards are made of whole ``unit``-row pieces (the last piece of ``range(n)`` may be shorter), and the piece
+    counts of two ranks differ by at most 1. With ``unit`` = a batch size, every batch a rank computes is exactly
+    a batch of the single-process pass over ``range(n)``: same rows, same shape, so the same kernels run on it.
+    """
     w = w or world()
-    return range(n * w.rank // w.size, n * (w.rank + 1) // w.size)
+    if unit < 1:
+        raise ValueError(f"shard_range: unit must be >= 1, got {unit}")
+    pieces = -(-n // unit)
+    lo, hi = pieces * w.rank // w.size, pieces * (w.rank + 1) // w.size
+    return range(min(n, lo * unit), min(n, hi * unit))
 
 
-def all_gather_rows(block: torch.Tensor, n: int) -> torch.Tensor:
+def all_gather_rows(block: torch.Tensor, n: int, unit: int = 1) -> torch.Tensor:
     """Concatenate every rank's ``block`` (rank order) into one tensor of ``n`` rows, on every rank.
 
-    ``block`` is this rank's :func:`shard_range` of the rows (any dtype, on the CPU); blocks are padded to one
-    size for the collective. NCCL gathers on the GPU, gloo on the CPU; the result is on the CPU.
+    ``block`` is this rank's :func:`shard_range` of the rows (with the same ``unit``; any dtype, on the CPU);
+    blocks are padded to one size for the collective. NCCL gathers on the GPU, gloo on the CPU; the result is on
+    the CPU.
     """
     w = world()
     if not w.distributed:
         return block
-    rows = [len(shard_range(n, World(r, w.size))) for r in range(w.size)]
+    rows = [len(shard_range(n, World(r, w.size), unit)) for r in range(w.size)]
+    if len(block) != rows[w.rank]:
+        raise ValueError(f"all_gather_rows: rank {w.rank} holds {len(block)} rows, its shard has {rows[w.rank]}")
     on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
     padded = torch.zeros((max(rows), *block.shape[1:]), dtype=block.dtype, device=on)
     padded[: len(block)] = block.to(on)

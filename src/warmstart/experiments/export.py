@@ -24,6 +24,7 @@ from warmstart.data import Normalizer
 from warmstart.engine.console import log, warn
 from warmstart.errors import UserError
 from warmstart.experiments.predict import image_paths, load_images, load_model, model_file
+from warmstart.sizes import human_size
 
 ONNX_EXTRA = "pip install 'warmstart[onnx]'"
 #: outputs may differ by this much, relative to the largest logit (float32 kernels differ in summation order)
@@ -97,7 +98,7 @@ def export(run: str | Path, *, onnx: str | Path, opset: int = 17, images: Sequen
               "classes": weights.categories, "check_inputs": len(x), "check_images": [str(p) for p in paths],
               "max_abs_logit_diff": diff, "max_abs_probability_diff": pdiff, "same_top1": bool((got.argmax(1) == want.argmax(1)).all()),
               "seconds": round(seconds, 3)}
-    log(f"exported {model_file(run)} -> {target} ({report['bytes'] / 1e6:.1f} MB, opset {opset}); onnxruntime vs PyTorch on "
+    log(f"exported {model_file(run)} -> {target} ({human_size(report['bytes'])}, opset {opset}); onnxruntime vs PyTorch on "
         f"{len(x)} {'images' if paths else 'random inputs'}: max |logit difference| {diff:.2e}")
     return report
 

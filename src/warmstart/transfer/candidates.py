@@ -1,5 +1,6 @@
 """``--candidates`` of ``warmstart rank``, checked without torch: the tokens, and whether they name pretrained
-starts (weights files, folders of them, ``imagenet``, ``none``) or init schemes (``he``, ``xavier``, ...).
+starts (weights files, folders of them, ``imagenet``, ``none``, networks of the model zoo by name:
+``imagenet:ARCH``, ``timm:NAME``, ``none:ARCH``) or init schemes (``he``, ``xavier``, ...).
 
 The CLI runs :func:`check_candidates` before anything heavy is imported, so a stray comma or a mixed list
 answers at once; :mod:`warmstart.transfer.rank` and :mod:`warmstart.experiments.rank` then resolve them.
@@ -18,6 +19,9 @@ STATE_DICT_SUFFIXES = (".pth", ".pt")
 SAFETENSORS_SUFFIX = ".safetensors"
 #: candidates that are not files: the random-init floor and torchvision's ImageNet weights
 SPECIAL = ("none", "imagenet")
+#: zoo candidates by name: ``imagenet:ARCH`` (torchvision's default ImageNet weights of ARCH), ``timm:NAME`` (timm's
+#: pretrained weights of NAME), ``none:ARCH`` (ARCH with random weights: the floor of that architecture)
+ZOO_PREFIXES = ("imagenet:", "timm:", "none:")
 
 
 def check_weights_file(spec: str) -> None:
@@ -38,14 +42,31 @@ def split_candidates(text: str | Sequence[str]) -> list[str]:
     parts = [p.strip() for p in (text.split(",") if isinstance(text, str) else [str(t) for t in text])]
     if not parts or any(not p for p in parts):
         raise UserError(f'--candidates "{text}": an empty candidate (a stray comma?); give weights files, folders, '
-                        "imagenet or none, separated by commas")
+                        "imagenet, none or zoo names (imagenet:ARCH, timm:NAME), separated by commas")
     return parts
 
 
+def zoo_candidate(t: str) -> tuple[str, str] | None:
+    """``imagenet:resnet18`` -> ``("imagenet", "resnet18")``, ``timm:convnext_tiny`` -> ``("imagenet",
+    "timm:convnext_tiny")``, ``none:resnet18`` -> ``("none", "resnet18")``: (the ``--weights`` kind, the
+    architecture as ``--model`` writes it); None for any other token (a file, a folder, an init scheme)."""
+    low = t.lower()
+    prefix = next((p for p in ZOO_PREFIXES if low.startswith(p)), None)
+    if prefix is None or "/" in t or "\\" in t or Path(t).exists():
+        return None
+    arch = t[len(prefix):].strip()
+    if not arch or arch.endswith(":"):
+        raise UserError(f"--candidates {t}: no architecture after '{prefix}'; write e.g. imagenet:resnet18, "
+                        "timm:convnext_tiny or none:resnet18")
+    if prefix == "timm:":
+        return "imagenet", f"timm:{arch}"
+    return prefix[:-1], arch
+
+
 def is_init_token(t: str) -> bool:
-    """A candidate that names an init scheme, not weights: not none/imagenet, no path, no weights suffix."""
-    return (t.lower() not in SPECIAL and "/" not in t and "\\" not in t and not Path(t).exists()
-            and Path(t).suffix not in (*STATE_DICT_SUFFIXES, SAFETENSORS_SUFFIX))
+    """A candidate that names an init scheme, not weights: not none/imagenet/a zoo name, no path, no weights suffix."""
+    return (t.lower() not in SPECIAL and zoo_candidate(t) is None and "/" not in t and "\\" not in t
+            and not Path(t).exists() and Path(t).suffix not in (*STATE_DICT_SUFFIXES, SAFETENSORS_SUFFIX))
 
 
 def check_candidates(candidates: str | Sequence[str], *, model: str | None = None) -> tuple[list[str], bool]:

@@ -270,7 +270,9 @@ class FeatureCache(torch.utils.data.Dataset):
         1.5 s -> 0.07 s, the same user time).
 
         Under torchrun (``torch.distributed`` initialised) every rank computes only its contiguous shard of
-        ``dataset`` (:func:`~warmstart.engine.distributed.shard_range`), and every rank ends with the whole
+        ``dataset``, made of whole batches (:func:`~warmstart.engine.distributed.shard_range` with ``unit`` = the
+        batch size, so at equal thread counts the features are those of one process, bit for bit), and every rank
+        ends with the whole
         cache: in memory by an all-gather; on disk every rank writes its rows into the one file, which must
         be on a filesystem all ranks see (one machine, or a shared one), and rank 0 completes it.
         """
@@ -291,7 +293,6 @@ class FeatureCache(torch.utils.data.Dataset):
             normalize = normalize.to(device)
         modes = {m: m.training for m in trunk.modules()}
         trunk.eval()
-        rows = shard_range(n, w)
         tmp: Path | None = None
         try:
             run = _Runner(fold_batchnorm(trunk) if fold_bn else trunk, normalize, device, channels_last, autocast)
@@ -299,6 +300,10 @@ class FeatureCache(torch.utils.data.Dataset):
             if device.type == "cpu":
                 keep_freed_memory()
                 batch_size = max(1, min(batch_size, ACTIVATION_LIMIT // max(1, largest)))
+            # whole batches per rank: each batch is one of the single-process pass, so at the same thread count the
+            # ranks compute bit for bit the features one process does (a batch split across ranks would run other
+            # kernels on other shapes, and a last-bit difference can round to the neighbouring float16 on disk)
+            rows = shard_range(n, w, unit=batch_size)
             if path is not None and memory_limit is not None and n * math.prod(shape) * 4 <= memory_limit:
                 path = None
             labels = torch.empty(len(rows), dtype=torch.int64)
@@ -307,7 +312,7 @@ class FeatureCache(torch.utils.data.Dataset):
                 for lo, f, y in _batches(run, dataset, rows, batch_size, num_workers):
                     block[lo : lo + len(f)] = f
                     labels[lo : lo + len(f)] = y
-                return cls(all_gather_rows(block, n), all_gather_rows(labels, n).numpy(), None)
+                return cls(all_gather_rows(block, n, batch_size), all_gather_rows(labels, n, batch_size).numpy(), None)
 
             if w.main:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -332,7 +337,7 @@ class FeatureCache(torch.utils.data.Dataset):
                     out.seek(start + (rows.start + lo) * row_bytes)
                     out.write(np.ascontiguousarray(arr).tobytes())
                     labels[lo : lo + len(f)] = y
-            y_all = all_gather_rows(labels, n).numpy()
+            y_all = all_gather_rows(labels, n, batch_size).numpy()
             barrier()  # every rank has written its rows
             if w.main:
                 ltmp = shared.with_name(shared.name.replace(".tmp.npy", ".labels.tmp.npy"))

@@ -18,6 +18,7 @@ random start means in ``warmstart train``.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -31,8 +32,8 @@ from warmstart.data import DataSplits, ImageDataset
 from warmstart.engine.console import log
 from warmstart.engine.layout import CONFIG, REPORT_HTML, VERIFY
 from warmstart.errors import UserError
-from warmstart.transfer.candidates import SAFETENSORS_SUFFIX, SPECIAL, STATE_DICT_SUFFIXES, split_candidates
-from warmstart.transfer.weights import Weights, resolve_weights
+from warmstart.transfer.candidates import SAFETENSORS_SUFFIX, SPECIAL, STATE_DICT_SUFFIXES, split_candidates, zoo_candidate
+from warmstart.transfer.weights import TIMM_PREFIX, Weights, check_arch, resolve_weights
 
 SCORES = ("probe_cv", "knn_loo", "logme", "leep")
 
@@ -68,48 +69,156 @@ def expand(tokens: Sequence[str]) -> list[str]:
 
 
 def resolve(tokens: Sequence[str], *, model: str | None, num_classes: int, seed: int = 0) -> list[Candidate]:
-    """Resolve and build every candidate (all errors before any work); refuse duplicates."""
+    """Resolve and build every candidate (all errors before any work); refuse duplicates.
+
+    Zoo names (``imagenet:ARCH``, ``timm:NAME``, ``none:ARCH``) mix architectures in one ranking, each with the
+    preprocessing of its own weights. Their files come from the torch hub cache (``$TORCH_HOME/hub/checkpoints``)
+    or timm's (the Hugging Face cache); every file missing offline is named in one error (:func:`check_zoo_files`).
+    """
     cands: list[Candidate] = []
     seen: dict[str, str] = {}
     archs_of_files: list[Weights] = []
-    for t in expand(tokens):
-        low = t.lower()
-        if low == "none":
+    items = expand(tokens)
+    check_zoo_files(items, model)
+    floors: list[tuple[str, str | None]] = []  # (token, architecture) of none / none:ARCH
+    for t in items:
+        low, zoo = t.lower(), zoo_candidate(t)
+        if low == "none" or (zoo and zoo[0] == "none"):
+            floors.append((t, zoo[1] if zoo else None))
             continue
         if low == "imagenet" and not model:
-            raise UserError("--candidates imagenet needs an architecture: give --model ARCH (e.g. mobilenet_v3_small)")
-        w = resolve_weights(t, model if low == "imagenet" else None)
-        key = f"imagenet:{w.arch}" if low == "imagenet" else f"file:{w.fingerprint}"
+            raise UserError("--candidates imagenet needs an architecture: give --model ARCH (e.g. mobilenet_v3_small), "
+                            "or name it: imagenet:ARCH")
+        if zoo:
+            w = _resolve_zoo(t, *zoo)
+        else:
+            w = resolve_weights(t, model if low == "imagenet" else None)
+        by_name = low == "imagenet" or zoo is not None
+        key = f"imagenet:{w.arch}" if by_name else f"file:{w.fingerprint}"
         if key in seen:
             raise UserError(f"--candidates: {t} is given twice (the same weights as {seen[key]}); every candidate must "
                             "be a different start")
         seen[key] = t
-        name = f"imagenet:{w.arch}" if low == "imagenet" else Path(t).stem
+        name = _zoo_name(w.arch or "") if by_name else Path(t).stem
         cands.append(Candidate(t, name, w, w.arch or ""))
         archs_of_files.append(w)
-    nones = [t for t in expand(tokens) if t.lower() == "none"]
-    if len(nones) > 1:
-        raise UserError("--candidates: none is given twice; every candidate must be a different start")
     if len(set(c.name for c in cands)) < len(cands):
         dup = next(c.name for c in cands if sum(d.name == c.name for d in cands) > 1)
         raise UserError(f"--candidates: two candidates are named {dup} (files of the same name in different folders); "
                         "rename one")
-    if nones:
-        arch = model or (archs_of_files[0].arch if archs_of_files else None)
+    floor_archs: set[str] = set()
+    for t, named in floors:
+        arch = named or model or (archs_of_files[0].arch if archs_of_files else None)
         if not arch:
-            raise UserError("--candidates none needs an architecture: give --model ARCH or a weights file beside it")
-        w = resolve_weights("none", arch)
+            raise UserError("--candidates none needs an architecture: give --model ARCH, a weights file beside it, "
+                            "or name it: none:ARCH")
+        if arch in floor_archs:
+            raise UserError(f"--candidates: the random floor of {arch} is given twice; every candidate must be a different start")
+        floor_archs.add(arch)
+        w = _resolve_zoo(t, "none", arch) if named else resolve_weights("none", arch)
         same = next((x for x in archs_of_files if x.arch == arch), None)
         if same is not None:  # the floor sees the images exactly as the pretrained start of its architecture does
             w = Weights(arch=arch, kind="none", path=None,
                         meta={**w.meta, **{k: same.meta[k] for k in ("input_size", "resize", "interpolation", "mean", "std")
                                            if k in same.meta}})
-        cands.append(Candidate("none", f"none:{arch}", w, arch))
+        cands.append(Candidate(t, f"none:{arch}", w, arch))
     if not cands:
         raise UserError("--candidates: no candidate given")
     for c in cands:  # builds every model: a pickle that would run code, or tensors of another architecture, fail here
         c.model = build_scoring_model(c, num_classes, seed)
+        c.details["preprocess"] = c.weights.preprocess.to_dict()
     return cands
+
+
+def _zoo_name(arch: str) -> str:
+    """The table's name of a start given by name: ``imagenet:resnet18``, ``timm:convnext_tiny``."""
+    return arch if arch.startswith(TIMM_PREFIX) else f"imagenet:{arch}"
+
+
+def _resolve_zoo(token: str, kind: str, arch: str) -> Weights:
+    """``resolve_weights(kind, arch)`` for a zoo name, its errors prefixed with the candidate."""
+    try:
+        return resolve_weights(kind, arch)
+    except UserError as e:
+        raise UserError(f"--candidates {token}: {e}") from None
+
+
+def check_zoo_files(items: Sequence[str], model: str | None) -> None:
+    """Every pretrained file the zoo names need, present or fetchable; else ONE error that names each missing file and
+    where to put it.
+
+    torchvision weights: ``torch.hub.get_dir()/checkpoints/<file of the URL>`` (an existing file there is used as
+    is, without a hash check, as torch.hub does). Offline (``$WARMSTART_OFFLINE``) a missing one is reported; online
+    each is downloaded there first and those that fail are reported. timm weights: the Hugging Face cache
+    (``$HF_HOME/hub``), checked offline only (online timm fetches them itself).
+    """
+    from warmstart.transfer.weights import imagenet_checkpoint, offline
+
+    missing: list[str] = []
+    where: set[str] = set()
+    todo: list[str] = []
+    for t in items:
+        zoo = zoo_candidate(t)
+        if t.lower() == "imagenet" and model:
+            zoo = ("imagenet", model)
+        if not zoo or zoo[0] != "imagenet":
+            continue
+        arch = zoo[1]
+        if arch.startswith(TIMM_PREFIX):
+            if offline():
+                hole = _timm_missing(t, arch)
+                if hole:
+                    missing.append(f"{hole[0]} of {hole[1]} for {t}")
+                    todo.append(f"fetch {hole[1]} into the Hugging Face cache {hole[2]} (on a machine with internet: "
+                                f"hf download {hole[1]} {hole[0]}, then copy that folder)")
+            continue
+        try:
+            check_arch(arch)
+        except UserError as e:
+            raise UserError(f"--candidates {t}: {e}") from None
+        found = imagenet_checkpoint(arch)
+        if found is None:
+            raise UserError(f'--candidates {t}: torchvision has no ImageNet weights for "{arch}"; choose another '
+                            "architecture or give a weights file with its sidecar .json")
+        url, path = found
+        if path.is_file():
+            continue
+        if not offline():
+            try:
+                resolve_weights("imagenet", arch)  # downloads it into the hub cache
+                continue
+            except UserError:
+                pass
+        missing.append(f"{path.name} for {t} (from {url})")
+        where.add(str(path.parent))
+    if missing:
+        many = len(missing) > 1
+        why = "$WARMSTART_OFFLINE is set" if offline() else f"{'they' if many else 'it'} could not be downloaded"
+        if where:
+            todo.insert(0, f"put the torchvision file{'s' if len(missing) - len(todo) > 1 else ''} in "
+                           f"{', '.join(sorted(where))} under exactly that name")
+        raise UserError(f"--candidates: {len(missing)} pretrained file{'s' if many else ''} missing and {why}: "
+                        f"{'; '.join(missing)}; {'; '.join(todo)}; or give weights files with their sidecar .json instead")
+
+
+def _timm_missing(token: str, arch: str) -> tuple[str, str, str] | None:
+    """The file a timm model's pretrained weights need that the Hugging Face cache lacks: (file, repository, the
+    cache folder); None when present, or not knowable (weights from a URL, no huggingface_hub)."""
+    try:
+        w = resolve_weights("imagenet", arch)
+    except UserError as e:
+        raise UserError(f"--candidates {token}: {e}") from None
+    repo = str(w.meta.get("url", ""))
+    if "/" not in repo or repo.startswith("http"):
+        return None  # weights from a URL: timm's own cache, fetched by timm
+    try:
+        from huggingface_hub import constants, try_to_load_from_cache
+    except ImportError:
+        return None
+    for name in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+        if isinstance(try_to_load_from_cache(repo, name), str):
+            return None
+    return "model.safetensors", repo, str(constants.HF_HUB_CACHE)
 
 
 def build_scoring_model(c: Candidate, num_classes: int, seed: int) -> nn.Module:
@@ -122,24 +231,34 @@ def build_scoring_model(c: Candidate, num_classes: int, seed: int) -> nn.Module:
 
 # --------------------------------------------------------------------------------------------- data
 class SharedImages:
-    """Decoded datasets shared by candidates: one per (resize, crop, interpolation) and split."""
+    """Decoded datasets shared by candidates: each split decoded once per (resize, interpolation) -- what shapes the
+    decoded squares, as the decoded-image cache keys them -- and viewed with each candidate's own crop, mean and std
+    (the crop is taken per sample, the normalisation per batch, so a view costs nothing)."""
 
     def __init__(self, splits: DataSplits, *, skip_bad_images: bool = False) -> None:
         self.splits, self.skip = splits, skip_bad_images
         self._sets: dict[tuple, ImageDataset] = {}
+        self._views: dict[tuple, ImageDataset] = {}
         self.decode_seconds = 0.0
 
     def get(self, w: Weights, split: str) -> ImageDataset:
         from warmstart.engine.distributed import cores_per_rank
 
         pre = w.preprocess
-        key = (split, pre.resize, pre.crop, pre.interpolation)
+        key = (split, pre.resize, pre.interpolation)
         if key not in self._sets:
             t0 = time.perf_counter()
             src = self.splits.train if split == "train" else self.splits.val
             self._sets[key] = ImageDataset(src, pre, train=split == "train", skip_bad_images=self.skip, workers=cores_per_rank())
             self.decode_seconds += time.perf_counter() - t0
-        return self._sets[key]
+        base = self._sets[key]
+        if base.preprocess == pre:
+            return base
+        if (split, pre) not in self._views:  # the same decoded squares, cropped and normalised as this candidate's weights
+            view = copy.copy(base)
+            view.preprocess = pre
+            self._views[(split, pre)] = view
+        return self._views[(split, pre)]
 
     @property
     def decoded(self) -> int:
@@ -160,6 +279,18 @@ def prepared_for(c: Candidate, images: SharedImages, *, val: bool = False):
 
 
 # --------------------------------------------------------------------------------------------- scores
+class TimmFeatures(nn.Module):
+    """A timm model up to its classifier: ``forward_head(forward_features(x), pre_logits=True)``, timm's own cut
+    (the pooled features its classifier takes), for any timm architecture."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+
 def features_of(c: Candidate, images: SharedImages, cfg) -> tuple[torch.Tensor, torch.Tensor, nn.Module | None]:
     """One frozen pass over the training images: the features entering the classifier, labels, and the head."""
     from warmstart.transfer.features import split_at
@@ -167,10 +298,14 @@ def features_of(c: Candidate, images: SharedImages, cfg) -> tuple[torch.Tensor, 
     from warmstart.transfer.recipe import frozen_features  # the recipe's feature cache
 
     assert c.model is not None
-    groups = layer_groups(c.model)
-    trunk, head = split_at(c.model, groups, len(groups) - 1)
+    if c.arch.startswith(TIMM_PREFIX):
+        trunk, head, layer = TimmFeatures(c.model), c.model.get_classifier(), "pre_logits"
+    else:
+        groups = layer_groups(c.model)
+        trunk, head = split_at(c.model, groups, len(groups) - 1)
+        layer = groups[-2].name
     p = prepared_for(c, images)
-    cache = frozen_features(p, trunk, p.train_plain, "train", groups[-2].name, cfg, "memory", None)
+    cache = frozen_features(p, trunk, p.train_plain, "train", layer, cfg, "memory", None)
     x, y = cache.tensors()
     return x.flatten(1), y, head
 

@@ -342,6 +342,11 @@ def _tv_name(arch: str) -> str:
 # --------------------------------------------------------------------------------------------- torchvision
 
 
+def offline() -> bool:
+    """Whether downloads are forbidden (``$WARMSTART_OFFLINE`` set to a non-empty value other than 0/false/no)."""
+    return _offline()
+
+
 def _offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
@@ -395,6 +400,13 @@ def _default_meta(arch: str) -> dict[str, Any]:
 def hub_checkpoint_path(url: str) -> Path:
     """Where torch.hub caches the file of ``url``: ``torch.hub.get_dir()/checkpoints/<file name>``."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def imagenet_checkpoint(arch: str) -> tuple[str, Path] | None:
+    """torchvision's default ImageNet weights of ``arch``: (their URL, where the torch hub cache keeps the file, which
+    ``--weights imagenet`` uses as is when it is there); None when torchvision has none for ``arch``."""
+    w = _tv_default_weights(arch)
+    return None if w is None else (w.url, hub_checkpoint_path(w.url))
 
 
 def _resolve_imagenet(arch: str, *, offline: bool) -> Weights:
