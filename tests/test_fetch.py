@@ -40,7 +40,8 @@ def env(monkeypatch, tmp_path):
 
 
 def _files(folder: Path) -> int:
-    return sum(1 for p in folder.rglob("*") if p.is_file())
+    """Files in ``folder``, not counting hidden ones (fetch's stamp)."""
+    return sum(1 for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -56,8 +57,8 @@ def test_fetch_from_the_loopback_server_then_from_the_cache(shared, env, tmp_pat
     assert folder == tmp_path / "root" / "hymenoptera_data"
     assert seen == ["/data/hymenoptera_data.tar"]
     assert _files(folder) == HYMENOPTERA_FILES
-    assert (tmp_path / "root" / ".hymenoptera_data.tar.sha256").read_text().strip() == \
-        fetch.DATASETS["hymenoptera"].mirror_sha256
+    assert (folder / fetch.STAMP).read_text().split() == [fetch.DATASETS["hymenoptera"].mirror_sha256,
+                                                          "hymenoptera_data.tar"]
     assert _leftovers(tmp_path / "root") == []
     # the server is gone: the second fetch, and the name as DATA, are served by the download cache
     assert fetch.fetch("hymenoptera") == folder
@@ -67,11 +68,22 @@ def test_fetch_from_the_loopback_server_then_from_the_cache(shared, env, tmp_pat
 
 
 def test_fetch_from_a_mirror_folder_needs_no_network(shared, env, tmp_path, capsys):
+    import time
+
+    from warmstart.data.cachestore import DOWNLOAD, entries
+
     env.setenv(fetch.BASE_URL_ENV, f"http://127.0.0.1:{closed_port()}")  # were it used, it would fail
+    env.delenv(fetch.DATA_ROOT_ENV)  # the default data root: datasets/ in the cache folder
+    before = time.time()
     code, out, err = run_cli(["fetch", "hymenoptera", "--mirror", shared], capsys)
     assert code == 0, err
+    assert Path(out.strip()) == tmp_path / "cache" / "datasets" / "hymenoptera_data"
     assert _files(Path(out.strip())) == HYMENOPTERA_FILES
     assert "(mirror)" in err
+    # `warmstart cache` lists it as a download used just now (its images keep the archive's dates, from 2023),
+    # so `cache prune --older-than DAYS` does not remove a data set fetched today
+    (entry,) = entries(tmp_path / "cache")
+    assert (entry.kind, entry.name) == (DOWNLOAD, "hymenoptera_data") and entry.last_use >= before - 1
     # weights from the mirror are used where they are, after their checksum
     env.setenv(fetch.MIRROR_ENV, str(shared))
     code, out, err = run_cli(["fetch", "mobilenet_v3_small-imagenet"], capsys)
@@ -153,10 +165,9 @@ def test_an_archive_from_its_home_is_checked_by_structure_and_unpacked_from_its_
         folder = fetch.fetch("tiny")
         assert folder == tmp_path / "root" / "tiny_data"
         assert fetch.layout_problems(folder, LAYOUT) == [] and _files(folder) == sum(LAYOUT.values())
-        assert (tmp_path / "root" / ".tiny-main.zip.sha256").is_file()
+        assert (folder / fetch.STAMP).read_text().split()[1] == "tiny-main.zip"
         # an archive one file short is refused whole: nothing unpacked, nothing left over
         tiny(f"{url}/short.zip")
-        (tmp_path / "root" / ".tiny-main.zip.sha256").unlink()
         import shutil
         shutil.rmtree(folder)
         with pytest.raises(UserError, match=r"unpacked incompletely \(val/b/ holds 1 files, expected 2\)"):

@@ -9,8 +9,8 @@ first that has it wins:
 2. **the data root**, the download cache (``data_root=`` / ``--data-root``, else ``$WARMSTART_DATA_ROOT``, else
    ``datasets/`` in the warmstart cache folder, :func:`warmstart.data.cachestore.cache_dir`; weights in its
    ``downloads/<name>/``; ``warmstart cache`` lists each as a download): a folder unpacked before, from a mirror
-   or a download, is reused when its stamp (``.<archive>.sha256``, as ``shared/tools/unpack-data`` writes) or its
-   expected structure says it is complete;
+   or a download, is reused when its stamp (:data:`STAMP` inside it, or ``.<archive>.sha256`` beside it as
+   ``shared/tools/unpack-data`` writes) or its expected structure says it is complete;
 3. **a mirror folder** (``mirror=`` / ``--mirror``, else ``$WARMSTART_MIRROR``), laid out as the repository's
    ``../shared``: ``data/hymenoptera_data.tar``, ``data/cifar10-jpeg.tar.gz``, ``weights/<name>.pth`` + ``.json``.
    An archive is checked against its sha256 and unpacked into the data root; weights are used where they are
@@ -24,8 +24,7 @@ first that has it wins:
    :class:`UserError` that names what to fetch and where to put it.
 
 Nothing is half-written: an archive is unpacked into a temporary folder beside its destination, checked, and
-renamed into place; the stamp is written last. Finding a name imports no torch (``warmstart fetch`` of a cached
-name answers fast); unpacking does, through the project's atomic writer.
+renamed into place with its stamp inside. No torch is imported here: ``warmstart fetch`` starts fast.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from warmstart.data.cachestore import cache_dir
+from warmstart.data.cachestore import cache_dir, touch
 from warmstart.errors import UserError, unknown
 
 MIRROR_ENV = "WARMSTART_MIRROR"
@@ -52,6 +51,8 @@ DOWNLOAD_TIMEOUT_S = 20.0
 #: Attempts per download (network errors and damaged transfers are retried; a 404 is not).
 RETRIES = 3
 _CHUNK = 1 << 20
+#: in an unpacked data set's folder: the archive's sha256 and name; there only once the folder is complete
+STAMP = ".warmstart-fetched"
 _UMASK = os.umask(0)  # read (and restored) once: temporary files and folders are made 0600/0700, the results not
 os.umask(_UMASK)
 
@@ -257,6 +258,7 @@ def fetch_weights(name: str, *, mirror: str | os.PathLike | None = None, downloa
     folder = weights_dir(name)
     cached = [folder / f"{name}{s}" for s in entry.sha256]
     if all(f.is_file() for f in cached) and all(sha256_file(f) == entry.sha256[f.suffix] for f in cached):
+        touch(cached[-1])  # the .json: its last use, for `warmstart cache prune`
         return folder / f"{name}.pth"
     hint = (f"set ${MIRROR_ENV} (or --mirror) to a folder holding weights/{name}.pth and .json (the repository's "
             f"../shared is one), or ${BASE_URL_ENV} to a server with that layout; or use torchvision's own "
@@ -313,16 +315,16 @@ def layout_problems(folder: Path, layout: Mapping[str, int]) -> list[str]:
 
 
 def _stamped(root: Path, entry: DataArchive) -> bool:
-    """Whether ``root`` holds the stamp of a complete unpack of ``entry``: ``.<archive>.sha256`` with the archive's
-    sha256, written last (the convention of ``shared/tools/unpack-data``, so its ``.data/`` is recognised)."""
-    known = {entry.mirror_file: entry.mirror_sha256}
-    if entry.url:
-        known[_basename(entry.url)] = entry.url_sha256
-    for archive, sha in known.items():
-        stamp = root / f".{archive}.sha256"
-        if stamp.is_file() and (sha is None or stamp.read_text().strip() == sha):
-            return True
-    return False
+    """Whether ``root/entry.folder`` is a complete unpack: it holds our :data:`STAMP` (written into the folder
+    before it is renamed into place), or ``root`` holds ``shared/tools/unpack-data``'s stamp
+    (``.<archive>.sha256`` with the archive's sha256, so its ``.data/`` is recognised). Ours is touched: it is the
+    folder's last use for ``warmstart cache prune`` (the unpacked files keep the archive's old dates)."""
+    ours = root / entry.folder / STAMP
+    if ours.is_file():
+        touch(ours)
+        return True
+    stamp = root / f".{entry.mirror_file}.sha256"
+    return stamp.is_file() and stamp.read_text().strip() == entry.mirror_sha256
 
 
 def _basename(url: str) -> str:
@@ -333,8 +335,6 @@ def _unpack(archive: Path, entry: DataArchive, root: Path, digest: str) -> None:
     """Unpack ``archive`` into ``root/entry.folder`` via a temporary folder, check the structure, stamp it."""
     import tarfile
     import zipfile
-
-    from warmstart.engine.io import write_text
 
     root.mkdir(parents=True, exist_ok=True)
     target = root / entry.folder
@@ -354,12 +354,12 @@ def _unpack(archive: Path, entry: DataArchive, root: Path, digest: str) -> None:
         if problems:
             raise UserError(f"{entry.name}: {archive} unpacked incompletely ({'; '.join(problems[:3])}); it is "
                             "damaged or another version: delete it and fetch again")
-        marker.touch()  # an incomplete folder left by a crash between the two renames below is ours to replace
+        (found / STAMP).write_text(f"{digest}  {archive.name}\n")  # appears with the folder, by the rename
+        marker.touch()  # an incomplete folder left by a crash in the rmtree below is ours to replace
         if target.exists():
             shutil.rmtree(target)
         os.replace(found, target)
         os.chmod(target, 0o777 & ~_UMASK)  # the archive's root folder may be the temporary one (0700)
-    write_text(root / f".{archive.name}.sha256", digest + "\n", what="stamp")
     marker.unlink(missing_ok=True)
 
 
