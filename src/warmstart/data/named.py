@@ -3,10 +3,9 @@ the archives of :mod:`warmstart.data.fetch` (``hymenoptera``, ``cifar10-jpeg``: 
 
 torchvision data sets are read with torchvision's own classes, from ``data_root`` (default
 ``$WARMSTART_DATA_ROOT``, else ``datasets/`` in the warmstart cache folder, :func:`fetch.default_root`), in
-torchvision's usual layout, so an
-existing torchvision root can be reused. They are downloaded only when ``download=True`` and they are
-missing; when that fails (offline), a :class:`UserError` says which file or folder was expected where and
-where to get it. Data sets that come with train and test splits only use the **test split as the
+torchvision's usual layout, so an existing torchvision root can be reused. They are downloaded only when
+``download=True`` and they are missing; when that fails (offline), a :class:`UserError` says which file or
+folder was expected where and where to get it. Data sets that come with train and test splits only use the **test split as the
 validation split** (as a ``train/ test/`` folder does); ``DataSplits.source`` says so.
 """
 
@@ -25,6 +24,7 @@ from warmstart.errors import UserError, did_you_mean
 
 if TYPE_CHECKING:  # the sources (torch) are imported by the loaders below; this module itself needs no torch,
     from warmstart.data.sources import ArraySource, ImageSource  # so DATA is checked before torch is imported
+
 
 @dataclass(frozen=True)
 class NamedDataset:
