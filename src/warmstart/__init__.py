@@ -34,6 +34,7 @@ _LAZY = {
     "apply_init": "warmstart.init.spec",
     "symmetry_report": "warmstart.init.symmetry",
     "load_data": "warmstart.data.loading",
+    "fetch": "warmstart.data.fetch",
     "resolve_weights": "warmstart.transfer.weights",
     "fit": "warmstart.engine.loop",
     "list_models": "warmstart.transfer.registry",

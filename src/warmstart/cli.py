@@ -46,8 +46,8 @@ def train(data, **o):
     """Train a classifier on DATA: from scratch, by transfer (frozen backbone, new head) or by fine-tuning.
 
     DATA is a folder with train/ and val/ (or test/) class subfolders, one folder of class subfolders, a CSV
-    (path,label[,split]), or a data set name (digits, cifar10, mnist, fashion-mnist, ...). With --resume RUN_DIR
-    it may be left out: the run continues on its own DATA.
+    (path,label[,split]), or a data set name (digits, cifar10, mnist, hymenoptera, ...; warmstart fetch --list).
+    With --resume RUN_DIR it may be left out: the run continues on its own DATA.
     """
     if data is None and not o["resume"]:
         raise click.UsageError("missing argument 'DATA' (or continue a run with --resume RUN_DIR)", click.get_current_context())
@@ -217,6 +217,36 @@ def export(run_dir, onnx_path, opset, images):
 
     report = run_export(run_dir, onnx=onnx_path, opset=opset, images=list(images) or None)
     click.echo(json.dumps({k: report[k] for k in ("onnx", "bytes", "check_inputs", "max_abs_logit_diff", "same_top1")}))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("name", required=False)
+@click.option("--mirror", type=click.Path(file_okay=False), default=None,
+              help="A folder laid out as the repository's ../shared (data/<archive>, weights/<name>.pth + .json) "
+                   "[default: $WARMSTART_MIRROR].")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None,
+              help="Where data sets are unpacked [default: $WARMSTART_DATA_ROOT, else datasets/ in the warmstart "
+                   "cache folder].")
+@click.option("--list", "list_", is_flag=True, help="List the names and where they would come from.")
+def fetch(name, mirror, data_root, list_):
+    """Get a data set or a pretrained start by NAME; print its local path (a folder, or the .pth).
+
+    Looked for in the data root, then in the mirror, else downloaded (from $WARMSTART_BASE_URL when set, a server
+    laid out as the mirror; else from the data set's home), checked and unpacked. The path works as DATA and as
+    --weights; a data set's NAME also works as DATA directly (warmstart train hymenoptera).
+    """
+    from warmstart.data import fetch as f
+
+    if list_:
+        for n, d in f.DATASETS.items():
+            click.echo(f"{n:28} data     {d.about}")
+        for n, w in f.WEIGHTS.items():
+            click.echo(f"{n:28} weights  {w.about}")
+        click.echo(f"looked for in: {f.where(mirror, data_root)}")
+        return
+    if name is None:
+        raise click.UsageError("missing argument 'NAME' (see --list)", click.get_current_context())
+    click.echo(str(f.fetch(name, data_root=data_root, mirror=mirror)))
 
 
 def _cache_folder_option(f):

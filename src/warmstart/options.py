@@ -217,7 +217,8 @@ _ALL = [
     Option("cache_dir", env="WARMSTART_CACHE_DIR",
            help="Folder of the decoded-image cache, reused by the next run on the same data "
                 "[default: $WARMSTART_CACHE_DIR, else ~/.cache/warmstart]; 'off': decode in memory."),
-    Option("data_root", folder=True, help="Where named torchvision datasets (cifar10, mnist, ...) live or are downloaded to."),
+    Option("data_root", folder=True, help="Where named data sets (cifar10, mnist, hymenoptera, ...) live or are downloaded to "
+                                          "[default: $WARMSTART_DATA_ROOT, else datasets/ in the cache folder]."),
     Option("val_fraction", float, 0.2, min=0, max=1, min_open=True, max_open=True,
            help="Validation share when DATA has no val/ split (stratified, seeded)."),
     Option("subset", int, None, min=1, help="At most N images per class and split (quick runs)."),

@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,12 +35,12 @@ from warmstart.data import _torchvision  # noqa: F401, I001  (first: torchvision
 import torchvision.transforms as T
 import torchvision.transforms.functional as F
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from warmstart.data import diskcache
 from warmstart.data.images import BadImageError, interpolation
 from warmstart.data.sources import ImageSource
 from warmstart.data.transforms import Preprocess
+from warmstart.engine.console import progress
 from warmstart.errors import UserError
 
 log = logging.getLogger("warmstart.data")
@@ -152,8 +151,7 @@ class ImageDataset(Dataset):
         what = f"decoding {'train' if self.train else 'eval'} images ({self.source.name})"
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="warmstart-decode")
         try:
-            for _ in tqdm(pool.map(work, range(count)), total=count, desc=what, unit="img", leave=False,
-                          disable=not sys.stderr.isatty(), file=sys.stderr):
+            for _ in progress(pool.map(work, range(count)), total=count, desc=what, unit="img"):
                 pass
         finally:  # on Ctrl-C, do not wait for the images still queued
             pool.shutdown(wait=True, cancel_futures=True)

@@ -10,8 +10,9 @@ Accepted forms of DATA (the first that applies wins):
    stratified by class, ``val_fraction`` of every class to val, fixed by ``seed``;
 3. an existing ``.csv`` file with a header ``path,label[,split]``; paths relative to the CSV's folder;
    split values ``train``/``val``/``test``; without a split column, a stratified ``val_fraction`` split;
-4. a data set name: ``digits`` (scikit-learn, bundled) or a torchvision data set (see
-   :mod:`warmstart.data.named`).
+4. a data set name: ``digits`` (scikit-learn, bundled), a torchvision data set (see
+   :mod:`warmstart.data.named`) or an archive of :mod:`warmstart.data.fetch` (``hymenoptera``,
+   ``cifar10-jpeg``: found in the data root or a mirror, else downloaded, then read as the folder of 1.).
 
 Class names are the sorted class folder names, the sorted unique CSV labels (numerically sorted when all
 are integers), or the data set's own classes. Images inside class folders are found recursively; hidden
@@ -31,7 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
-from warmstart.data import named
+from warmstart.data import fetch, named
 from warmstart.data.images import IMG_EXTENSIONS, is_image_file
 from warmstart.data.sources import FileSource, ImageSource, class_counts
 from warmstart.errors import UserError, did_you_mean, unknown
@@ -72,7 +73,8 @@ def load_data(data: str | Path, *, data_root: str | Path | None = None, val_frac
     Cheap: files are listed, not decoded (decoding happens once, in :class:`ImageDataset`).
     ``subset=N`` keeps at most N images per class in every split (chosen with ``seed``).
     ``skip_bad_images`` here skips CSV rows whose file does not exist (with one warning) instead of failing.
-    ``download`` lets a missing torchvision data set be downloaded into ``data_root``.
+    ``download`` lets a missing named data set (torchvision's, or :mod:`~warmstart.data.fetch`'s) be downloaded
+    into ``data_root``.
     """
     if not isinstance(val_fraction, (int, float)) or not 0.0 < float(val_fraction) < 1.0:
         raise UserError(f"val fraction must be between 0 and 1 (exclusive), got {val_fraction}; "
@@ -97,6 +99,10 @@ def load_data(data: str | Path, *, data_root: str | Path | None = None, val_frac
             tr, va = stratified_split(src.labels, val_fraction, seed, classes, where="digits")
             roles = {"train": src.select(tr), "val": src.select(va)}
             source, val_is_test = f"digits (scikit-learn, bundled; {_split_note(val_fraction, seed)})", False
+        elif name in fetch.DATASETS:
+            folder = fetch.fetch_data(name, data_root=data_root, download=download)
+            roles, classes, source, val_is_test = _from_folder(folder, val_fraction, seed)
+            source = f"{name}: {source}"
         else:
             root = Path(data_root).expanduser() if data_root is not None else named.default_root()
             roles, classes, source = named.load_torchvision(name, root, download=download)

@@ -1,10 +1,11 @@
-"""Data sets known by name: torchvision's classic ones (under a data root) and scikit-learn's digits (bundled).
+"""Data sets known by name: torchvision's classic ones (under a data root), scikit-learn's digits (bundled) and
+the archives of :mod:`warmstart.data.fetch` (``hymenoptera``, ``cifar10-jpeg``: from a mirror or downloaded).
 
 torchvision data sets are read with torchvision's own classes, from ``data_root`` (default
-``$WARMSTART_DATA_ROOT``, else ``~/.cache/warmstart/datasets``), in torchvision's usual layout, so an
-existing torchvision root can be reused. They are downloaded only when ``download=True`` and they are
-missing; when that fails (offline), a :class:`UserError` says which file or folder was expected where and
-where to get it. Data sets that come with train and test splits only use the **test split as the
+``$WARMSTART_DATA_ROOT``, else ``datasets/`` in the warmstart cache folder, :func:`fetch.default_root`), in
+torchvision's usual layout, so an existing torchvision root can be reused. They are downloaded only when
+``download=True`` and they are missing; when that fails (offline), a :class:`UserError` says which file or
+folder was expected where and where to get it. Data sets that come with train and test splits only use the **test split as the
 validation split** (as a ``train/ test/`` folder does); ``DataSplits.source`` says so.
 """
 
@@ -17,13 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from warmstart.data import fetch
+from warmstart.data.fetch import DOWNLOAD_TIMEOUT_S
 from warmstart.errors import UserError, did_you_mean
 
 if TYPE_CHECKING:  # the sources (torch) are imported by the loaders below; this module itself needs no torch,
     from warmstart.data.sources import ArraySource, ImageSource  # so DATA is checked before torch is imported
-
-#: Seconds a download may wait on the network before it counts as offline.
-DOWNLOAD_TIMEOUT_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ TORCHVISION: dict[str, NamedDataset] = {
 }
 
 #: Every name ``load_data`` accepts besides paths.
-NAMES: tuple[str, ...] = ("digits", *TORCHVISION)
+NAMES: tuple[str, ...] = ("digits", *TORCHVISION, *fetch.DATASETS)
 
 
 def normalize_name(name: str) -> str:
@@ -108,8 +108,7 @@ def check_exists(data: str | Path) -> None:
 
 
 def default_root() -> Path:
-    env = os.environ.get("WARMSTART_DATA_ROOT")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "warmstart" / "datasets"
+    return fetch.default_root()
 
 
 @contextmanager

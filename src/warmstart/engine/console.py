@@ -27,7 +27,7 @@ def quiet(on: bool = True) -> Iterator[None]:
 
 
 def in_notebook() -> bool:
-    """Whether this process is a Jupyter kernel (where tqdm.auto draws the notebook bar)."""
+    """Whether this process is a Jupyter kernel (where the bar is drawn as a notebook widget, see _bar)."""
     shell = sys.modules.get("IPython")
     ip = shell.get_ipython() if shell is not None and hasattr(shell, "get_ipython") else None
     return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
@@ -49,18 +49,40 @@ def warn(msg: str) -> None:
         print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
-def progress(it: Iterable[T], total: int | None = None, desc: str = "") -> Iterable[T]:
-    """A tqdm bar on an interactive terminal or in Jupyter (tqdm.auto: the notebook bar); the plain iterable elsewhere."""
+def _shown() -> bool:
+    """Whether progress bars are drawn here: the main process, not --quiet, on a terminal or in a Jupyter kernel."""
     from warmstart.engine.distributed import world
 
-    if _quiet or not world().main or not (sys.stderr.isatty() or in_notebook()):
+    return not _quiet and world().main and (sys.stderr.isatty() or in_notebook())
+
+
+def progress(it: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it") -> Iterable[T]:
+    """A progress bar over ``it`` where :func:`_shown` (the notebook bar in Jupyter when ipywidgets is there,
+    else the text bar); the plain iterable elsewhere. The only progress bar in warmstart: nothing else imports tqdm."""
+    if not _shown():
         return it
-    return _bar()(it, total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
+    bar = _bar()
+    return bar(it, total=total, desc=desc, unit=unit, leave=_leave(bar), dynamic_ncols=True, file=sys.stderr)
+
+
+def byte_bar(total: int | None, desc: str):
+    """A bar to advance by hand (``.update(nbytes)``, ``.close()``; a context manager), counting bytes: for
+    downloads. Where :func:`progress` would draw nothing it is tqdm's disabled bar, which does nothing."""
+    shown = _shown()
+    cls = _bar() if shown else _text_bar()
+    return cls(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=_leave(cls),
+               dynamic_ncols=True, file=sys.stderr, disable=not shown)
+
+
+def _leave(bar) -> bool:
+    """Whether a finished bar stays: on a terminal and as a notebook widget it goes; the text bar in a notebook
+    stays, complete (cleared, it would leave an empty stderr box in the cell's output)."""
+    return in_notebook() and bar is _text_bar()
 
 
 def _bar():
-    """tqdm's notebook bar in Jupyter when ipywidgets is there to draw it, else the text bar (tqdm.auto would
-    warn "IProgress not found" at every bar in a kernel without ipywidgets)."""
+    """tqdm's notebook bar in Jupyter when ipywidgets is there to draw it, else the text bar. Not tqdm.auto:
+    in a kernel without ipywidgets it warns "IProgress not found" (TqdmWarning) on import and at every bar."""
     if in_notebook():
         try:
             import ipywidgets  # noqa: F401
@@ -70,6 +92,10 @@ def _bar():
             from tqdm.notebook import tqdm
 
             return tqdm
+    return _text_bar()
+
+
+def _text_bar():
     from tqdm.std import tqdm
 
     return tqdm
