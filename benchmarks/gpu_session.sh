@@ -13,7 +13,7 @@
 #
 # Dry run without a GPU (checks that every step runs; the numbers mean nothing):
 #   DEVICE=cpu TINY=1 EPOCHS=1 SUBSET=2 BATCH=8 THROUGHPUT_BATCHES=8 THROUGHPUT_SUBSET=4 THROUGHPUT_EPOCHS=1 \
-#     OUT=/tmp/gs bash benchmarks/gpu_session.sh .data/hymenoptera_data ../shared/weights/mobilenet_v3_small-imagenet.pth .data/cifar10
+#     OUT="$(mktemp -d)" bash benchmarks/gpu_session.sh .data/hymenoptera_data ../shared/weights/mobilenet_v3_small-imagenet.pth .data/cifar10
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-.}
