@@ -157,3 +157,26 @@ def test_timm_models_rank_offline_from_the_hugging_face_cache(hymenoptera, weigh
     assert c["timm:resnet18"]["features"][1] == 512 and c["timm:resnet18"]["source_classes"] == 1000
     assert s["decoded_datasets"] == 2  # 256 bilinear for the MobileNet, timm's own resize for the ResNet
     assert s["ranking"][0] == str(weights_dir / (V3 + ".pth"))  # pretrained beats random on real photos
+
+
+def test_train_takes_a_network_by_name_as_its_weights(hub, hymenoptera, tmp_path, monkeypatch):
+    """`train --weights imagenet:ARCH` (and none:ARCH) names the architecture with the weights, as rank's candidates do:
+    no --model needed; an explicit --model the name contradicts is one error line, nothing written."""
+    monkeypatch.setenv("TORCH_HOME", str(hub / "torch"))
+    monkeypatch.setenv("WARMSTART_OFFLINE", "1")
+    out = tmp_path / "v2"
+    r = cli("train", hymenoptera, "--weights", "imagenet:mobilenet_v2", "--subset", "2", "--epochs", "1", "--device", "cpu",
+            "--quiet", "--out", out)
+    assert r.code == 0, r.err
+    s = json.loads((out / "summary.json").read_text())
+    assert s["model"] == "mobilenet_v2"
+    assert json.loads((out / "model.json").read_text())["arch"] == "mobilenet_v2"
+    scratch = tmp_path / "scratch"
+    r = cli("train", hymenoptera, "--weights", "none:resnet18", "--strategy", "scratch", "--subset", "2", "--epochs", "1",
+            "--device", "cpu", "--quiet", "--out", scratch)
+    assert r.code == 0, r.err
+    assert json.loads((scratch / "summary.json").read_text())["model"] == "resnet18"
+    bad = tmp_path / "bad"
+    r = cli("train", hymenoptera, "--weights", "imagenet:mobilenet_v2", "--model", "resnet18", "--out", bad)
+    assert r.code == 2 and r.err.count("\n") == 1 and r.err.startswith("error: --weights imagenet:mobilenet_v2 is for")
+    assert not bad.exists()

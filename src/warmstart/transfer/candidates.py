@@ -26,15 +26,16 @@ ZOO_PREFIXES = ("imagenet:", "timm:", "none:")
 
 
 def check_weights_file(spec: str) -> None:
-    """``--weights`` other than none/imagenet names a file that must exist; checked without torch, with the
+    """``--weights`` other than none/imagenet or a network by name names a file that must exist; checked without torch, with the
     errors :func:`~warmstart.transfer.weights.resolve_weights` gives (it calls this)."""
     spec = str(spec).strip()
     path = Path(spec).expanduser()
-    if spec.lower() in SPECIAL or path.exists():
+    if spec.lower() in SPECIAL or path.exists() or zoo_candidate(spec) is not None:
         return
     if not is_path_like(spec):  # a keyword, misspelt
         raise UserError(str(unknown("weights", spec, list(SPECIAL)))
-                        + "; or give the path of a .pth/.pt/.safetensors file with its sidecar .json")
+                        + "; or give the path of a .pth/.pt/.safetensors file with its sidecar .json, or a network by name "
+                          "(imagenet:ARCH, timm:NAME, none:ARCH)")
     raise UserError(f"weights file not found: {path.absolute()}")
 
 
@@ -59,21 +60,28 @@ def model_for(model: str | None, weights: Sequence[str], *, given: bool) -> str 
     A weights file's sidecar names its architecture, so ``--model`` is needed only without one (imagenet, none):
     ``--model`` left at its default (``given`` False) follows the sidecar; an explicitly given ``--model`` that
     differs from it is an error, as are files of different architectures in one run."""
-    named = [(w, a) for w in weights if (a := sidecar_arch(w)) is not None]
+    named = [(w, a) for w in weights if (a := _named_arch(w)) is not None]
     if not named:
         return model
     if given and model:
         for w, arch in named:
             if arch != model:
-                raise UserError(f'weights file {w} is for "{arch}" (its {Path(w).with_suffix(".json").name} says so), not for '
-                                f'--model "{model}"; drop --model (the sidecar names the architecture), or pass --model {arch} '
-                                "or other weights")
+                what = f"--weights {w} is" if zoo_candidate(w) else f"weights file {w} is"
+                said = "the name says so" if zoo_candidate(w) else f"its {Path(w).with_suffix('.json').name} says so"
+                raise UserError(f'{what} for "{arch}" ({said}), not for --model "{model}"; drop --model (the sidecar names '
+                                f"the architecture), or pass --model {arch} or other weights")
         return model
     archs = sorted({a for _, a in named})
     if len(archs) > 1:
         raise UserError(f"--weights: the files are for different architectures ({', '.join(f'{w}: {a}' for w, a in named)}); "
                         "one run trains one architecture: compare starts of one architecture")
     return archs[0]
+
+
+def _named_arch(weights: str) -> str | None:
+    """The architecture a ``--weights`` value names: a file's sidecar, or a zoo name (``imagenet:resnet18``)."""
+    zoo = zoo_candidate(weights)
+    return zoo[1] if zoo is not None else sidecar_arch(weights)
 
 
 def split_candidates(text: str | Sequence[str]) -> list[str]:

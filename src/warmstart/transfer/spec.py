@@ -15,6 +15,7 @@ from warmstart.init.restarts import check_restarts
 from warmstart.init.spec import InitSpec
 from warmstart.options import AUGMENT, BN_POLICIES, FEATURE_CACHE, HEAD_INITS, OPTIONS  # noqa: F401  (declared once)
 from warmstart.options import check as check_options
+from warmstart.transfer.candidates import zoo_candidate
 from warmstart.transfer.prior import Reg, check_interpolate, check_reg, parse_reg
 from warmstart.transfer.strategies import Strategy, parse_strategy
 
@@ -87,7 +88,8 @@ class TrainSpec:
     @property
     def weights_to_load(self) -> str:
         """Scratch needs only the preprocessing of "imagenet" weights, not their tensors (nothing to download)."""
-        return "none" if self.strategy.from_scratch and self.weights == "imagenet" else self.weights
+        pretrained = self.weights == "imagenet" or (zoo_candidate(self.weights) or ("",))[0] == "imagenet"
+        return "none" if self.strategy.from_scratch and pretrained else self.weights
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}

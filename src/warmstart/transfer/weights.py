@@ -50,6 +50,7 @@ from warmstart.engine.checkpoint import safe_torch_load
 from warmstart.engine.io import atomic_path, write_text
 from warmstart.errors import UserError, unknown
 from warmstart.transfer.candidates import SAFETENSORS_SUFFIX, STATE_DICT_SUFFIXES, check_weights_file  # noqa: F401  (re-exported)
+from warmstart.transfer.candidates import zoo_candidate
 
 WeightsKind = Literal["imagenet", "file", "none"]
 
@@ -137,7 +138,8 @@ class Weights:
 
 
 def resolve_weights(spec: str, arch: str | None = None, *, offline: bool | None = None) -> Weights:
-    """Turn a ``--weights`` spec (``none``, ``imagenet`` or a file path) into :class:`Weights`.
+    """Turn a ``--weights`` spec (``none``, ``imagenet``, a network by name — ``imagenet:ARCH``, ``timm:NAME``,
+    ``none:ARCH`` — or a file path) into :class:`Weights`.
 
     ``arch`` is the requested architecture (a torchvision name such as ``mobilenet_v3_small``, or
     ``timm:<name>``). It is required for ``none`` and ``imagenet``; for a file it defaults to the arch in
@@ -146,6 +148,13 @@ def resolve_weights(spec: str, arch: str | None = None, *, offline: bool | None 
     """
     spec = str(spec).strip()
     low = spec.lower()
+    zoo = zoo_candidate(spec)
+    if zoo is not None:  # imagenet:ARCH, timm:NAME, none:ARCH: the name says the architecture too
+        kind, named = zoo
+        if arch is not None and arch != named:
+            raise UserError(f'--weights {spec} is for "{named}", not for --model "{arch}"; drop --model (the name says the '
+                            f"architecture) or pass --model {named}")
+        return resolve_weights(kind, named, offline=offline)
     if low in ("none", "imagenet"):
         if not arch:
             raise UserError(f'--weights {low} needs an architecture (e.g. --model mobilenet_v3_small)')
