@@ -82,11 +82,16 @@ def cache_dir(setting: str | os.PathLike | bool | None = None) -> Path | None:
     if setting is None or setting is True:
         setting = os.environ.get("WARMSTART_CACHE_DIR")
         if setting is None:
-            base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-            return Path(base) / "warmstart"
+            return default_cache_dir()
     if str(setting).strip().lower() in OFF:
         return None
     return Path(setting).expanduser()
+
+
+def default_cache_dir() -> Path:
+    """The cache folder when nothing names one: ``$XDG_CACHE_HOME/warmstart``, else ``~/.cache/warmstart``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "warmstart"
 
 
 _folder = cache_dir  # for cache(), whose cache_dir= argument hides the function

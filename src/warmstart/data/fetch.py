@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from warmstart.data.cachestore import cache_dir, touch
+from warmstart.data.cachestore import cache_dir, default_cache_dir, touch
 from warmstart.errors import UserError, unknown
 
 MIRROR_ENV = "WARMSTART_MIRROR"
@@ -130,7 +130,7 @@ NAMES: tuple[str, ...] = (*DATASETS, *WEIGHTS)
 def cache_root() -> Path:
     """The warmstart cache folder (:func:`~warmstart.data.cachestore.cache_dir`); its default when the decoded-image
     cache is switched off (downloads still need a home)."""
-    return cache_dir() or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "warmstart"
+    return cache_dir() or default_cache_dir()
 
 
 def default_root() -> Path:
