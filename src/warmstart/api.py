@@ -143,12 +143,12 @@ def rank_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv:
     from warmstart.experiments.rank import format_table, rank as run_rank
     from warmstart.results import RankResult
 
+    from warmstart.data.spec import DataSpec
+
+    where = _run_spec("rank", o, argv)
     with quiet(bool(o.get("quiet"))):
-        s = run_rank(o["data"], o["candidates"], model=o.get("model"), by=o.get("by"), verify=o.get("verify"),
-                     epochs=o.get("epochs"), out=o.get("out"), cfg=cfg, options=o, argv=argv, data_root=o.get("data_root"),
-                     verify_given=sorted(k for k in TRAINING if k in given),
-                     val_fraction=o.get("val_fraction", 0.2), subset=o.get("subset"),
-                     skip_bad_images=bool(o.get("skip_bad_images")))
+        s = run_rank(DataSpec.from_options(o), o["candidates"], model=o.get("model"), by=o.get("by"), verify=o.get("verify"),
+                     epochs=o.get("epochs"), cfg=cfg, run=where, verify_given=sorted(k for k in TRAINING if k in given))
     return RankResult(run_dir=Path(s["report"]).parent, summary=s, text=format_table(s))
 
 
@@ -164,16 +164,15 @@ def symmetry_options(options: Mapping[str, Any], *, given: Iterable[str] = (), a
     o = _checked("symmetry", resumed("symmetry", normalised(options), given))
     from warmstart.engine.config import TrainConfig
     from warmstart.engine.console import quiet
-    from warmstart.engine.run import default_out
-    from warmstart.experiments.symmetry import DEFAULT_SUBSET, report_text, symmetry as run
+    from warmstart.experiments.symmetry import default_spec, report_text, symmetry as run
     from warmstart.results import SymmetryResult
 
-    out = Path(o.get("out") or default_out("symmetry"))
+    data = default_spec(o["data"], **_data_options(o))
+    where = _run_spec("symmetry", o, argv)
     with quiet(bool(o.get("quiet"))):
-        s = run(o["data"], init=o["init"], constant_linear=o["constant_linear"], subset=o["subset"] or DEFAULT_SUBSET, restarts=o["restarts"], restart_epochs=o["restart_epochs"], out=out,
-                resume=bool(o.get("resume")), data_root=o["data_root"], val_fraction=o["val_fraction"],
-                skip_bad_images=o["skip_bad_images"], cfg=TrainConfig.from_dict(_set(o)), options=_recorded(o), argv=argv)
-    return SymmetryResult(run_dir=out, summary=s, text=report_text(s))
+        s = run(data, init=o["init"], constant_linear=o["constant_linear"], restarts=o["restarts"],
+                restart_epochs=o["restart_epochs"], cfg=TrainConfig.from_dict(_set(o)), run=where)
+    return SymmetryResult(run_dir=Path(where.out), summary=s, text=report_text(s))
 
 
 @verb("depth")
@@ -186,19 +185,18 @@ def depth(**options: Any):
 def depth_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv: list[str] | None = None):
     """``depth`` from a dict of its options (what the CLI parsed; ``epochs`` None: 30, or 10 with ``quick``)."""
     o = _checked("depth", normalised(options))
+    from warmstart.data.spec import DataSpec
     from warmstart.engine.config import TrainConfig
     from warmstart.engine.console import quiet
-    from warmstart.engine.run import default_out
     from warmstart.experiments.depth import depth as run, report_text
     from warmstart.results import DepthResult
 
-    out = Path(o.get("out") or default_out("depth"))
+    where = _run_spec("depth", o, argv)
     with quiet(bool(o.get("quiet"))):
-        s = run(o["data"], out=out, arch=o["arch"], depth=o["depth"], width=o["width"], activation=o["activation"],
-                arms=o["arms"], epochs=o["epochs"], image_size=o["image_size"], quick=o["quick"], seeds=o["seeds"], data_root=o["data_root"],
-                val_fraction=o["val_fraction"], subset=o["subset"], skip_bad_images=o["skip_bad_images"],
-                cfg=TrainConfig.from_dict({**_set(o), "epochs": None}), options=_recorded(o), argv=argv)
-    return DepthResult(run_dir=out, summary=s, text=report_text(s))
+        s = run(DataSpec.from_options(o), arch=o["arch"], depth=o["depth"], width=o["width"], activation=o["activation"],
+                arms=o["arms"], epochs=o["epochs"], image_size=o["image_size"], quick=o["quick"], seeds=o["seeds"],
+                cfg=TrainConfig.from_dict({**_set(o), "epochs": None}), run=where)
+    return DepthResult(run_dir=Path(where.out), summary=s, text=report_text(s))
 
 
 @verb("demo")
@@ -245,6 +243,20 @@ def _checked(command: str, options: dict[str, Any]) -> dict[str, Any]:
 def _set(options: Mapping[str, Any]) -> dict[str, Any]:
     """The options that are set (None: the command's own default decides)."""
     return {k: v for k, v in options.items() if v is not None}
+
+
+def _data_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The DataSpec's keywords among a command's options (DATA itself aside)."""
+    from warmstart.options import DATA
+
+    return {k: options[k] for k in DATA if k in options and k != "cache_dir"}
+
+
+def _run_spec(command: str, options: Mapping[str, Any], argv: list[str] | None):
+    """Where the command writes (``out``, or a fresh ``runs/<command>-<time>``) and what config.json records."""
+    from warmstart.engine.run import RunSpec
+
+    return RunSpec.from_options(command, options, argv=argv, recorded=_recorded(options))
 
 
 def _recorded(options: Mapping[str, Any]) -> dict[str, Any]:

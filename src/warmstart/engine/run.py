@@ -11,6 +11,7 @@ import io as _io
 import json
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -44,6 +45,46 @@ def check_out(out: Path | str, *, overwrite: bool = False, resume: bool = False)
     if not overwrite:
         raise UserError(f"--out {p} already holds a run ({CONFIG}); pass --resume {p} to continue it or choose another --out "
                         "(from Python: resume=OUT continues it, overwrite=True replaces it)")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Where a command writes its run directory and what config.json records of the call: ``--out``,
+    ``--resume``, ``overwrite`` (Python only), the options as given and the command line (``argv``; None from
+    Python). Made once at the edge (:meth:`from_options`) and carried whole to :meth:`open`."""
+
+    out: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    options: dict[str, Any] | None = field(default=None, compare=False)
+    argv: list[str] | None = None
+
+    @classmethod
+    def from_options(cls, command: str, options: Mapping[str, Any], *, argv: list[str] | None = None,
+                     recorded: Mapping[str, Any] | None = None) -> "RunSpec":
+        """From a command's options: ``out`` (a fresh ``runs/<command>-<time>`` when not given, so the caller
+        knows the run directory before it exists), ``resume``, ``overwrite``; ``recorded``: config.json's options
+        (default: ``options`` themselves)."""
+        out = options.get("out")
+        return cls(out=str(out) if out else str(default_out(command)), resume=bool(options.get("resume")),
+                   overwrite=bool(options.get("overwrite")), argv=argv,
+                   options=dict(recorded if recorded is not None else options))
+
+    def dir(self, command: str) -> Path:
+        return Path(self.out) if self.out else default_out(command)
+
+    def check(self) -> None:
+        """Refuse an ``out`` that holds another run (see :func:`check_out`) before anything is read or written."""
+        if self.out is not None:
+            check_out(self.out, overwrite=self.overwrite, resume=self.resume)
+
+    def open(self, command: str, config: Mapping[str, Any], *, tensorboard: bool = False,
+             options: Mapping[str, Any] | None = None) -> "Run":
+        """The started :class:`Run`: config.json holds ``{"options": ..., **config}``; ``options`` is the record
+        of a library call that gave none (what its arguments were)."""
+        recorded = self.options if self.options is not None else dict(options or {})
+        return Run(self.dir(command), command, {"options": recorded, **config}, resume=self.resume, overwrite=self.overwrite,
+                   tensorboard=tensorboard, argv=self.argv).start()
 
 
 class Run:

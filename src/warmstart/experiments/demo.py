@@ -21,7 +21,8 @@ from typing import Any
 
 from warmstart.engine.config import TrainConfig
 from warmstart.engine.console import log
-from warmstart.engine.run import Run, default_out
+from warmstart.data.spec import DataSpec
+from warmstart.engine.run import Run, RunSpec, default_out
 from warmstart.report.html import Section, Table, write_report
 
 INTRO = ("Where a network starts decides whether it learns. This report runs each experiment of the lecture for a "
@@ -46,17 +47,19 @@ def demo(out: str | Path | None = None, *, quick: bool = False, seed: int = 0, d
     log("demo 1/3: symmetry — constant vs random starts of the lecture's 3-layer CNN")
     t = time.perf_counter()
     sym_epochs = 1 if quick else 3
-    sym = symmetry_mod.symmetry("digits", out=out / "symmetry", subset=symmetry_mod.QUICK_SUBSET, constant_linear=True,
+    sym = symmetry_mod.symmetry(DataSpec("digits", subset=symmetry_mod.QUICK_SUBSET), constant_linear=True,
                                 cfg=TrainConfig(optimizer="sgd", lr=symmetry_mod.DEFAULT_LR, schedule="constant", seed=seed,
                                                 device=device, epochs=sym_epochs),
-                                argv=["warmstart", "symmetry", "digits", "--subset", str(symmetry_mod.QUICK_SUBSET), "--epochs",
-                                      str(sym_epochs), "--constant-linear", "--seed", str(seed), "--out", str(out / "symmetry")])
+                                run=RunSpec(str(out / "symmetry"), argv=[
+                                    "warmstart", "symmetry", "digits", "--subset", str(symmetry_mod.QUICK_SUBSET), "--epochs",
+                                    str(sym_epochs), "--constant-linear", "--seed", str(seed), "--out", str(out / "symmetry")]))
     timings["symmetry"] = time.perf_counter() - t
 
     log("demo 2/3: depth — a 30-layer plain net per init scheme, plain SGD")
     t = time.perf_counter()
-    dep = depth_mod.depth("digits", out=out / "depth", quick=True, cfg=depth_mod.default_config(seed=seed, device=device),
-                          argv=["warmstart", "depth", "digits", "--quick", "--seed", str(seed), "--out", str(out / "depth")])
+    dep = depth_mod.depth(DataSpec("digits"), quick=True, cfg=depth_mod.default_config(seed=seed, device=device),
+                          run=RunSpec(str(out / "depth"), argv=["warmstart", "depth", "digits", "--quick", "--seed", str(seed),
+                                                                "--out", str(out / "depth")]))
     timings["depth"] = time.perf_counter() - t
 
     log("demo 3/3: transfer — trained on digits 0-4, reused on digits 5-9")

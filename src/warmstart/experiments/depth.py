@@ -48,14 +48,15 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from warmstart.data import ImageDataset, Preprocess, describe_splits, load_data
+from warmstart.data import ImageDataset, Preprocess, describe_splits
+from warmstart.data.spec import DataSpec
 from warmstart.engine.config import TrainConfig
 from warmstart.engine.console import log, warn
 from warmstart.engine.distributed import threads as threads_ctx
 from warmstart.engine.layout import DEPTH_LAYER_STD_PNG, DEPTH_LOSS_PNG
 from warmstart.engine.loop import fit, resolve_device
 from warmstart.engine.plan import single_phase
-from warmstart.engine.run import Run, default_out, read_config, read_summary
+from warmstart.engine.run import Run, RunSpec, read_config, read_summary
 from warmstart.errors import TrainingDiverged, UserError, did_you_mean, unknown
 from warmstart.init.diagnostics import SignalDiagnostics
 from warmstart.init.data_init import LSUV, check_init, init_model, sample_batch
@@ -176,16 +177,13 @@ class DepthData:
         return self.standardize.channels
 
 
-def load_depth_data(data: str | Path, *, arch: str, image_size: int | None = None, data_root=None,
-                    val_fraction: float = 0.2, subset: int | None = None, skip_bad_images: bool = False,
-                    seed: int = 0) -> DepthData:
+def load_depth_data(data: DataSpec, *, arch: str, image_size: int | None = None, seed: int = 0) -> DepthData:
     """DATA -> decoded train/val images at ``image_size`` and the standardisation for ``arch``."""
-    splits = load_data(data, data_root=data_root, val_fraction=val_fraction, subset=subset, seed=seed,
-                       skip_bad_images=skip_bad_images)
+    splits = data.load(seed)
     size = image_size or NATIVE_SIZE.get(splits.name, DEFAULT_IMAGE_SIZE)
     pre = Preprocess(resize=size, crop=size)
-    train = ImageDataset(splits.train, pre, train=True, skip_bad_images=skip_bad_images)
-    val = ImageDataset(splits.val, pre, skip_bad_images=skip_bad_images)
+    train = ImageDataset(splits.train, pre, train=True, skip_bad_images=data.skip_bad_images)
+    val = ImageDataset(splits.val, pre, skip_bad_images=data.skip_bad_images)
     std = Standardize.from_dataset(train, per_feature=arch == "mlp")
     log(describe_splits(splits) + f"; {size}x{size} pixels, {std.channels} channel{'s' if std.channels > 1 else ''}, "
         f"standardised per {'feature' if arch == 'mlp' else 'channel'}")
@@ -230,12 +228,10 @@ def _finite(v: float | None) -> float | None:
     return float(v) if v is not None and math.isfinite(v) else None
 
 
-def depth(data: str | Path = "digits", *, out: str | Path | None = None, arch: str = "mlp", depth: int = DEFAULT_DEPTH,
-          width: int | None = None, activation: str = "relu", arms: str | Sequence[str] = DEFAULT_ARMS,
-          epochs: int | None = None, image_size: int | None = None, quick: bool = False, data_root=None,
-          val_fraction: float = 0.2, subset: int | None = None, skip_bad_images: bool = False,
-          seeds: int = 1, cfg: TrainConfig | None = None, options: dict[str, Any] | None = None,
-          argv: list[str] | None = None) -> dict[str, Any]:
+def depth(data: DataSpec | None = None, *, arch: str = "mlp", depth: int = DEFAULT_DEPTH, width: int | None = None,
+          activation: str = "relu", arms: str | Sequence[str] = DEFAULT_ARMS, epochs: int | None = None,
+          image_size: int | None = None, quick: bool = False, seeds: int = 1, cfg: TrainConfig | None = None,
+          run: RunSpec | None = None) -> dict[str, Any]:
     """Train the same plain ``depth``-layer net once per init scheme in ``arms``; write a run directory.
 
     ``seeds`` > 1 trains every arm from ``seeds`` seeds (``cfg.seed``, ``cfg.seed + 1``, ...: another random
@@ -246,8 +242,10 @@ def depth(data: str | Path = "digits", *, out: str | Path | None = None, arch: s
 
     ``width`` defaults to 128 units (MLP) or 32 channels (CNN; a 30-layer CNN is ~40x the MLP's work per
     image), ``epochs`` to 30 (``quick``: 10, a third of the time; every arm already shows its trend).
-    ``cfg`` defaults to :func:`default_config` (SGD, lr 0.01, momentum 0.9, batch 32, constant schedule).
-    Everything is validated before the run directory is created. Returns the summary (summary.json).
+    ``data`` (a :class:`~warmstart.data.spec.DataSpec`) defaults to digits. ``cfg`` defaults to
+    :func:`default_config` (SGD, lr 0.01, momentum 0.9, batch 32, constant schedule). ``run`` (a
+    :class:`~warmstart.engine.run.RunSpec`): where to write and what config.json records. Everything is
+    validated before the run directory is created. Returns the summary (summary.json).
     """
     t0 = time.perf_counter()
     width = width if width is not None else DEFAULT_WIDTH.get(arch, 128)
@@ -266,20 +264,19 @@ def depth(data: str | Path = "digits", *, out: str | Path | None = None, arch: s
     if cfg.optimizer != "sgd":
         warn(f"--optimizer {cfg.optimizer}: the paper's effect needs {SGD_NOTE}; use --optimizer sgd")
     device = resolve_device(cfg.device)
-    data_ = load_depth_data(data, arch=arch, image_size=image_size, data_root=data_root, val_fraction=val_fraction,
-                            subset=subset, skip_bad_images=skip_bad_images, seed=cfg.seed)
+    data = data if data is not None else DataSpec("digits")
+    data_ = load_depth_data(data, arch=arch, image_size=image_size, seed=cfg.seed)
     classes = len(data_.classes)
     small = layer_macs(arch, width, data_.image_size, cfg.batch_size) < SMALL_LAYER_MACS
     threads = 1 if device.type == "cpu" and small else None
-    opts = options if options is not None else {
-        "data": str(data), "arch": arch, "depth": depth, "width": width, "activation": activation, "arms": ",".join(arm_names),
-        "epochs": epochs, "image_size": image_size, "quick": quick, "data_root": data_root, "val_fraction": val_fraction,
-        "subset": subset, "skip_bad_images": skip_bad_images, "seeds": seeds, **cfg.to_dict()}
-    run = Run(Path(out) if out else default_out("depth"), "depth",
-              {"options": opts, "arms": specs, "data": data_.source, "image_size": data_.image_size,
-               "channels": data_.channels, "seeds": seed_list(cfg.seed, seeds), "standardize": "per feature" if arch == "mlp" else "per channel",
-               "probe_images": min(PROBE_IMAGES, len(data_.train)), "threads": threads or torch.get_num_threads(),
-               "train": cfg.to_dict()}, tensorboard=cfg.tensorboard, argv=argv).start()
+    record = {**data.to_dict(), "arch": arch, "depth": depth, "width": width, "activation": activation,
+              "arms": ",".join(arm_names), "epochs": epochs, "image_size": image_size, "quick": quick, "seeds": seeds,
+              **cfg.to_dict()}  # a library call's options
+    out = (run or RunSpec()).open("depth", {
+        "arms": specs, "data": data_.source, "image_size": data_.image_size, "channels": data_.channels,
+        "seeds": seed_list(cfg.seed, seeds), "standardize": "per feature" if arch == "mlp" else "per channel",
+        "probe_images": min(PROBE_IMAGES, len(data_.train)), "threads": threads or torch.get_num_threads(),
+        "train": cfg.to_dict()}, tensorboard=cfg.tensorboard, options=record)
     log(f"{depth}-layer plain {arch.upper()}, width {width}, {activation}; arms {', '.join(arm_names)}; "
         f"{epochs} epochs of {cfg.optimizer} lr {cfg.lr:g} batch {cfg.batch_size}"
         + (" (one CPU thread: small layers)" if threads == 1 else ""))
@@ -297,14 +294,14 @@ def depth(data: str | Path = "digits", *, out: str | Path | None = None, arch: s
                 folder = _dirname(arm) if seeds == 1 else f"{_dirname(arm)}/seed-{s}"
                 batch = lsuv_batch if s == cfg.seed else sample_batch(data_.train, cfg.batch_size, seed=s + 1,
                                                                       normalize=data_.standardize)
-                row, history, init_stats = _run_arm(run, arm, specs[arm], data_, folder=folder, arch=arch, depth=depth,
+                row, history, init_stats = _run_arm(out, arm, specs[arm], data_, folder=folder, arch=arch, depth=depth,
                                                     width=width, activation=activation, epochs=epochs,
                                                     cfg=replace(cfg, seed=s), probe=probe, lsuv_batch=batch)
                 rows.append({"seed": s, **row})
                 histories[arm].append(history)
                 inits.setdefault(arm, init_stats)  # the figure of the start: the first seed's
             results[arm] = rows[0] if seeds == 1 else over_seeds(rows)
-    _plots(run, histories, inits, depth=depth, arch=arch, classes=classes)
+    _plots(out, histories, inits, depth=depth, arch=arch, classes=classes)
     summary = {
         "depth": depth, "classes": classes, "arms": results, "seconds": round(time.perf_counter() - t0, 3),
         "arch": arch, "width": width, "activation": activation, "epochs": epochs, "chance_loss": math.log(classes),
@@ -313,9 +310,9 @@ def depth(data: str | Path = "digits", *, out: str | Path | None = None, arch: s
         "seeds": seed_values, "cpu": cpu_name(),
     }
     summary["reading"] = reading(summary)
-    run.write_summary(summary)
-    run.close()
-    log(f"run directory {run.dir} ({summary['seconds']:.1f} s)")
+    out.write_summary(summary)
+    out.close()
+    log(f"run directory {out.dir} ({summary['seconds']:.1f} s)")
     return summary
 
 

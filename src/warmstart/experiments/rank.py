@@ -15,7 +15,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+from warmstart.data.spec import DataSpec
 from warmstart.engine.console import log, warn
+from warmstart.engine.run import RunSpec
 from warmstart.engine.layout import CONFIG, RANK_SCORES_PNG, REPORT_HTML, VERIFY
 from warmstart.errors import UserError
 from warmstart.transfer.candidates import check_candidates
@@ -25,21 +27,24 @@ PLAIN = ("plain_mlp", "plain_cnn")
 INIT_PROBE_IMAGES = 256  # as warmstart depth's probe batch
 
 
-def rank(data: str | Path, candidates: str | Sequence[str], *, model: str | None = None, by: str | None = None,
-         verify: str | None = None, epochs: int | None = None, out: str | Path | None = None, cfg=None,
-         options: dict[str, Any] | None = None, argv: list[str] | None = None, verify_given: Sequence[str] = (),
-         **data_kw) -> dict[str, Any]:
-    """Rank the candidate starts on DATA; write OUT (config.json, summary.json, report.html). Returns the summary,
-    plus ``report`` (the report's path; not in summary.json). ``verify_given``: the training options named
-    explicitly, which --verify of a plain net (the depth experiment's recipe) takes instead of its own."""
+def rank(data: DataSpec, candidates: str | Sequence[str], *, model: str | None = None, by: str | None = None,
+         verify: str | None = None, epochs: int | None = None, cfg=None, run: RunSpec | None = None,
+         verify_given: Sequence[str] = ()) -> dict[str, Any]:
+    """Rank the candidate starts on ``data`` (a :class:`~warmstart.data.spec.DataSpec`); write the run directory
+    ``run`` names (config.json, summary.json, report.html). Returns the summary, plus ``report`` (the report's
+    path; not in summary.json). ``verify_given``: the training options named explicitly, which --verify of a plain
+    net (the depth experiment's recipe) takes instead of its own."""
     tokens, inits = check_candidates(candidates, model=model)
+    run = run or RunSpec()
+    if run.out is not None and (Path(run.out) / CONFIG).exists():
+        raise UserError(f"--out {run.out} already holds a run (config.json); choose another --out")
     if inits:
-        return rank_inits(data, tokens, model=model, verify=verify, epochs=epochs or 10, out=out, cfg=cfg,
-                          options=options, argv=argv, verify_given=verify_given, **data_kw)
+        return rank_inits(data, tokens, model=model, verify=verify, epochs=epochs or 10, cfg=cfg, run=run,
+                          verify_given=verify_given)
     from warmstart.transfer.rank import rank_starts
 
-    return rank_starts(data, tokens, model=model, by=by or "probe_cv", verify_strategy=verify, epochs=epochs or 2, out=out,
-                       cfg=cfg, options=options, write=_write_report, argv=argv, **data_kw)
+    return rank_starts(data, tokens, model=model, by=by or "probe_cv", verify_strategy=verify, epochs=epochs or 2,
+                       cfg=cfg, run=run, write=_write_report)
 
 
 # --------------------------------------------------------------------------------------------- init schemes
@@ -52,13 +57,10 @@ def _plain(model: str) -> tuple[str, int] | None:
     return name.split("_")[1], int(depth) if depth else 30
 
 
-def rank_inits(data: str | Path, tokens: list[str], *, model: str | None, verify: str | None, epochs: int,
-               out: str | Path | None, cfg=None, options: dict[str, Any] | None = None, data_root=None,
-               val_fraction: float = 0.2, subset: int | None = None, skip_bad_images: bool = False,
-               argv: list[str] | None = None, verify_given: Sequence[str] = ()) -> dict[str, Any]:
+def rank_inits(data: DataSpec, tokens: list[str], *, model: str | None, verify: str | None, epochs: int, cfg=None,
+               run: RunSpec | None = None, verify_given: Sequence[str] = ()) -> dict[str, Any]:
     """Score each init scheme at init on one training batch (zero-cost signal spread); ``verify="scratch"`` trains."""
     from warmstart.engine.config import TrainConfig
-    from warmstart.engine.run import Run, default_out
     from warmstart.experiments.depth import DEFAULT_WIDTH, arm_spec, build_net, load_depth_data
     from warmstart.init.data_init import sample_batch
 
@@ -77,19 +79,15 @@ def rank_inits(data: str | Path, tokens: list[str], *, model: str | None, verify
         from warmstart.transfer.weights import check_arch
 
         check_arch(model)
-    if out is not None and (Path(out) / CONFIG).exists():
-        raise UserError(f"--out {out} already holds a run (config.json); choose another --out")
     if plain:
         kind, depth = plain
-        d = load_depth_data(data, arch=kind, data_root=data_root, val_fraction=val_fraction, subset=subset,
-                            skip_bad_images=skip_bad_images, seed=cfg.seed)
+        d = load_depth_data(data, arch=kind, seed=cfg.seed)
         n, source = len(d.classes), d.source
         batch = sample_batch(d.train, INIT_PROBE_IMAGES, seed=cfg.seed, normalize=d.standardize)
         lsuv = sample_batch(d.train, cfg.batch_size, seed=cfg.seed + 1, normalize=d.standardize)[0]
         make = lambda: build_net(kind, depth, DEFAULT_WIDTH[kind], d, "relu")  # noqa: E731
     else:
-        prepared = _scratch_prepared(data, model, cfg, data_root=data_root, val_fraction=val_fraction, subset=subset,
-                                     skip_bad_images=skip_bad_images, val=verify is not None)
+        prepared = _scratch_prepared(data, model, cfg, val=verify is not None)
         from warmstart.data import Normalizer
         from warmstart.transfer.backbones import create_model
         from warmstart.transfer.weights import resolve_weights
@@ -104,15 +102,13 @@ def rank_inits(data: str | Path, tokens: list[str], *, model: str | None, verify
     with threads(1 if plain and plain[0] == "mlp" else None):  # tiny layers: extra threads only spin (as in depth)
         rows = [_score_init(t, specs[t], make, lsuv, batch, model, cfg.seed) for t in tokens]
     ranked = sorted(rows, key=lambda r: (r["scores"]["signal_spread"] is None, r["scores"]["signal_spread"] or 0.0))
-    run = Run(Path(out) if out else default_out("rank"), "rank",
-              {"options": options or {"data": str(data), "candidates": tokens, "model": model, "verify": verify,
-                                      "epochs": epochs, **cfg.to_dict()}, "inits": specs, "train": cfg.to_dict()},
-              argv=argv, tensorboard=cfg.tensorboard).start()
+    record = {**data.to_dict(), "candidates": tokens, "model": model, "verify": verify, "epochs": epochs, **cfg.to_dict()}
+    run = (run or RunSpec()).open("rank", {"inits": specs, "train": cfg.to_dict()}, tensorboard=cfg.tensorboard,
+                                  options=record)
     summary: dict[str, Any] = {"kind": "inits", "model": model, "data": source, "classes": n, "by": "signal_spread",
                                "lower_is_better": True, "probe_images": len(batch[0])}
     if verify:
-        real = _verify_inits(run, data, tokens, specs, model, plain, epochs, cfg, verify_given, data_root=data_root,
-                             val_fraction=val_fraction, subset=subset, skip_bad_images=skip_bad_images,
+        real = _verify_inits(run, data, tokens, specs, model, plain, epochs, cfg, verify_given,
                              prepared=None if plain else prepared)
         for r in rows:
             r["verify"] = real[r["name"]]
@@ -149,21 +145,20 @@ def _score_init(t: str, spec: str, make, lsuv, batch, model: str, seed: int) -> 
             "hidden_layers": sp["layers"], "seconds": round(time.perf_counter() - s0, 3)}
 
 
-def _scratch_prepared(data, model, cfg, *, data_root, val_fraction, subset, skip_bad_images, val: bool):
-    from warmstart.data import ImageDataset, load_data
+def _scratch_prepared(data: DataSpec, model, cfg, *, val: bool):
+    from warmstart.data import ImageDataset
     from warmstart.data.dataset import AUGMENT_SCALE
     from warmstart.transfer.recipe import Prepared
     from warmstart.transfer.weights import resolve_weights
 
     w = resolve_weights("none", model)
-    splits = load_data(data, data_root=data_root, val_fraction=val_fraction, subset=subset, seed=cfg.seed,
-                       skip_bad_images=skip_bad_images)
-    train = ImageDataset(splits.train, w.preprocess, train=True, skip_bad_images=skip_bad_images)
-    v = ImageDataset(splits.val, w.preprocess, skip_bad_images=skip_bad_images) if val else None
+    splits = data.load(cfg.seed)
+    train = ImageDataset(splits.train, w.preprocess, train=True, skip_bad_images=data.skip_bad_images)
+    v = ImageDataset(splits.val, w.preprocess, skip_bad_images=data.skip_bad_images) if val else None
     return Prepared(splits, w, train, train.with_augmentation(scale=AUGMENT_SCALE), v, {})  # type: ignore[arg-type]
 
 
-def _verify_inits(run, data, tokens, specs, model, plain, epochs, cfg, given=(), *, prepared, **data_kw) -> dict[str, dict]:
+def _verify_inits(run, data: DataSpec, tokens, specs, model, plain, epochs, cfg, given=(), *, prepared) -> dict[str, dict]:
     if plain:
         from warmstart.experiments.depth import default_config, depth
 
@@ -171,7 +166,7 @@ def _verify_inits(run, data, tokens, specs, model, plain, epochs, cfg, given=(),
         own = {k: getattr(cfg, k) for k in given if k != "epochs"}
         dcfg = default_config(**{"seed": cfg.seed, "device": cfg.device, "quiet": cfg.quiet, "tensorboard": cfg.tensorboard,
                                  **own})
-        s = depth(data, out=run.dir / VERIFY, arch=plain[0], depth=plain[1], arms=tokens, epochs=epochs, cfg=dcfg, **data_kw)
+        s = depth(data, arch=plain[0], depth=plain[1], arms=tokens, epochs=epochs, cfg=dcfg, run=RunSpec(str(run.dir / VERIFY)))
         return {t: {"strategy": "scratch", "final_val_accuracy": s["arms"][t]["val_accuracy"],
                     "final_train_loss": s["arms"][t]["final_train_loss"], "run": f"{VERIFY}/{t}", "recipe": "warmstart depth (SGD)"}
                 for t in tokens}

@@ -42,13 +42,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from warmstart.data import ImageDataset, Normalizer, Preprocess, describe_splits, load_data
+from warmstart.data import ImageDataset, Normalizer, Preprocess, describe_splits
+from warmstart.data.spec import DataSpec
 from warmstart.engine.config import TrainConfig
 from warmstart.engine.console import log
 from warmstart.engine.layout import CONV1_FILTERS, LEARNING_CURVES
 from warmstart.engine.loop import fit
 from warmstart.engine.plan import single_phase
-from warmstart.engine.run import Run, default_out
+from warmstart.engine.run import Run, RunSpec
 from warmstart.errors import UserError
 from warmstart.init.restarts import BestOfK, best_of_k, check_restarts
 from warmstart.init import apply_init, explain_layer, parse_init_spec, symmetry_report
@@ -76,6 +77,19 @@ def _default_places(data_root: str | Path | None = None) -> list[str]:
 def default_data(data_root: str | Path | None = None) -> str:
     """The unpacked CIFAR-10 JPEG folder (with train/) if one is found, else the torchvision data set name ``cifar10``."""
     return next((p for p in _default_places(data_root) if (Path(p) / "train").is_dir()), "cifar10")
+
+
+class _DefaultData(DataSpec):
+    """The DataSpec symmetry chose itself (no DATA given): its load error says where CIFAR-10 was looked for."""
+
+
+def default_spec(data: str | Path | None = None, *, data_root: str | Path | None = None, subset: int | None = None,
+                 **spec: Any) -> DataSpec:
+    """symmetry's DataSpec: DATA, else :func:`default_data`; ``subset`` defaults to :data:`DEFAULT_SUBSET`."""
+    root = str(data_root) if data_root is not None else None
+    kind = DataSpec if data is not None else _DefaultData
+    return kind(str(data) if data is not None else default_data(root), data_root=root,
+                subset=subset if subset is not None else DEFAULT_SUBSET, **spec)
 
 
 def arm_specs(init: str | None = None, constant_linear: bool = False) -> dict[str, str]:
@@ -156,48 +170,57 @@ def explain_arm(model: nn.Module, start: nn.Module, layers: dict[str, dict], sta
 
 # ---------------------------------------------------------------------------------------------- the experiment
 
-def symmetry(data: str | Path | None = None, *, init: str | None = None, constant_linear: bool = False,
-             subset: int | None = DEFAULT_SUBSET, restarts: int = 1, restart_epochs: int = 1,
-             out: str | Path | None = None, resume: bool = False, data_root: str | Path | None = None,
-             val_fraction: float = 0.2, skip_bad_images: bool = False, quick: bool = False,
-             cfg: TrainConfig | None = None, options: dict[str, Any] | None = None,
-             argv: list[str] | None = None) -> dict[str, Any]:
+def symmetry(data: DataSpec | None = None, *, init: str | None = None, constant_linear: bool = False,
+             restarts: int = 1, restart_epochs: int = 1, cfg: TrainConfig | None = None,
+             run: RunSpec | None = None) -> dict[str, Any]:
     """Train custom_3_layer from each arm's start; write the run directory; return summary.json's content.
 
-    ``quick`` (the demo) caps the data at :data:`QUICK_SUBSET` images per class and split and trains 1 epoch.
+    ``data`` (a :class:`~warmstart.data.spec.DataSpec`) defaults to :func:`default_spec`: the unpacked CIFAR-10,
+    else the cifar10 data set, :data:`DEFAULT_SUBSET` images per class and split.
     ``restarts`` > 1 makes the random arm the best of K seeds (:mod:`warmstart.init.restarts`).
     ``cfg`` holds the optimizer, learning rate, batch size, seed, device...: by default plain SGD (momentum
     0.9), lr 0.01, constant schedule, batch 32, 1 epoch where its ``lr`` and ``epochs`` are None.
-    ``argv``: the command line recorded in config.json.
+    ``run`` (a :class:`~warmstart.engine.run.RunSpec`): where to write and what config.json records.
     """
     t0 = time.perf_counter()
     cfg = (cfg or TrainConfig(optimizer="sgd", schedule="constant")).with_defaults(lr=DEFAULT_LR)
     cfg.check_one_rate("symmetry")
-    lr = cfg.lr
     epochs = cfg.epochs if cfg.epochs is not None else 1
     check_restarts(restarts, restart_epochs)
-    if quick:
-        subset, epochs = min(subset or QUICK_SUBSET, QUICK_SUBSET), 1
     specs = arm_specs(init, constant_linear)
     for spec in specs.values():  # every rule must fit the network (names, shapes) before anything is read or written
         arm_model(spec, 10, cfg.seed)
-    data, splits, train_set, val_set = _datasets(data, data_root=data_root, val_fraction=val_fraction, subset=subset,
-                                                 seed=cfg.seed, skip_bad_images=skip_bad_images)
+    data = data if data is not None else default_spec()
+    splits, train_set, val_set = _datasets(data, seed=cfg.seed)
     n = splits.num_classes
     normalize = Normalizer.of(PREPROCESS)
-
-    out = Path(out) if out else default_out("symmetry")
-    run = Run(out, "symmetry", {"options": options or {"data": str(data), "init": init, "constant_linear": constant_linear,
-                                                       "epochs": epochs, "subset": subset, "restarts": restarts,
-                                                       "restart_epochs": restart_epochs, "val_fraction": val_fraction,
-                                                       **cfg.to_dict()},
-                                "arms": specs, "preprocess": PREPROCESS.to_dict()},
-              resume=resume, tensorboard=cfg.tensorboard, argv=argv).start()
+    run_spec = run or RunSpec()
+    record = {**data.to_dict(), "init": init, "constant_linear": constant_linear, "restarts": restarts,
+              "restart_epochs": restart_epochs, **cfg.to_dict(), "epochs": epochs}  # a library call's options
+    resume = run_spec.resume
+    out = run_spec.open("symmetry", {"arms": specs, "preprocess": PREPROCESS.to_dict()}, tensorboard=cfg.tensorboard,
+                        options=record)
 
     def train(model: nn.Module, arm_run: Run, n_epochs: int):
-        return fit(model, train_set, val_set, single_phase(model, n_epochs, lr), cfg, num_classes=n, run=arm_run,
+        return fit(model, train_set, val_set, single_phase(model, n_epochs, cfg.lr), cfg, num_classes=n, run=arm_run,
                    normalize=normalize, resume=resume)
 
+    with out:
+        arms, histories, conv1, best = _train_arms(out, specs, train, n, cfg.seed, restarts, restart_epochs, epochs)
+        _pictures(out, conv1, histories)
+        summary = {"arms": arms, "seconds": round(time.perf_counter() - t0, 3), "epochs": epochs, "lr": cfg.lr,
+                   "optimizer": cfg.optimizer, **_data_keys(splits, train_set, val_set),
+                   "figures": {"conv1_filters": FILTERS_PNG, "learning_curves": CURVES_PNG}}
+        if best is not None:
+            summary["restarts"] = {**best.summary(), "arm": "random", "restart_epochs": restart_epochs}
+        out.write_summary(summary)
+    log(f"{summary['seconds']:.1f} s; run directory {out.dir}")
+    return summary
+
+
+def _train_arms(run: Run, specs: dict[str, str], train, n: int, seed: int, restarts: int, restart_epochs: int,
+                epochs: int) -> tuple[dict[str, Any], dict[str, list], dict[str, Tensor], BestOfK | None]:
+    """Every arm in its sub-directory: records, histories, conv1's filters at the start and trained, restarts' outcome."""
     arms: dict[str, dict[str, Any]] = {}
     histories, conv1 = {}, {}
     best: BestOfK | None = None
@@ -205,21 +228,12 @@ def symmetry(data: str | Path | None = None, *, init: str | None = None, constan
         log(f"arm {arm}: {spec}")
         with run.sub(arm, {"arm": arm, "init": spec}) as arm_run:
             k = restarts if arm == "random" else 1
-            arms[arm], histories[arm], start, model, chosen = _train_arm(arm, spec, arm_run, train, n, cfg.seed, k, restart_epochs,
+            arms[arm], histories[arm], start, model, chosen = _train_arm(arm, spec, arm_run, train, n, seed, k, restart_epochs,
                                                                           epochs)
         best = chosen or best
         if arm in ("constant", "random"):
             conv1[f"{arm}: start"], conv1[f"{arm}: trained"] = start.conv1.weight.detach(), model.conv1.weight.detach()
-    _pictures(run, conv1, histories)
-    summary = {"arms": arms, "seconds": round(time.perf_counter() - t0, 3), "epochs": epochs, "lr": lr,
-               "optimizer": cfg.optimizer, **_data_keys(splits, train_set, val_set),
-               "figures": {"conv1_filters": FILTERS_PNG, "learning_curves": CURVES_PNG}}
-    if best is not None:
-        summary["restarts"] = {**best.summary(), "arm": "random", "restart_epochs": restart_epochs}
-    run.write_summary(summary)
-    run.close()
-    log(f"{summary['seconds']:.1f} s; run directory {run.dir}")
-    return summary
+    return arms, histories, conv1, best
 
 
 def _data_keys(splits, train_set, val_set) -> dict[str, Any]:
@@ -227,12 +241,12 @@ def _data_keys(splits, train_set, val_set) -> dict[str, Any]:
             "val_is_test": splits.val_is_test}
 
 
-def _datasets(data, *, skip_bad_images: bool, **load):
-    """DATA (resolved), its splits, and the training and validation images at the lecture's 32 x 32."""
-    data, splits = _load(data, skip_bad_images=skip_bad_images, **load)
+def _datasets(data: DataSpec, *, seed: int):
+    """DATA's splits, and the training and validation images at the lecture's 32 x 32."""
+    splits = _load(data, seed)
     log(describe_splits(splits) + (" (validation = the data set's test split)" if splits.val_is_test else ""))
-    return (data, splits, ImageDataset(splits.train, PREPROCESS, train=True, skip_bad_images=skip_bad_images),
-            ImageDataset(splits.val, PREPROCESS, skip_bad_images=skip_bad_images))
+    return (splits, ImageDataset(splits.train, PREPROCESS, train=True, skip_bad_images=data.skip_bad_images),
+            ImageDataset(splits.val, PREPROCESS, skip_bad_images=data.skip_bad_images))
 
 
 def _train_arm(arm: str, spec: str, arm_run: Run, train, n: int, seed: int, restarts: int, restart_epochs: int,
@@ -267,17 +281,14 @@ def _pictures(run: Run, conv1: dict[str, Any], histories: dict[str, list]) -> No
     learning_curves(histories, run.dir / CURVES_PNG, title="custom_3_layer: constant vs random start")
 
 
-def _load(data, *, data_root, val_fraction: float, subset, seed: int, skip_bad_images: bool):
-    """(DATA as used, its splits): DATA, else the unpacked CIFAR-10, else the cifar10 data set under data_root."""
-    given = data is not None
-    data = data if given else default_data(data_root)
+def _load(data: DataSpec, seed: int):
+    """DATA's splits; for the default DATA (:func:`default_spec`), where the CIFAR-10 it looked for is."""
     try:
-        return data, load_data(data, data_root=data_root, val_fraction=val_fraction, subset=subset, seed=seed,
-                               skip_bad_images=skip_bad_images)
+        return data.load(seed)
     except UserError as e:
-        if given or data != "cifar10":
+        if not isinstance(data, _DefaultData) or data.data != "cifar10":
             raise
-        raise UserError(f"no DATA given and no unpacked CIFAR-10 folder found ({', '.join(_default_places(data_root))}); "
+        raise UserError(f"no DATA given and no unpacked CIFAR-10 folder found ({', '.join(_default_places(data.data_root))}); "
                         f"tried the cifar10 data set instead: {e}") from None
 
 

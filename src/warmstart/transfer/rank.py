@@ -29,9 +29,11 @@ import torch
 from torch import nn
 
 from warmstart.data import DataSplits, ImageDataset
+from warmstart.data.spec import DataSpec
 from warmstart.data.dataset import AUGMENT_SCALE
 from warmstart.engine.console import log
-from warmstart.engine.layout import CONFIG, REPORT_HTML, VERIFY
+from warmstart.engine.run import RunSpec
+from warmstart.engine.layout import REPORT_HTML, VERIFY
 from warmstart.errors import UserError
 from warmstart.transfer.candidates import SAFETENSORS_SUFFIX, SPECIAL, STATE_DICT_SUFFIXES, split_candidates, zoo_candidate
 from warmstart.transfer.weights import TIMM_PREFIX, Weights, check_arch, resolve_weights
@@ -456,18 +458,17 @@ def as_rows(cands: Sequence[Candidate]) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------------------------- the function
-def rank_starts(data: str | Path, candidates: str | Sequence[str], *, model: str | None = None, by: str = "probe_cv",
-                verify_strategy: str | None = None, epochs: int = 2, out: str | Path | None = None, data_root=None,
-                val_fraction: float = 0.2, subset: int | None = None, skip_bad_images: bool = False, cfg=None,
-                options: dict[str, Any] | None = None, write=None, argv: list[str] | None = None) -> dict[str, Any]:
-    """Score pretrained starts on DATA's training split; with ``verify_strategy``, train each and correlate.
+def rank_starts(data: DataSpec, candidates: str | Sequence[str], *, model: str | None = None, by: str = "probe_cv",
+                verify_strategy: str | None = None, epochs: int = 2, cfg=None, run: RunSpec | None = None,
+                write=None) -> dict[str, Any]:
+    """Score pretrained starts on the training split of ``data`` (a :class:`~warmstart.data.spec.DataSpec`); with
+    ``verify_strategy``, train each and correlate.
 
-    Writes OUT (config.json, summary.json and, through ``write(run, summary, candidates)``, the report).
-    Everything the user can get wrong fails before OUT is created. Returns the summary, plus ``report`` (its path).
+    Writes the run directory ``run`` names (config.json, summary.json and, through ``write(run, summary)``, the
+    report). Everything the user can get wrong fails before it is created. Returns the summary, plus ``report``.
     """
-    from warmstart.data import describe_splits, load_data
+    from warmstart.data import describe_splits
     from warmstart.engine.config import TrainConfig
-    from warmstart.engine.run import Run, default_out
     from warmstart.errors import unknown
 
     t0 = time.perf_counter()
@@ -476,22 +477,18 @@ def rank_starts(data: str | Path, candidates: str | Sequence[str], *, model: str
         raise unknown("score (--by)", by, SCORES)
     check_strategy(verify_strategy)
     tokens = split_candidates(candidates)
-    if out is not None and (Path(out) / CONFIG).exists():
-        raise UserError(f"--out {out} already holds a run (config.json); choose another --out")
-    splits = load_data(data, data_root=data_root, val_fraction=val_fraction, subset=subset, seed=cfg.seed,
-                       skip_bad_images=skip_bad_images)
+    splits = data.load(cfg.seed)
     cands = resolve(tokens, model=model, num_classes=splits.num_classes, seed=cfg.seed)
     log(describe_splits(splits) + f"; {len(cands)} candidates: {', '.join(c.name for c in cands)}")
-    images = SharedImages(splits, skip_bad_images=skip_bad_images)
+    images = SharedImages(splits, skip_bad_images=data.skip_bad_images)
     for c in cands:
         score(c, images, cfg, seed=cfg.seed)
     ranked = order(cands, by)
     tied, sentence = verdict(ranked, by)
-    run = Run(Path(out) if out else default_out("rank"), "rank",
-              {"options": options or {"data": str(data), "candidates": list(tokens), "model": model, "by": by,
-                                      "verify": verify_strategy, "epochs": epochs, "subset": subset,
-                                      "val_fraction": val_fraction, **cfg.to_dict()},
-               "candidates": [c.spec for c in cands], "train": cfg.to_dict()}, argv=argv, tensorboard=cfg.tensorboard).start()
+    record = {**data.to_dict(), "candidates": list(tokens), "model": model, "by": by, "verify": verify_strategy,
+              "epochs": epochs, **cfg.to_dict()}  # a library call's options
+    run = (run or RunSpec()).open("rank", {"candidates": [c.spec for c in cands], "train": cfg.to_dict()},
+                                  tensorboard=cfg.tensorboard, options=record)
     summary: dict[str, Any] = {"kind": "starts", "data": splits.source, "classes": splits.classes,
                                "train_images": len(splits.train), "by": by}
     if verify_strategy:
