@@ -15,6 +15,7 @@ from warmstart.engine.config import TrainConfig
 from warmstart.errors import UserError
 from warmstart.init.diagnostics import load_signal
 from warmstart.data.spec import DataSpec
+from warmstart.engine.run import RunSpec
 from warmstart.experiments.train import run_train
 from warmstart.transfer.spec import TrainSpec
 from warmstart.init.data_init import check_init, init_model, is_lsuv, sample_batch
@@ -74,7 +75,7 @@ def test_train_scratch_with_init_lsuv_and_diagnostics(tmp_path):
     out = tmp_path / "scratch"
     summary = run_train(DataSpec("digits", subset=10),
                         TrainSpec(model="custom_3_layer", weights="none", strategy="scratch", init="lsuv", augment="off"),
-                        TrainConfig(epochs=2, seed=0, tensorboard=True), out=out, diagnostics=True).summary
+                        TrainConfig(epochs=2, seed=0, tensorboard=True), run=RunSpec(str(out)), diagnostics=True).summary
     assert summary["epochs"] == 2
     snapshots = load_signal(out)
     assert [s.tag for s in snapshots] == ["init", "epoch 1", "epoch 2"]

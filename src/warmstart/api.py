@@ -59,9 +59,7 @@ def train_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv
 
     with quiet(bool(options.get("quiet"))):
         data = DataSpec.from_options(options)
-        return run_train(data, spec, cfg, out=options.get("out"), resume=bool(options.get("resume")),
-                         overwrite=bool(options.get("overwrite")), argv=argv,
-                         options={k: v for k, v in options.items() if k not in NOT_RECORDED})
+        return run_train(data, spec, cfg, run=_run_spec("train", options, argv))
 
 
 @verb("compare", extra=[OVERWRITE])
@@ -93,17 +91,15 @@ def compare_options(options: Mapping[str, Any], *, given: Iterable[str] = (), ar
     _check_paths(o["data"], parse_weights(o.get("weights") or "imagenet"))
     from warmstart.data.spec import DataSpec
     from warmstart.engine.console import quiet
-    from warmstart.engine.run import check_out
     from warmstart.experiments.compare import compare as run_compare
     from warmstart.results import CompareResult
 
-    if o.get("out") is not None:
-        check_out(o["out"], overwrite=bool(o.get("overwrite")), resume=bool(o.get("resume")))
+    where = _run_spec("compare", o, argv)
+    where.check()
     with quiet(bool(o.get("quiet"))):
         s = run_compare(DataSpec.from_options(o), strategies=o["strategies"], seeds=o["seeds"], model=o["model"],
                         weights=o["weights"], init=o["init"], bn=o["bn"], augment=o["augment"], feature_cache=o["feature_cache"],
-                        reg=o.get("reg"), out=o.get("out"), resume=bool(o.get("resume")), cfg=cfg, argv=argv, overwrite=bool(o.get("overwrite")),
-                        options=_recorded(o))
+                        reg=o.get("reg"), cfg=cfg, run=where)
     return CompareResult(run_dir=Path(s["report"]).parent, summary=s)
 
 

@@ -35,7 +35,7 @@ from warmstart.engine.config import TrainConfig
 from warmstart.engine.console import log
 from warmstart.engine.layout import PATHS, REPORT_HTML, SUMMARY
 from warmstart.engine.loop import resolve_device
-from warmstart.engine.run import Run, default_out, read_config, read_summary
+from warmstart.engine.run import Run, RunSpec, read_config, read_summary
 from warmstart.errors import UserError
 from warmstart.experiments.compare_arms import (aggregate, arm_name, check_plans, figures, paired,  # noqa: F401
                                                 paired_seeds, run_one, warm_up)
@@ -57,9 +57,8 @@ from warmstart.transfer.spec import TrainSpec
 def compare(data: DataSpec | str | Path, *, strategies: str | Sequence[str] = DEFAULT_STRATEGIES,
             seeds: int | str | Sequence[int] = 1, model: str = TrainSpec.model, weights: str | Sequence[str] = TrainSpec.weights,
             init: str | None = None, bn: str = TrainSpec.bn, augment: str = TrainSpec.augment,
-            feature_cache: str = TrainSpec.feature_cache, reg: str | None = None, out: str | Path | None = None, resume: bool = False,
-            cfg: TrainConfig | None = None, options: dict[str, Any] | None = None, argv: list[str] | None = None,
-            overwrite: bool = False) -> dict[str, Any]:
+            feature_cache: str = TrainSpec.feature_cache, reg: str | None = None, cfg: TrainConfig | None = None,
+            run: RunSpec | None = None) -> dict[str, Any]:
     """Train every strategy with every seed on ``data`` (a :class:`~warmstart.data.spec.DataSpec`: DATA, its
     split, subset, classes) under the same budget (``cfg``: epochs, learning rates, optimizer, ...); write one run
     directory with a sub-directory per arm, summary.json and report.html/report.md; return the summary.
@@ -70,6 +69,7 @@ def compare(data: DataSpec | str | Path, *, strategies: str | Sequence[str] = DE
     option means what it means for ``warmstart train`` (:func:`warmstart.api.train`) and applies to every arm;
     ``reg`` (``--reg l2sp...``) applies to the arms that fine-tune pretrained layers. An arm may carry its own
     modifiers (``finetune-all+l2sp:0.1``, ``finetune-all+interpolate``: :mod:`~warmstart.transfer.strategies`).
+    ``run`` (a :class:`~warmstart.engine.run.RunSpec`): where to write, whether to resume, what config.json records.
     """
     data_spec = data if isinstance(data, DataSpec) else DataSpec(str(data))
     cfg = (cfg or TrainConfig()).with_defaults(epochs=DEFAULT_EPOCHS)
@@ -93,18 +93,20 @@ def compare(data: DataSpec | str | Path, *, strategies: str | Sequence[str] = DE
     check_plans(prepared, list(arm_specs.values()), arm_cfg)
     resolve_device(cfg.device)
 
-    out = Path(out) if out else default_out("compare")
+    run_spec = run or RunSpec()
+    resume, options = run_spec.resume, run_spec.options
     if options is None:  # called as a library: record the call, so config.json still says how to rerun it
         options = _called(data_spec, cfg, strategies=",".join(s.spec for s in strats), seeds=",".join(map(str, seed_list)),
                           model=model, weights=",".join(specs) if len(specs) == 1 else absolute(specs), init=init, bn=bn,
                           augment=augment, feature_cache=feature_cache, reg=str(reg or "none"))
     if len(specs) > 1 and options.get("weights") == weights:  # several paths: recorded absolute, for --resume anywhere
         options = {**options, "weights": absolute(specs)}
-    setup = {"options": options, "preprocess": prepared.weights.preprocess.to_dict(),
+    setup = {"preprocess": prepared.weights.preprocess.to_dict(),
              "strategies": [s.spec for s in strats], "seeds": seed_list, "train_config": arm_cfg.to_dict()}
     if len(starts) > 1:
         setup["starts"] = describe_starts(starts)
-    run = Run(out, "compare", setup, resume=resume, tensorboard=cfg.tensorboard, argv=argv, overwrite=overwrite).start()
+    run = dataclasses.replace(run_spec, options=options).open("compare", setup, tensorboard=cfg.tensorboard)
+    setup = {"options": options, **setup}
     warm_up(prepared, model, cfg)
     records: list[dict[str, Any]] = []
     total = len(arms) * len(seed_list)

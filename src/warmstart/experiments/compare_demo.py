@@ -36,6 +36,7 @@ def demo_compare(out: str | Path, *, seed: int = 0, quick: bool = False, device:
     from warmstart.experiments.compare import DEFAULT_STRATEGIES, compare
     from warmstart.data.spec import DataSpec
     from warmstart.engine.layout import MODEL as MODEL_FILE
+    from warmstart.engine.run import RunSpec
     from warmstart.experiments.train import run_train
     from warmstart.transfer.spec import TrainSpec
 
@@ -45,14 +46,16 @@ def demo_compare(out: str | Path, *, seed: int = 0, quick: bool = False, device:
     # filters the source started from, and the filter pictures would suggest that scratch starts "pretrained"
     base = TrainConfig(seed=seed + SOURCE_SEED_OFFSET, device=device, lr=3e-3, epochs=4 if quick else 8)
     run_train(DataSpec("digits", classes=tuple(str(c) for c in range(5))),
-              TrainSpec(model="custom_3_layer", weights="none", strategy="scratch"), base, out=src,
-              options={"data": "digits", "model": "custom_3_layer", "weights": "none", "strategy": "scratch",
-                       "classes": "0,1,2,3,4", "epochs": 4 if quick else 8, "lr": 3e-3, "seed": seed + SOURCE_SEED_OFFSET})
+              TrainSpec(model="custom_3_layer", weights="none", strategy="scratch"), base,
+              run=RunSpec(str(src), options={"data": "digits", "model": "custom_3_layer", "weights": "none", "strategy": "scratch",
+                                             "classes": "0,1,2,3,4", "epochs": 4 if quick else 8, "lr": 3e-3,
+                                             "seed": seed + SOURCE_SEED_OFFSET}))
     epochs, seeds = (3, 1) if quick else (6, 2)
     return compare(DataSpec("digits", classes=tuple(str(c) for c in range(5, 10)), val_fraction=DEMO_VAL_FRACTION),
                    strategies=DEFAULT_STRATEGIES, seeds=seeds, model="custom_3_layer", weights=str(src / MODEL_FILE),
-                   augment="off", out=out, cfg=TrainConfig(seed=seed, device=device, batch_size=16, epochs=epochs),
-                   options={"data": "digits", "strategies": ",".join(DEFAULT_STRATEGIES), "seeds": str(seeds),
-                            "model": "custom_3_layer", "weights": str(src / MODEL_FILE), "epochs": epochs, "lr": None,
-                            "classes": "5,6,7,8,9", "val_fraction": DEMO_VAL_FRACTION, "augment": "off", "batch_size": 16,
-                            "seed": seed})
+                   augment="off", cfg=TrainConfig(seed=seed, device=device, batch_size=16, epochs=epochs),
+                   run=RunSpec(str(out), options={
+                       "data": "digits", "strategies": ",".join(DEFAULT_STRATEGIES), "seeds": str(seeds),
+                       "model": "custom_3_layer", "weights": str(src / MODEL_FILE), "epochs": epochs, "lr": None,
+                       "classes": "5,6,7,8,9", "val_fraction": DEMO_VAL_FRACTION, "augment": "off", "batch_size": 16,
+                       "seed": seed}))

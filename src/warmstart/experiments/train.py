@@ -8,7 +8,6 @@ the best-of-K restarts when asked, trains one arm, and returns a :class:`~warmst
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
@@ -18,37 +17,37 @@ from warmstart.engine.console import log
 from warmstart.engine import layout
 from warmstart.engine.distributed import init_from_env
 from warmstart.engine.loop import resolve_device
-from warmstart.engine.run import Run, check_out, default_out
+from warmstart.engine.run import Run, RunSpec
 from warmstart.results import TrainResult
 from warmstart.transfer import recipe
 from warmstart.transfer.recipe import DEFAULT_EPOCHS, Prepared
 from warmstart.transfer.spec import TrainSpec
 
 
-def run_train(data: DataSpec, spec: TrainSpec, cfg: TrainConfig, *, out: str | Path | None = None, resume: bool = False,
-              overwrite: bool = False, options: dict[str, Any] | None = None, argv: list[str] | None = None,
+def run_train(data: DataSpec, spec: TrainSpec, cfg: TrainConfig, *, run: RunSpec | None = None,
               diagnostics: bool = False) -> TrainResult:
     """Train ``spec`` on ``data`` into a run directory (a fresh ``runs/train-<time>`` without ``out``).
 
     ``spec.restarts`` > 1 (scratch only): the best of K random inits after ``spec.restart_epochs`` each, trained
     on (see :mod:`warmstart.init.restarts`); the trials' run directories are ``OUT/restarts/seed-N``.
     ``diagnostics``: per-layer signal statistics at the start and after every epoch of the final run.
-    ``options``: the command's options as given, recorded in config.json; ``argv``: its command line.
+    ``run`` (a :class:`~warmstart.engine.run.RunSpec`): where to write, whether to resume or replace the run
+    there, the options as given (config.json) and the command line.
     """
     cfg = cfg.with_defaults(epochs=DEFAULT_EPOCHS)
     # under torchrun: join the process group first, so that only rank 0 logs and writes the run directory
     init_from_env(resolve_device(cfg.device).type)
-    if out is not None:
-        check_out(out, overwrite=overwrite, resume=resume)
+    run_spec = run or RunSpec()
+    run_spec.check()
+    resume = run_spec.resume
     if spec.augments and spec.strategy.keeps_frozen_layers and spec.feature_cache in ("memory", "disk"):
         log("augmentation is on, so the feature cache is off: every epoch sees new crops and must run the frozen layers again")
     prepared = recipe.prepare_for(data, spec, cfg)
     # everything that can still be wrong fails here, before the run directory exists
     net = recipe.check(prepared, spec, cfg)
-    config = {"options": options or {}, "data_spec": data.to_dict(), "train_spec": spec.to_dict(), "train_config": cfg.to_dict(),
+    config = {"data_spec": data.to_dict(), "train_spec": spec.to_dict(), "train_config": cfg.to_dict(),
               "preprocess": prepared.weights.preprocess.to_dict()}
-    with Run(out if out is not None else default_out("train"), "train", config, resume=resume, overwrite=overwrite,
-             tensorboard=cfg.tensorboard, argv=argv).start() as run:
+    with run_spec.open("train", config, tensorboard=cfg.tensorboard) as run:
         best = _best_of_k(prepared, run, spec, cfg, resume) if spec.restarts > 1 else None
         model, result, summary = recipe.run_arm(prepared, run, spec, cfg, resume=resume, model=best.model if best else net,
                                                 diagnostics=diagnostics)
