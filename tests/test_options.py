@@ -16,7 +16,7 @@ from warmstart.cli import cli as group
 from warmstart.options import COMMANDS
 
 VERBS = {"train": ws.train, "compare": ws.compare, "rank": ws.rank, "symmetry": ws.symmetry, "depth": ws.depth,
-         "demo": ws.demo}
+         "demo": ws.demo, "path": ws.path}
 #: click's parameter types -> the Python type a keyword must then accept (its annotation names it)
 PY_TYPE = {click.INT: "int", click.FLOAT: "float", click.STRING: "str", click.BOOL: "bool"}
 

@@ -17,6 +17,7 @@ from warmstart.engine import layout
 from warmstart.transfer.path import PathData, barrier, evaluate_at, lerp_state, path_ts
 
 from _runs import cli, small_weights
+from warmstart.options import COMMANDS
 
 SIZE = 64
 
@@ -72,18 +73,20 @@ def _end_on_its_own(file, run_dir):
 
 def test_path_ends_are_the_ends_evaluated_on_their_own(runs, tmp_path):
     r = ws.path(runs / "s0", points=3, out=tmp_path / "p", quiet=True)
-    assert [p["t"] for p in r["points"]] == [0.0, 0.5, 1.0] and r["kind"] == "start-end"
-    for p, file in ((r["points"][0], runs / "s0" / layout.START), (r["points"][-1], runs / "s0" / layout.MODEL)):
+    assert isinstance(r, ws.PathResult) and r.run_dir == tmp_path / "p" and "barrier" in r.text
+    assert [p["t"] for p in r.table] == [0.0, 0.5, 1.0] and r.summary["kind"] == "start-end"
+    for p, file in ((r.table[0], runs / "s0" / layout.START), (r.table[-1], runs / "s0" / layout.MODEL)):
         alone = _end_on_its_own(file, runs / "s0")
         for k, v in alone.items():
             # the same weights (torch.lerp is exact at t = 0 and 1) and images; the BN statistics and the mean loss are
             # float32 sums taken in another grouping (per batch vs. whole split): relative differences ~1e-6 expected
             assert p[k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
-    assert r["barrier"]["train_loss"] >= 0 and set(r["barrier"]) == {"train_loss", "val_loss", "val_error"}
+    assert r.barrier["train_loss"] >= 0 and set(r.barrier) == {"train_loss", "val_loss", "val_error"}
     out = tmp_path / "p"
     assert (out / layout.PATH_PNG).read_bytes()[:4] == b"\x89PNG"
     assert len((out / layout.PATH_CSV).read_text().splitlines()) == 4
-    assert json.loads((out / "summary.json").read_text())["barrier"] == r["barrier"]
+    assert json.loads((out / "summary.json").read_text())["barrier"] == r.barrier
+    assert r.figure == out / layout.PATH_PNG and "<img" in r._repr_html_()
 
 
 def test_barrier_of_a_network_with_itself_is_zero(runs, tmp_path, capsys):
@@ -96,6 +99,8 @@ def test_barrier_of_a_network_with_itself_is_zero(runs, tmp_path, capsys):
     # the straight line (1 - t) L + t L can differ from L in the last bit: the barrier is 0 up to rounding
     assert abs(s["barrier"]["train_loss"]) <= 1e-6 * max(losses) and s["barrier"]["val_error"] == 0
     assert "Barrier" in printed and "train-loss barrier 0.000" in printed
+    recorded = json.loads((tmp_path / "same" / "config.json").read_text())["options"]  # every option reaches the run
+    assert {o.name for o in COMMANDS["path"]} <= set(recorded) and (recorded["points"], recorded["extend"]) == (3, True)
 
 
 def test_bn_recomputation_matches_a_train_mode_pass_over_the_same_images(runs):
@@ -159,7 +164,7 @@ def test_bad_input_is_one_error_line_and_writes_nothing(case, runs, tmp_path, ca
     out = tmp_path / "out"
     if case == "points":
         args = [runs / "s0", "--points", "1"]
-        expect = "--points must be a whole number >= 2"
+        expect = "invalid value for '--points': 1 is not in the range x>=2"  # click's range check, as every command's
     elif case == "no-start":
         old = tmp_path / "old"
         shutil.copytree(runs / "s0", old)

@@ -46,6 +46,8 @@ _LAZY = {
     "RankResult": "warmstart.results",
     "SymmetryResult": "warmstart.results",
     "DepthResult": "warmstart.results",
+    "PathResult": "warmstart.results",
+    "DemoResult": "warmstart.results",
     "TrainConfig": "warmstart.engine.config",
 }
 

@@ -22,7 +22,7 @@ from warmstart.options import TRAINING, check, given_in_python, verb
 from warmstart.transfer.candidates import model_for
 
 #: options that may name a file or folder: recorded absolute, so a run continues (resume) from any directory
-PATH_OPTIONS = ("data", "weights", "data_root")
+PATH_OPTIONS = ("data", "weights", "data_root", "run_a", "run_b")
 #: not recorded in config.json's options (how this call writes, not what it trains)
 NOT_RECORDED = ("overwrite",)
 #: Python only: replace the run already in ``out`` (the command line asks you to choose another --out)
@@ -197,28 +197,47 @@ def depth_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv
 
 @verb("demo")
 def demo(**options: Any):
-    """``warmstart demo``: every experiment, briefly, on digits, in one HTML report; returns the report's path."""
+    """``warmstart demo``: every experiment, briefly, on digits, in one HTML report; returns a
+    :class:`~warmstart.results.DemoResult` (summary, one table row per part, ``report``: the HTML report's path)."""
     return demo_options(options)
 
 
-def demo_options(options: Mapping[str, Any]) -> Path:
+def demo_options(options: Mapping[str, Any]):
     o = _checked("demo", dict(options))
     from warmstart.engine.console import quiet
+    from warmstart.engine.run import default_out
     from warmstart.experiments.demo import demo as run
+    from warmstart.results import DemoResult
 
+    out = Path(o.get("out") or default_out("demo"))
     with quiet(bool(o.get("quiet"))):
-        return run(out=o.get("out"), quick=bool(o.get("quick")), seed=o["seed"], device=o["device"])
+        s = run(out=out, quick=bool(o.get("quick")), seed=o["seed"], device=o["device"])
+    return DemoResult(run_dir=out, summary=s)
 
 
-def path(run_a: str | Path, run_b: str | Path | None = None, *, quiet: bool = False, **options):
-    """``warmstart path`` from Python: loss and accuracy along the line in weight space from RUN_A's start to its end,
-    or between the ends of RUN_A and RUN_B (or all the paths of a compare folder); returns summary.json's content
-    (``points``, ``barrier``, ``reading``, ``out``). Keywords as :func:`warmstart.experiments.path.path`."""
-    from warmstart.engine.console import quiet as silenced
-    from warmstart.experiments.path import path as run
+@verb("path")
+def path(**options: Any):
+    """``warmstart path``: loss and accuracy along the straight line in weight space from RUN_A's start to its end,
+    between the ends of RUN_A and RUN_B, or for every pair of a compare folder; returns a
+    :class:`~warmstart.results.PathResult` (summary, ``table`` of points, ``barrier``, ``reading``, ``figure``)."""
+    return path_options(options)
 
-    with silenced(quiet):
-        return run(run_a, run_b, **options)
+
+def path_options(options: Mapping[str, Any], *, argv: list[str] | None = None):
+    """``path`` from a dict of its options (what the CLI parsed)."""
+    o = _checked("path", normalised(options))
+    if o.get("run_a") is None:
+        raise UserError("path needs RUN_A: a train run, a compare arm or a compare folder")
+    from warmstart.engine.console import quiet
+    from warmstart.engine.run import RunSpec
+    from warmstart.experiments.path import path as run, report_text
+    from warmstart.results import PathResult
+
+    where = RunSpec(out=o.get("out"), argv=argv, options=_recorded(o))  # no out: runs/path-<time>, or COMPARE/paths
+    with quiet(bool(o.get("quiet"))):
+        s = run(o["run_a"], o.get("run_b"), points=o["points"], extend=o["extend"], bn=o["bn"], max_images=o["max_images"],
+                batch_size=o["batch_size"], device=o["device"], run=where)
+    return PathResult(run_dir=Path(s["out"]), summary=s, text=report_text(s))
 
 
 def load_run(run_dir: str | Path, device: str = "cpu"):

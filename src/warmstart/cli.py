@@ -36,7 +36,7 @@ def demo(**o):
     """Run every experiment briefly, offline, on scikit-learn's bundled digits; print the report's path."""
     from warmstart.api import demo_options
 
-    click.echo(str(demo_options(o)))
+    click.echo(str(demo_options(o).report))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -146,29 +146,17 @@ def rank(data, **o):
 
 
 @cli.command("path", context_settings=CONTEXT)
-@click.argument("run_a")
-@click.argument("run_b", required=False)
-@click.option("--points", type=int, default=11, show_default=True, help="Points on the path, ends included (>= 2).")
-@click.option("--extend", is_flag=True, help="Go a little past both ends (t from -0.2 to 1.2): the walls of the basin.")
-@click.option("--bn", type=click.Choice(["recompute", "interpolate"]), default="recompute", show_default=True,
-              help="BatchNorm statistics at every point: re-estimated on the training images, or interpolated like the weights.")
-@click.option("--max-images", type=int, default=None, help="Evaluate at most N images per split (a fixed random choice) [default: all].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N | mps")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder [default: runs/path-<time>].")
-@click.option("--quiet", "-q", is_flag=True)
-def path_command(run_a, run_b, **o):
+@click_options("path", skip=())
+def path_command(**o):
     """Loss and accuracy along the straight line between two networks in weight space, and its barrier.
 
     RUN_A alone: from the run's start (pretrained + probe head, or its random init) to its end. RUN_A RUN_B: between
     the ends of two runs (e.g. two seeds). A compare folder alone: per strategy, between the first two seeds' ends
     and each seed's start -> end, written to COMPARE/paths/, and the compare report gets a section.
     """
-    from warmstart.engine.console import set_quiet
-    from warmstart.experiments.path import path as run_path, report_text
+    from warmstart.api import path_options
 
-    set_quiet(o.pop("quiet"))
-    click.echo(report_text(run_path(run_a, run_b, argv=argv(), **o)))
+    click.echo(path_options(o, argv=argv()).text)
 
 
 @cli.command(context_settings=CONTEXT)

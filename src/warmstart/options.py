@@ -108,7 +108,7 @@ class Option:
         import click
 
         if self.argument:
-            return click.argument(self.name, required=False, default=self.default)
+            return click.argument(self.name, required=self.required, default=None if self.required else self.default)
         if self.env:
             def to_env(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
                 if value is not None:
@@ -149,6 +149,7 @@ FEATURE_CACHE = ("auto", "memory", "disk", "off")
 HEAD_INITS = ("probe", "random")
 SCORES = ("probe_cv", "knn_loo", "logme", "leep")
 ARCHS = ("mlp", "cnn")
+PATH_BN = ("recompute", "interpolate")
 DEFAULT_STRATEGIES = ("scratch", "transfer", "finetune-all")
 DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps"
 
@@ -245,6 +246,12 @@ _ALL = [
     Option("by", default="probe_cv", choices=SCORES, what="score (--by)", help="The score that orders pretrained candidates."),
     Option("verify", help="Also train each candidate with this strategy (transfer, finetune-all, ...; "
                           "scratch for init schemes) and correlate every score with the real accuracy."),
+    # path
+    Option("run_a", argument=True, required=True, help="RUN_A: a train run, a compare arm or a compare folder."),
+    Option("run_b", argument=True, help="RUN_B: a second run; the path then joins the two ends."),
+    Option("points", int, 11, min=2, help="Points on the path, ends included."),
+    Option("extend", bool, False, help="Go a little past both ends (t from -0.2 to 1.2): the walls of the basin."),
+    Option("max_images", int, None, min=1, help="Evaluate at most N images per split (a fixed random choice) [default: all]."),
 ]
 OPTIONS: dict[str, Option] = {o.name: o for o in _ALL}
 
@@ -297,13 +304,20 @@ COMMANDS: dict[str, list[Option]] = {
                                     "says what holds in every seed.")]
              + _engine(epochs=OPTIONS["epochs"](default=None, help="Training epochs [default: 30; 10 with --quick]."), **_ONE_RATE)
              + _opts(*DATA, "out"),
+    "path": [*_opts("run_a", "run_b", "points", "extend"),
+             OPTIONS["bn"](default="recompute", choices=PATH_BN, what="BatchNorm statistics mode (--bn)",
+                           help="BatchNorm statistics at every point: re-estimated on the training images, or interpolated "
+                                "like the weights."),
+             OPTIONS["max_images"], OPTIONS["batch_size"](default=64), OPTIONS["device"],
+             OPTIONS["out"](help="Output folder [default: runs/path-<time>; a compare folder's paths go to COMPARE/paths/]."),
+             OPTIONS["quiet"]],
     "demo": [OPTIONS["out"](help="Run directory [default: runs/demo-<time>]."),
              OPTIONS["quick"](help="An even shorter run (smoke test)."), OPTIONS["seed"], OPTIONS["device"],
              OPTIONS["quiet"](help="")],
 }
 #: the options whose help names the command's own run directory
 for _cmd, _opts in COMMANDS.items():
-    COMMANDS[_cmd] = [o(help=f"Run directory [default: runs/{_cmd}-<time>].") if o.name == "out" and _cmd != "demo" else o
+    COMMANDS[_cmd] = [o(help=f"Run directory [default: runs/{_cmd}-<time>].") if o.name == "out" and o is OPTIONS["out"] else o
                       for o in _opts]
 
 

@@ -263,6 +263,60 @@ class DepthResult(_ReportedRun):
         return self._html("depth", f"{s.get('depth')}-layer plain {str(s.get('arch')).upper()}", self.curves)
 
 
+@dataclass
+class PathResult(_ReportedRun):
+    """One finished ``path``: ``summary`` (summary.json: ``points``, ``barrier``, ``reading``; for a compare folder
+    ``paths``), ``table`` (one row per point, or per path of a compare folder), ``barrier``, ``reading``,
+    ``figure`` (the loss and accuracy along the path, PNG), ``run_dir``, ``text``."""
+
+    @property
+    def table(self) -> list[dict[str, Any]]:
+        if "paths" in self.summary:
+            return [{"strategy": p["strategy"], "kind": p["kind"], "path": p["label"], **{f"barrier_{k}": v for k, v in p["barrier"].items()}}
+                    for p in self.summary["paths"]]
+        return [dict(p) for p in self.summary.get("points", [])]
+
+    @property
+    def barrier(self) -> dict[str, float] | None:
+        """How far the path rises above the straight line between its ends (train loss, val loss, val error)."""
+        return self.summary.get("barrier")
+
+    @property
+    def reading(self) -> str:
+        r = self.summary.get("reading", "")
+        return "\n".join(r) if isinstance(r, list) else str(r)
+
+    @property
+    def figure(self) -> Path:
+        figures = self.summary.get("figures")
+        return self.run_dir / (next(iter(figures.values())) if figures else layout.PATH_PNG)
+
+    def __repr__(self) -> str:
+        what = f"paths={len(self.summary['paths'])}" if "paths" in self.summary else f"barrier={self.barrier}"
+        return f"PathResult({self.summary.get('kind')}, {what}, run_dir={str(self.run_dir)!r})"
+
+    def _repr_html_(self) -> str:
+        return self._html("path", str(self.summary.get("label", self.summary.get("kind"))), self.figure)
+
+
+@dataclass
+class DemoResult(_ReportedRun):
+    """One finished ``demo``: ``summary`` (summary.json: seconds per part, each part's headline figures),
+    ``table`` (one row per part), ``report`` (the HTML report stitching the parts), ``run_dir``."""
+
+    @property
+    def table(self) -> list[dict[str, Any]]:
+        return [{"part": part, "seconds": seconds, "run_dir": str(self.run_dir / part)}
+                for part, seconds in self.summary.get("parts", {}).items()]
+
+    def __repr__(self) -> str:
+        return f"DemoResult(seconds={self.summary.get('seconds')}, report={str(self.report)!r})"
+
+    def _repr_html_(self) -> str:
+        return (f"<div><b>warmstart demo</b> — {html.escape(str(self.run_dir))}{_rows_html(self.table)}"
+                f"<p>report: <a href=\"{html.escape(str(self.report))}\">{html.escape(str(self.report))}</a></p></div>")
+
+
 def load_run(run_dir: str | Path, device: str = "cpu") -> TrainResult:
     """A finished ``train`` run directory as a :class:`TrainResult` (model loaded from model.safetensors)."""
     from warmstart.transfer.inference import load_model

@@ -32,8 +32,9 @@ INTRO = ("Where a network starts decides whether it learns. This report runs eac
          "run those on your own data, with more epochs, for real numbers.")
 
 
-def demo(out: str | Path | None = None, *, quick: bool = False, seed: int = 0, device: str = "auto") -> Path:
-    """Run the three experiments briefly on digits; write OUT/report.html and return its path."""
+def demo(out: str | Path | None = None, *, quick: bool = False, seed: int = 0, device: str = "auto") -> dict[str, Any]:
+    """Run the three experiments briefly on digits; write OUT/report.html; return summary.json's content (with
+    ``report``, the report's path)."""
     from warmstart.experiments import depth as depth_mod
     from warmstart.experiments import symmetry as symmetry_mod
     from warmstart.experiments.compare_demo import demo_compare
@@ -79,11 +80,12 @@ def demo(out: str | Path | None = None, *, quick: bool = False, seed: int = 0, d
                 *compare_sections(out / "transfer")]
     report = write_report(out, "warmstart demo: where a network starts", sections,
                           subtitle=f"digits (scikit-learn, bundled) · seed {seed} · {seconds:.0f} s")
-    run.write_summary({"seconds": round(seconds, 1), "parts": {k: round(v, 1) for k, v in timings.items()},
-                       "symmetry": _pick(sym, "arms"), "depth": _pick(dep, "arms"),
-                       "transfer": {"best": cmp.get("best"), "runs": cmp.get("runs")}, "report": str(report)})
+    summary = {"seconds": round(seconds, 1), "parts": {k: round(v, 1) for k, v in timings.items()},
+               "symmetry": _pick(sym, "arms"), "depth": _pick(dep, "arms"),
+               "transfer": {"best": cmp.get("best"), "runs": cmp.get("runs")}, "report": str(report)}
+    run.write_summary(summary)
     log(f"demo finished in {seconds:.0f} s")
-    return report
+    return summary
 
 
 def _pick(summary: dict[str, Any], key: str) -> Any:

@@ -27,16 +27,21 @@ from __future__ import annotations
 import csv
 import io
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from warmstart.engine import layout
 from warmstart.engine.console import log
-from warmstart.engine.run import Run, check_out, default_out, read_config, read_summary
+from warmstart.engine.run import RunSpec, read_config, read_summary
+from warmstart.options import OPTIONS, command_options
+from warmstart.options import check as check_options
 from warmstart.errors import UserError
 from warmstart.report.path_sections import barrier_text, reading, reading_lines, sections  # noqa: F401
 from warmstart.transfer.path import BN_MODES, DEFAULT_POINTS, check_compatible, check_points, path_ts
+
+#: images per batch of the evaluation passes (declared with the options of `warmstart path`)
+BATCH_SIZE = command_options("path")["batch_size"].default
 
 PATH_PNG, PATH_CSV, PATHS = layout.PATH_PNG, layout.PATH_CSV, layout.PATHS
 
@@ -93,16 +98,6 @@ def data_of(run: Path) -> tuple[Any, int]:
     return spec, int(seed or 0)
 
 
-def _check_bn(bn: str) -> None:
-    if bn not in BN_MODES:
-        raise UserError(f"--bn {bn!r}: expected one of {', '.join(BN_MODES)}")
-
-
-def _check_max_images(max_images: Any) -> None:
-    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
-        raise UserError(f"--max-images must be a whole number >= 1, got {max_images!r}")
-
-
 def _loaded(ends: Sequence[End]):
     """Weights (metadata) and state dicts of the ends, checked to be one architecture with the same classes."""
     from warmstart.transfer.weights import load_tensors, resolve_weights
@@ -122,7 +117,7 @@ def _loaded(ends: Sequence[End]):
     return weights, states
 
 
-def path_data(run: Path, weights, *, max_images: int | None = None, batch_size: int = 64):
+def path_data(run: Path, weights, *, max_images: int | None = None, batch_size: int = BATCH_SIZE):
     """RUN's training and validation images, prepared as its validation images, for :func:`linear_path`."""
     from warmstart.data import ImageDataset, Normalizer
     from warmstart.transfer.path import PathData
@@ -152,37 +147,40 @@ def _one(a: End, b: End, data, weights, states, *, ts, bn: str, device) -> dict[
 
 
 def path(run_a: str | Path, run_b: str | Path | None = None, *, points: int = DEFAULT_POINTS, extend: bool = False,
-         bn: str = "recompute", out: str | Path | None = None, max_images: int | None = None, batch_size: int = 64,
-         device: str = "auto", argv: list[str] | None = None) -> dict[str, Any]:
+         bn: str = BN_MODES[0], max_images: int | None = None, batch_size: int = BATCH_SIZE,
+         device: str = OPTIONS["device"].default, run: RunSpec | None = None) -> dict[str, Any]:
     """The linear path of RUN_A's start -> end, or RUN_A's end -> RUN_B's end (or, for a compare folder, all of
-    them: :func:`compare_paths`); writes ``out`` (default ``runs/path-<time>``) and returns summary.json's content.
+    them: :func:`compare_paths`); writes the folder ``run`` names (a :class:`~warmstart.engine.run.RunSpec`;
+    default ``runs/path-<time>``) and returns summary.json's content plus ``out``, the folder.
 
     Everything (runs, architectures, classes, ``points`` >= 2, ``bn``, ``out``) is checked before anything is written.
     """
     from warmstart.engine.loop import resolve_device
 
     check_points(points)
-    _check_bn(bn)
-    _check_max_images(max_images)
+    check_options({"bn": bn, "max_images": max_images, "batch_size": batch_size}, "path")
     a_dir = _run_dir(run_a, "RUN_A")
     config = read_config(a_dir)
     if config.get("command") == "compare" and "arm" not in config:
         if run_b is not None:
             raise UserError(f"{a_dir} is a compare folder: give it alone (its paths are computed per strategy), "
                             f"or two of its arm folders (e.g. {a_dir}/finetune-all-seed0 {a_dir}/finetune-all-seed1)")
+        if run is not None and run.out is not None:
+            raise UserError(f"--out {run.out}: the paths of a compare folder are written into it ({a_dir / PATHS}), "
+                            "where its report finds them; drop --out")
         return compare_paths(a_dir, points=points, extend=extend, bn=bn, max_images=max_images, batch_size=batch_size,
-                             device=device, argv=argv)
+                             device=device, run=run)
     ends = (end_of(a_dir, "start"), end_of(a_dir, "end")) if run_b is None else \
         (end_of(a_dir, "end"), end_of(_run_dir(run_b, "RUN_B"), "end"))
     weights, states = _loaded(ends)
     dev = resolve_device(device)
-    out = Path(out) if out else default_out("path")
-    check_out(out)
+    run_spec = run or RunSpec()
+    run_spec.check()
     ts = path_ts(points, extend)
     data = path_data(a_dir, weights[0], max_images=max_images, batch_size=batch_size)
-    run = Run(out, "path", {"options": {"run_a": str(a_dir), "run_b": str(run_b) if run_b else None, "points": points,
-                                        "extend": extend, "bn": bn, "max_images": max_images, "batch_size": batch_size,
-                                        "device": device}}, argv=argv).start()
+    run = run_spec.open("path", {}, options={"run_a": str(a_dir), "run_b": str(run_b) if run_b else None, "points": points,
+                                             "extend": extend, "bn": bn, "max_images": max_images, "batch_size": batch_size,
+                                             "device": device})
     res = _one(ends[0], ends[1], data, weights, states, ts=ts, bn=bn, device=dev)
     summary = {"kind": "start-end" if run_b is None else "end-end", **res, "train_images": len(data.train),
                "val_images": len(data.val) if data.val is not None else 0, "device": str(dev)}
@@ -197,9 +195,9 @@ def path(run_a: str | Path, run_b: str | Path | None = None, *, points: int = DE
     return {**summary, "out": str(run.dir)}
 
 
-def compare_paths(compare_dir: Path, *, points: int = DEFAULT_POINTS, extend: bool = False, bn: str = "recompute",
-                  max_images: int | None = None, batch_size: int = 64, device: str = "auto",
-                  argv: list[str] | None = None) -> dict[str, Any]:
+def compare_paths(compare_dir: Path, *, points: int = DEFAULT_POINTS, extend: bool = False, bn: str = BN_MODES[0],
+                  max_images: int | None = None, batch_size: int = BATCH_SIZE,
+                  device: str = OPTIONS["device"].default, run: RunSpec | None = None) -> dict[str, Any]:
     """The paths of a compare run, per strategy: between the first two seeds' ends (two seeds or more), and each
     seed's start -> end. Written to COMPARE/paths/; the compare report (report.html, report.md) is rebuilt with
     their section. Returns paths/summary.json's content."""
@@ -220,13 +218,12 @@ def compare_paths(compare_dir: Path, *, points: int = DEFAULT_POINTS, extend: bo
         raise UserError(f"{compare_dir}: the compare run lists no finished arms; finish it with --resume {compare_dir}")
     loaded = [_loaded((a, b)) for _, _, a, b in plan]  # every pair checked before anything is written
     dev = resolve_device(device)
-    out = compare_dir / PATHS
-    check_out(out, overwrite=True)
+    run_spec = replace(run or RunSpec(), out=str(compare_dir / PATHS), overwrite=True, resume=False)
+    run_spec.check()
     ts = path_ts(points, extend)
     data = path_data(plan[0][2].run, loaded[0][0][0], max_images=max_images, batch_size=batch_size)
-    run = Run(out, "path", {"options": {"compare": str(compare_dir), "points": points, "extend": extend, "bn": bn,
-                                        "max_images": max_images, "batch_size": batch_size, "device": device}},
-              argv=argv, overwrite=True).start()
+    run = run_spec.open("path", {}, options={"compare": str(compare_dir), "points": points, "extend": extend, "bn": bn,
+                                             "max_images": max_images, "batch_size": batch_size, "device": device})
     results = []
     for (strategy, kind, a, b), (weights, states) in zip(plan, loaded):
         res = _one(a, b, data, weights, states, ts=ts, bn=bn, device=dev)

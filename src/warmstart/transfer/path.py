@@ -36,9 +36,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from warmstart.errors import UserError
+from warmstart.options import OPTIONS, PATH_BN
 
-BN_MODES = ("recompute", "interpolate")
-DEFAULT_POINTS = 11
+BN_MODES = PATH_BN  # declared once, with the options (warmstart.options)
+DEFAULT_POINTS = OPTIONS["points"].default
 EXTEND = 0.2
 """``extend``: the path runs over [-EXTEND, 1 + EXTEND] (the same spacing as inside [0, 1])."""
 
