@@ -159,7 +159,7 @@ def test_a_compare_run_gets_its_paths_and_a_report_section(cmp, capsys):
     assert "compare report rebuilt" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("case", ["points", "no-start", "architectures", "compare-and-run"])
+@pytest.mark.parametrize("case", ["points", "no-start", "architectures", "compare-and-run", "compare-and-out"])
 def test_bad_input_is_one_error_line_and_writes_nothing(case, runs, tmp_path, capsys):
     out = tmp_path / "out"
     if case == "points":
@@ -182,8 +182,8 @@ def test_bad_input_is_one_error_line_and_writes_nothing(case, runs, tmp_path, ca
         cmp = tmp_path / "cmp"
         cmp.mkdir()
         (cmp / "config.json").write_text(json.dumps({"command": "compare", "options": {}}))
-        args = [cmp, runs / "s0"]
-        expect = "is a compare folder"
+        args, expect = ([cmp, runs / "s0"], "is a compare folder") if case == "compare-and-run" else \
+            ([cmp], "the paths of a compare folder are written into it")  # --out would be ignored: refused
     assert cli("path", *args, "--out", out) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and expect in err[0], err
