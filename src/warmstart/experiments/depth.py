@@ -253,14 +253,8 @@ def depth(data: DataSpec | None = None, *, arch: str = "mlp", depth: int = DEFAU
     cfg.check_one_rate("depth")
     epochs = epochs if epochs is not None else cfg.epochs if cfg.epochs is not None else (QUICK_EPOCHS if quick else DEFAULT_EPOCHS)
     activation = _check(arch, depth, width, activation, epochs, image_size)
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise UserError(f"--seeds must be a whole number >= 1, got {seeds!r}; e.g. --seeds 3")
-    arm_names = split_arms(arms)
-    specs = {arm: arm_spec(arm, activation) for arm in arm_names}
-    folders = [_dirname(arm) for arm in arm_names]
-    if len(set(folders)) < len(folders):
-        clash = next(a for a, f in zip(arm_names, folders) if folders.count(f) > 1)
-        raise UserError(f'--arms: "{clash}" and another arm would share the folder {_dirname(clash)}/; rename one')
+    specs = _arm_specs(arms, activation, seeds)
+    arm_names = list(specs)
     if cfg.optimizer != "sgd":
         warn(f"--optimizer {cfg.optimizer}: the paper's effect needs {SGD_NOTE}; use --optimizer sgd")
     device = resolve_device(cfg.device)
@@ -280,27 +274,10 @@ def depth(data: DataSpec | None = None, *, arch: str = "mlp", depth: int = DEFAU
     log(f"{depth}-layer plain {arch.upper()}, width {width}, {activation}; arms {', '.join(arm_names)}; "
         f"{epochs} epochs of {cfg.optimizer} lr {cfg.lr:g} batch {cfg.batch_size}"
         + (" (one CPU thread: small layers)" if threads == 1 else ""))
-    probe = sample_batch(data_.train, PROBE_IMAGES, seed=cfg.seed, normalize=data_.standardize)
-    lsuv_batch = sample_batch(data_.train, cfg.batch_size, seed=cfg.seed + 1, normalize=data_.standardize)
-
-    results: dict[str, dict[str, Any]] = {}
-    histories: dict[str, list[list[dict[str, Any]]]] = {}
-    inits = {}
-    seed_values = seed_list(cfg.seed, seeds)
     with threads_ctx(threads):
-        for arm in arm_names:
-            rows, histories[arm] = [], []
-            for s in seed_values:
-                folder = _dirname(arm) if seeds == 1 else f"{_dirname(arm)}/seed-{s}"
-                batch = lsuv_batch if s == cfg.seed else sample_batch(data_.train, cfg.batch_size, seed=s + 1,
-                                                                      normalize=data_.standardize)
-                row, history, init_stats = _run_arm(out, arm, specs[arm], data_, folder=folder, arch=arch, depth=depth,
-                                                    width=width, activation=activation, epochs=epochs,
-                                                    cfg=replace(cfg, seed=s), probe=probe, lsuv_batch=batch)
-                rows.append({"seed": s, **row})
-                histories[arm].append(history)
-                inits.setdefault(arm, init_stats)  # the figure of the start: the first seed's
-            results[arm] = rows[0] if seeds == 1 else over_seeds(rows)
+        results, histories, inits = _train_arms(out, specs, data_, cfg, seeds, arch=arch, depth=depth, width=width,
+                                                activation=activation, epochs=epochs)
+    seed_values = seed_list(cfg.seed, seeds)
     _plots(out, histories, inits, depth=depth, arch=arch, classes=classes)
     summary = {
         "depth": depth, "classes": classes, "arms": results, "seconds": round(time.perf_counter() - t0, 3),
@@ -314,6 +291,41 @@ def depth(data: DataSpec | None = None, *, arch: str = "mlp", depth: int = DEFAU
     out.close()
     log(f"run directory {out.dir} ({summary['seconds']:.1f} s)")
     return summary
+
+
+def _arm_specs(arms: str | Sequence[str], activation: str, seeds: int) -> dict[str, str]:
+    """{arm: init spec}, checked: known schemes, one folder per arm, and a whole number of seeds."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise UserError(f"--seeds must be a whole number >= 1, got {seeds!r}; e.g. --seeds 3")
+    arm_names = split_arms(arms)
+    specs = {arm: arm_spec(arm, activation) for arm in arm_names}
+    folders = [_dirname(arm) for arm in arm_names]
+    if len(set(folders)) < len(folders):
+        clash = next(a for a, f in zip(arm_names, folders) if folders.count(f) > 1)
+        raise UserError(f'--arms: "{clash}" and another arm would share the folder {_dirname(clash)}/; rename one')
+    return specs
+
+
+def _train_arms(run: Run, specs: dict[str, str], data: DepthData, cfg: TrainConfig, seeds: int, **net: Any):
+    """Every arm from every seed, into ``<arm>/`` (``<arm>/seed-<s>/`` with several seeds): the per-arm record
+    (averaged over seeds), the histories, and the first seed's statistics at init. Every arm sees the same probe
+    batch; seed s initialises LSUV on its own batch (seed s + 1)."""
+    probe = sample_batch(data.train, PROBE_IMAGES, seed=cfg.seed, normalize=data.standardize)
+    results: dict[str, dict[str, Any]] = {}
+    histories: dict[str, list[list[dict[str, Any]]]] = {}
+    inits: dict[str, Any] = {}
+    for arm, spec in specs.items():
+        rows, histories[arm] = [], []
+        for s in seed_list(cfg.seed, seeds):
+            folder = _dirname(arm) if seeds == 1 else f"{_dirname(arm)}/seed-{s}"
+            batch = sample_batch(data.train, cfg.batch_size, seed=s + 1, normalize=data.standardize)
+            row, history, init_stats = _run_arm(run, arm, spec, data, folder=folder, cfg=replace(cfg, seed=s), probe=probe,
+                                                lsuv_batch=batch, **net)
+            rows.append({"seed": s, **row})
+            histories[arm].append(history)
+            inits.setdefault(arm, init_stats)  # the figure of the start: the first seed's
+        results[arm] = rows[0] if seeds == 1 else over_seeds(rows)
+    return results, histories, inits
 
 
 def seed_list(first: int, count: int) -> list[int]:
