@@ -18,10 +18,15 @@ SIGNIFICANCE = 0.05       # a paired (McNemar) p-value under this, in every seed
 SMALL_GAP_IMAGES = 3      # with one seed, a lead of at most this many validation images is called possibly luck
 
 
+def one_image_pp(n_val: int) -> float:
+    """One of ``n_val`` validation images in percentage points of accuracy: the resolution of an accuracy."""
+    return 100.0 / max(1, n_val)
+
+
 def reading(summary: dict[str, Any]) -> list[str]:
     """The automatic interpretation: the ranking, then each strategy against the best, measured against the noise."""
     per, rank, n_val = summary["strategies"], summary["ranking"], summary["val_images"]
-    one = 100.0 / max(1, n_val)
+    one = one_image_pp(n_val)
     best = rank[0]
     b = per[best]
     n_seeds = min(p["seeds"] for p in per.values())
