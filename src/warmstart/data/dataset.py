@@ -52,6 +52,25 @@ GiB = 1 << 30
 AUGMENT_SCALE = (0.35, 1.0)
 
 
+def _shared_file(folder: Path, key: str, shape: tuple[int, ...]) -> tuple[Path, int] | None:
+    """Rank 0 creates the disk cache's temporary file and every rank checks that it sees it: ``(its path, the offset of
+    row 0)``, or None (warned once) when it cannot be created or some rank does not see it."""
+    from warmstart.engine.distributed import all_gather_objects, broadcast_object, world
+
+    w = world()
+    made = broadcast_object(diskcache.prepare_file(folder, key, shape) if w.main else None)
+    if isinstance(made, str):
+        diskcache.warn_once(folder, made)
+        return None
+    tmp, offset = made
+    if not all(all_gather_objects(Path(tmp).is_file())):
+        if w.main:
+            diskcache.discard(tmp)
+        diskcache.warn_once(folder, "not every rank sees it: under torchrun on several machines use a shared folder")
+        return None
+    return tmp, offset
+
+
 class ImageDataset(Dataset):
     """Decoded, resized images of ``source`` as (uint8 tensor 3 x C x C, label), C = ``preprocess.crop``.
 
@@ -163,12 +182,11 @@ class ImageDataset(Dataset):
         writes their rows into it (positioned writes), rank 0 checks and commits it, and every rank maps it;
         the folder must then be one every rank sees (else the in-memory all-gather path is taken).
         """
-        from warmstart.engine.distributed import all_gather_objects, barrier, broadcast_object, shard_range, world
+        from warmstart.engine.distributed import all_gather_objects, shard_range, world
 
         n, r = len(self.source), self.preprocess.resize
         shape = (n, 3, r, r)
         key = diskcache.cache_key(self.source.fingerprint, self.source.kind, n, r, self.preprocess.interpolation)
-        w = world()
         start = time.perf_counter()
         found = diskcache.open_valid(folder, key, shape)
         if all(all_gather_objects(found is not None)):
@@ -176,20 +194,29 @@ class ImageDataset(Dataset):
             log.info(f"{self.source.name}: {n} decoded images read from {self.cache_path} (nothing decoded)")
             return True
         del found
-        made = broadcast_object(diskcache.prepare_file(folder, key, shape) if w.main else None)
-        if isinstance(made, str):
-            diskcache.warn_once(folder, made)
+        made = _shared_file(folder, key, shape)
+        if made is None:
             return False
         tmp, offset = made
-        if not all(all_gather_objects(Path(tmp).is_file())):
-            if w.main:
-                diskcache.discard(tmp)
-            diskcache.warn_once(folder, "not every rank sees it: under torchrun on several machines use a shared folder")
+        mine = shard_range(n, world())
+        failed, problem = self._decode_into(tmp, offset, mine, workers)
+        self.decoded_here = len(mine)
+        if not self._commit_shards(tmp, folder, key, shape, failed, problem):
             return False
-        mine = shard_range(n, w)
+        found = diskcache.open_valid(folder, key, shape)
+        if not all(all_gather_objects(found is not None)):
+            diskcache.warn_once(folder, "the cache just written does not read back")
+            return False
+        self._use_disk(found, folder, key, hit=False)
+        self.decode_seconds = time.perf_counter() - start
+        return True
+
+    def _decode_into(self, tmp: Path, offset: int, mine: range, workers: int) -> tuple[list[tuple[int, str, str]], str | None]:
+        """Decode the images ``mine`` on ``workers`` threads, each written straight into its row of the file ``tmp``
+        (rows start at ``offset``): the images that failed, ``(index, path, reason)``, and an OS error's text or None."""
+        r = self.preprocess.resize
         row_bytes = 3 * r * r
         failed: list[tuple[int, str, str]] = []
-        problem = None
         try:
             fd = os.open(tmp, os.O_WRONLY)
             try:
@@ -209,8 +236,17 @@ class ImageDataset(Dataset):
             finally:
                 os.close(fd)
         except OSError as e:  # e.g. the disk filled up meanwhile
-            problem = e.strerror or str(e)
-        self.decoded_here = len(mine)
+            return failed, e.strerror or str(e)
+        return failed, None
+
+    def _commit_shards(self, tmp: Path, folder: Path, key: str, shape: tuple[int, ...], failed: list[tuple[int, str, str]],
+                       problem: str | None) -> bool:
+        """Every rank's rows are in ``tmp``: gather the ranks' ``failed`` images and OS ``problem`` s, then rank 0 commits
+        the cache (recording the unreadable images) or discards it. False (warned once) when it is not committed;
+        raises the first unreadable image unless ``skip_bad_images``."""
+        from warmstart.engine.distributed import all_gather_objects, barrier, broadcast_object, world
+
+        w = world()
         parts = all_gather_objects((failed, problem))
         problems = [p for _, p in parts if p]
         errors = {i: BadImageError(path, reason) for f, _ in parts for i, path, reason in f}
@@ -236,12 +272,6 @@ class ImageDataset(Dataset):
         if why is not None:
             diskcache.warn_once(folder, why)
             return False
-        found = diskcache.open_valid(folder, key, shape)
-        if not all(all_gather_objects(found is not None)):
-            diskcache.warn_once(folder, "the cache just written does not read back")
-            return False
-        self._use_disk(found, folder, key, hit=False)
-        self.decode_seconds = time.perf_counter() - start
         return True
 
     def _use_disk(self, found, folder: Path, key: str, *, hit: bool) -> None:

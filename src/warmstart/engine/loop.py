@@ -15,7 +15,8 @@ import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from functools import partial
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -220,20 +221,15 @@ def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequenc
          callbacks: Sequence[Callback] = (), anchors: Mapping[str, torch.Tensor] | None = None) -> FitResult:
     device, world = _placement(cfg)
     seed_everything(cfg.seed, cfg.deterministic)
-    if device.type == "cpu":
-        keep_freed_memory()  # activations freed every step are reused, not faulted in afresh (fewer minor faults)
-    model.to(device)
-    channels_last = use_channels_last(cfg, device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    normalize = normalize.to(device) if normalize is not None else None
+    channels_last, normalize = _place(model, normalize, cfg, device)
     pull = AnchorPull(model, anchors, coupled=cfg.optimizer == "sgd") if anchors else None
     total_epochs = sum(p.epochs for p in phases)
     at = _Progress.start(model, run if resume else None, total_epochs)  # the beginning, or after the last saved epoch
     epoch, seen, train_time, stopped_early, val = len(at.history), 0, 0.0, False, None
     augment = batch_augment(train_set)
-    val_loader = eval_loader(val_set, cfg, device, world, persistent=True)
-    amp_ctx, scaler = _autocast(device, cfg.amp)
+    validate = partial(evaluate, model, val_set, num_classes, cfg=cfg, device=device, normalize=normalize, world=world,
+                       loader=eval_loader(val_set, cfg, device, world, persistent=True))
+    steps = _Steps(cfg, device, normalize, channels_last, augment, *_autocast(device, cfg.amp), pull)
     for pi in range(at.phase, len(phases)):
         phase = phases[pi]
         n_trainable = set_phase(model, phase)
@@ -254,48 +250,19 @@ def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequenc
             torch.manual_seed(epoch_seed(cfg.seed, epoch))
             model.train()
             freeze_bn(model, phase.eval_modules, strict=False)  # the phase's frozen groups compute as at evaluation
-            t0 = time.perf_counter()
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            correct = torch.zeros((), dtype=torch.long, device=device)
-            count = torch.zeros((), dtype=torch.long, device=device)
-            # the first non-finite loss: checked at once on the CPU; on a GPU at the end of the epoch (before
-            # anything of it is saved), since reading it every step would make the CPU wait for the GPU
-            bad = torch.full((2,), -1.0, dtype=torch.float64, device=device)  # (step, loss)
-            for step, (x, y) in enumerate(progress(loader, total=len(loader), desc=f"epoch {epoch + 1}")):
-                x, y = _to(x, device, normalize, channels_last, augment), y.to(device, non_blocking=True)
-                with amp_ctx:
-                    out = net(x)
-                    loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing or 0.0)
-                _note_nonfinite(bad, loss.detach(), step)
-                if device.type == "cpu" or step + 1 == len(loader):
-                    _raise_if_diverged(bad, epoch, sched, run)
-                opt.zero_grad(set_to_none=True)
-                _backward_and_step(loss, model, opt, scaler, cfg.grad_clip, pull)
-                sched.step()
-                loss_sum += loss.detach().double() * y.numel()
-                correct += (out.argmax(1) == y).sum()
-                count += y.numel()
-            for t in (loss_sum, correct, count):
-                all_reduce_sum(t)
-            seconds = time.perf_counter() - t0
-            train_time += seconds
-            seen += int(count)
+            train = steps.epoch(net, model, loader, opt, sched, epoch, run)
+            train_time += train.seconds
+            seen += train.images
 
             # ---- evaluate, record, checkpoint ----
             v0 = time.perf_counter()
-            val = evaluate(model, val_set, num_classes, cfg=cfg, device=device, normalize=normalize, world=world, loader=val_loader)
+            val = validate()
             val_seconds = time.perf_counter() - v0
-            if not math.isfinite(val["loss"]):  # the last step blew the weights up: this epoch is no good checkpoint
-                raise TrainingDiverged(
-                    f"validation loss became {val['loss']} after epoch {epoch + 1} (lr {sched.get_last_lr()[0]:.3g}); "
-                    f"training stopped{_kept(run)}; lower --lr or add --grad-clip")
+            _raise_if_val_diverged(val, epoch, sched, run)
             epoch += 1
-            row = {"epoch": epoch, "phase": phase.name, "train_loss": float(loss_sum) / max(1, int(count)),
-                   "train_accuracy": int(correct) / max(1, int(count)), "val_loss": val["loss"],
-                   "val_accuracy": val["accuracy"], "lr": sched.get_last_lr()[0], "seconds": round(seconds, 3),
-                   "images_per_second": round(int(count) / max(seconds, 1e-9), 1), "val_seconds": round(val_seconds, 3)}
-            log(f"epoch {epoch}/{total_epochs} [{phase.name}] train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}"
-                f" | val loss {val['loss']:.4f} acc {val['accuracy']:.3f} | {seconds:.1f} s, {row['images_per_second']:.0f} img/s")
+            row = _epoch_row(epoch, phase, train, val, val_seconds, sched)
+            log(f"epoch {epoch}/{total_epochs} [{phase.name}] train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f} | "
+                f"val loss {val['loss']:.4f} acc {val['accuracy']:.3f} | {train.seconds:.1f} s, {row['images_per_second']:.0f} img/s")
             improved = at.record(row)
             for cb in callbacks:  # before the row is logged and checkpointed: a callback may add measurements to it
                 cb(model, row)
@@ -307,9 +274,86 @@ def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, phases: Sequenc
                 break
         if stopped_early:
             break
+    return _result(at, val if seen else validate(), train_time, seen, stopped_early)
 
-    final = val if seen else evaluate(model, val_set, num_classes, cfg=cfg, device=device, normalize=normalize, world=world,
-                                      loader=val_loader)
+
+def _place(model: nn.Module, normalize: nn.Module | None, cfg: TrainConfig,
+           device: torch.device) -> tuple[bool, nn.Module | None]:
+    """Move ``model`` (channels-last where that is faster, :func:`use_channels_last`) and ``normalize`` to ``device``;
+    whether batches go channels-last, and ``normalize`` there."""
+    if device.type == "cpu":
+        keep_freed_memory()  # activations freed every step are reused, not faulted in afresh (fewer minor faults)
+    model.to(device)
+    channels_last = use_channels_last(cfg, device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return channels_last, normalize.to(device) if normalize is not None else None
+
+
+class _EpochTrain(NamedTuple):
+    """One epoch's training steps, summed over ranks: mean loss, accuracy, images and seconds."""
+
+    loss: float
+    accuracy: float
+    images: int
+    seconds: float
+
+
+@dataclass
+class _Steps:
+    """How every training step of a run goes: the batch to ``device`` (augmented, normalised, channels-last), the
+    forward and loss under autocast, backward and the optimizer step (gradient scaler, clipping, anchor pull)."""
+
+    cfg: TrainConfig
+    device: torch.device
+    normalize: nn.Module | None
+    channels_last: bool
+    augment: nn.Module | None
+    amp_ctx: Any
+    scaler: Any
+    pull: AnchorPull | None
+
+    def epoch(self, net: nn.Module, model: nn.Module, loader: DataLoader, opt, sched, epoch: int, run) -> _EpochTrain:
+        """One pass over ``loader``: a step per batch (``net`` is ``model``, or its DDP wrap), one sync at the end."""
+        device = self.device
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        count = torch.zeros((), dtype=torch.long, device=device)
+        # the first non-finite loss: checked at once on the CPU; on a GPU at the end of the epoch (before
+        # anything of it is saved), since reading it every step would make the CPU wait for the GPU
+        bad = torch.full((2,), -1.0, dtype=torch.float64, device=device)  # (step, loss)
+        for step, (x, y) in enumerate(progress(loader, total=len(loader), desc=f"epoch {epoch + 1}")):
+            x, y = _to(x, device, self.normalize, self.channels_last, self.augment), y.to(device, non_blocking=True)
+            with self.amp_ctx:
+                out = net(x)
+                loss = F.cross_entropy(out.float(), y, label_smoothing=self.cfg.label_smoothing or 0.0)
+            _note_nonfinite(bad, loss.detach(), step)
+            if device.type == "cpu" or step + 1 == len(loader):
+                _raise_if_diverged(bad, epoch, sched, run)
+            opt.zero_grad(set_to_none=True)
+            _backward_and_step(loss, model, opt, self.scaler, self.cfg.grad_clip, self.pull)
+            sched.step()
+            loss_sum += loss.detach().double() * y.numel()
+            correct += (out.argmax(1) == y).sum()
+            count += y.numel()
+        for t in (loss_sum, correct, count):
+            all_reduce_sum(t)
+        seconds = time.perf_counter() - t0  # taken before int(count) waits for the device, as always
+        images = int(count)
+        return _EpochTrain(float(loss_sum) / max(1, images), int(correct) / max(1, images), images, seconds)
+
+
+def _epoch_row(epoch: int, phase: Phase, train: _EpochTrain, val: dict[str, Any], val_seconds: float, sched) -> dict[str, Any]:
+    """The epoch's row of metrics.csv (and of ``FitResult.history``)."""
+    return {"epoch": epoch, "phase": phase.name, "train_loss": train.loss, "train_accuracy": train.accuracy,
+            "val_loss": val["loss"], "val_accuracy": val["accuracy"], "lr": sched.get_last_lr()[0],
+            "seconds": round(train.seconds, 3), "images_per_second": round(train.images / max(train.seconds, 1e-9), 1),
+            "val_seconds": round(val_seconds, 3)}
+
+
+def _result(at: _Progress, final: dict[str, Any], train_time: float, seen: int, stopped_early: bool) -> FitResult:
+    """The run's result: its history and best epoch, the final model's evaluation ``final``, the training throughput."""
     return FitResult(history=at.history, best_val_accuracy=max(at.best_acc, 0.0), best_epoch=at.best_epoch,
                      final_val_accuracy=final["accuracy"], confusion=final["confusion"],
                      per_class_accuracy=final["per_class_accuracy"], train_seconds=round(train_time, 3),
@@ -434,6 +478,13 @@ def _raise_if_diverged(bad: torch.Tensor, epoch: int, sched, run) -> None:
     if step >= 0:
         raise TrainingDiverged(
             f"loss became {value} at epoch {epoch + 1}, step {int(step) + 1} (lr {sched.get_last_lr()[0]:.3g}); "
+            f"training stopped{_kept(run)}; lower --lr or add --grad-clip")
+
+
+def _raise_if_val_diverged(val: dict[str, Any], epoch: int, sched, run) -> None:
+    if not math.isfinite(val["loss"]):  # the last step blew the weights up: this epoch is no good checkpoint
+        raise TrainingDiverged(
+            f"validation loss became {val['loss']} after epoch {epoch + 1} (lr {sched.get_last_lr()[0]:.3g}); "
             f"training stopped{_kept(run)}; lower --lr or add --grad-clip")
 
 

@@ -106,31 +106,43 @@ def lsuv_init(
     batch = batch.to(param.device)
 
     modes = save_modes(model)
-    results: list[LSUVLayer] = []
     try:
         model.eval()
         with torch.no_grad():
             if orthonormal:
-                for _, layer in weight_layers(model):
-                    nn.init.orthogonal_(layer.weight, generator=generator)
-                    if layer.bias is not None:
-                        nn.init.zeros_(layer.bias)
+                _orthonormal(model, generator)
+            results: list[LSUVLayer] = []
             for name, layer in _execution_order(model, batch):
-                var, iterations = _output_var(model, name, layer, batch), 0
-                while abs(var - 1.0) >= tol and iterations < max_iters and math.isfinite(var) and var > 0:
-                    layer.weight.div_(math.sqrt(var))
-                    iterations += 1
-                    var = _output_var(model, name, layer, batch)
-                if not abs(var - 1.0) < tol:
-                    why = "its output is constant" if var == 0 else ("not finite" if not math.isfinite(var) else "")
-                    warnings.warn(
-                        f"lsuv_init: layer {name} reached output variance {var:.4g} after {iterations} "
-                        f"rescalings, not within {tol} of 1{' (' + why + ')' if why else ''}; "
-                        "raise max_iters or tol, or check the batch",
-                        LSUVWarning,
-                        stacklevel=2,
-                    )
-                results.append(LSUVLayer(name, iterations, var))
+                results.append(_unit_variance(model, name, layer, batch, tol, max_iters))
+            return results
     finally:
         restore_modes(modes)
-    return results
+
+
+def _orthonormal(model: nn.Module, generator: torch.Generator | None) -> None:
+    """LSUV's start: every Linear/Conv weight orthogonal (``torch.nn.init.orthogonal_``), every bias zero."""
+    for _, layer in weight_layers(model):
+        nn.init.orthogonal_(layer.weight, generator=generator)
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+
+
+def _unit_variance(model: nn.Module, name: str, layer: nn.Module, batch: torch.Tensor, tol: float,
+                   max_iters: int) -> LSUVLayer:
+    """Divide ``layer``'s weight by the square root of its output variance on ``batch`` until that variance is within
+    ``tol`` of 1 or ``max_iters`` rescalings were made (then an :class:`LSUVWarning`, for :func:`lsuv_init`'s caller)."""
+    var, iterations = _output_var(model, name, layer, batch), 0
+    while abs(var - 1.0) >= tol and iterations < max_iters and math.isfinite(var) and var > 0:
+        layer.weight.div_(math.sqrt(var))
+        iterations += 1
+        var = _output_var(model, name, layer, batch)
+    if not abs(var - 1.0) < tol:
+        why = "its output is constant" if var == 0 else ("not finite" if not math.isfinite(var) else "")
+        warnings.warn(
+            f"lsuv_init: layer {name} reached output variance {var:.4g} after {iterations} "
+            f"rescalings, not within {tol} of 1{' (' + why + ')' if why else ''}; "
+            "raise max_iters or tol, or check the batch",
+            LSUVWarning,
+            stacklevel=3,  # the line that called lsuv_init
+        )
+    return LSUVLayer(name, iterations, var)

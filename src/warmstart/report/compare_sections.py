@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from warmstart.report.compare_figures import MISCLASSIFIED_SHOWN
-from warmstart.report.reading import reading
+from warmstart.report.reading import one_image_pp, reading
 from warmstart.report.text import epochs, pct, pm, seconds, share, sig
 
 
@@ -26,15 +26,54 @@ def subtitle(summary: dict[str, Any]) -> str:
 
 def compare_sections(run_dir: str | Path, s: dict[str, Any], command: str) -> list:
     """The sections of the compare run in ``run_dir`` whose summary is ``s``; ``command`` is its command line."""
-    from warmstart.report.html import Figure, Section, Table
-
     run_dir = Path(run_dir)
-    per, figs = s["strategies"], s.get("figures", {})
-    n_val, best = s["val_images"], s["best"]
-    b = per[best]
-    multi = any(p["seeds"] > 1 for p in per.values())
-    anchor = f"compare-{run_dir.name}"
+    figs, anchor = s.get("figures", {}), f"compare-{run_dir.name}"
+    out = [main_section(run_dir, s, command, anchor)]
+    if s.get("best_run"):
+        out.append(best_run_section(run_dir, s, anchor))
+    if "filters" in figs:
+        out.append(filters_section(run_dir, s, anchor))
+    if s.get("grid"):
+        out.append(grid_section(s, anchor))
+    if "drift" in figs:
+        out.append(drift_section(run_dir, s, anchor))
+    out.append(runs_section(s, anchor))
+    return out
 
+
+def several_seeds(s: dict[str, Any]) -> bool:
+    """Whether some strategy ran with more than one seed (then tables and figures show mean ± std)."""
+    return any(p["seeds"] > 1 for p in s["strategies"].values())
+
+
+def main_section(run_dir: Path, s: dict[str, Any], command: str, anchor: str):
+    """The reading, the setup, the table of arms, the best arm's highlights, the trade-off and learning-curve figures."""
+    from warmstart.report.html import Figure, Section
+
+    per, figs, multi = s["strategies"], s.get("figures", {}), several_seeds(s)
+    b = per[s["best"]]
+    highlights = [("best strategy", f"**{s['best']}**"), ("final val accuracy", pm(b["final_val_accuracy"]["mean"],
+                                                                                   b["final_val_accuracy"]["std"], b["seeds"])),
+                  ("train time / run", seconds(b["train_seconds"]["mean"])),
+                  ("runs", f"{len(s['runs'])} ({len(per)} × {len(s.get('seeds', [])) or 1})")]
+    figures = []
+    if "tradeoff" in figs:
+        figures.append(Figure(run_dir / figs["tradeoff"], "Final validation accuracy against training time per run"
+                              + (" (error bars: std over seeds)" if multi else "") + "; grey: within noise of the best "
+                              "(one image, or 2 × its seed std)."))
+    if "learning_curves" in figs:
+        figures.append(Figure(run_dir / figs["learning_curves"], "Loss and accuracy per epoch, per strategy (solid: validation, "
+                              "dashed: training" + ("; lines: mean over seeds, shading: ± std" if multi else "") + ").",
+                              wide=True))
+    return Section(f"Compare: {title(s)}", reading=reading(s), paragraphs=[setup_text(run_dir, s)], tables=[arms_table(s)],
+                   figures=figures, highlights=highlights, command=command, anchor=anchor)
+
+
+def arms_table(s: dict[str, Any]):
+    """One row per strategy: final and best accuracy, best epoch, train time, throughput, trainable parameters."""
+    from warmstart.report.html import Table
+
+    per, n_val, best, multi = s["strategies"], s["val_images"], s["best"], several_seeds(s)
     rows, order = [], list(per)
     for spec in order:
         p = per[spec]
@@ -47,40 +86,33 @@ def compare_sections(run_dir: str | Path, s: dict[str, Any], command: str) -> li
     cols = ["strategy", "final val accuracy", "best val accuracy", "best epoch" + (" (per seed)" if multi else ""),
             "train time / run", "images/s", "trainable params"]
     fc = [spec for spec in order if per[spec].get("feature_seconds")]
-    caption = (f"{'Mean ± std over ' + str(b['seeds']) + ' seeds' if multi else 'One seed'}; {n_val} validation images "
-               f"(one image = {100 / max(1, n_val):.2f} pp). Final = the weights each run keeps; best = its best epoch, "
+    caption = (f"{'Mean ± std over ' + str(per[best]['seeds']) + ' seeds' if multi else 'One seed'}; {n_val} validation images "
+               f"(one image = {one_image_pp(n_val):.2f} pp). Final = the weights each run keeps; best = its best epoch, "
                "chosen on the same validation images (optimistic). Train time includes computing frozen features"
                + (f" ({', '.join(fc)}: computed once, shared by every seed)" if fc and multi else "") + ".")
-    main_table = Table(cols, rows, caption=caption, highlight=[order.index(best)])
+    return Table(cols, rows, caption=caption, highlight=[order.index(best)])
 
+
+def setup_text(run_dir: Path, s: dict[str, Any]) -> str:
+    """The paragraph saying what every arm shares: model, epochs, data, preprocessing, optimizer, seeds, augmentation."""
     aug = s.get("augment", {})
-    setup = (f"Every strategy trains `{s.get('model')}` for {s.get('epochs')} epochs on the same {s.get('train_images')} training "
-             f"images with the same preprocessing, optimizer ({s.get('optimizer')}, "
-             + (f"lr {s['lr']:g} for the head" if s.get("lr") else "train's default learning rates") + ") and "
-             f"batch size ({s.get('batch_size')}); pretrained weights: `{s.get('weights')}`. Seeds: "
-             f"{', '.join(map(str, s.get('seeds', [])))} (initialisation, batch order, augmentation; the train/val split is "
-             f"fixed). Augmentation (random crops + flips): "
-             + (("on" if any(aug.values()) else "off") + " for every strategy" if len(set(aug.values())) == 1 else
-                ", ".join(f"{k} {'on' if v else 'off'}" for k, v in aug.items()))
-             + smoothing_text(s.get("label_smoothing") or {})
-             + f". Data: {s.get('data')}. Run directory: `{run_dir.name}`.")
-    highlights = [("best strategy", f"**{best}**"), ("final val accuracy", pm(b["final_val_accuracy"]["mean"],
-                                                                               b["final_val_accuracy"]["std"], b["seeds"])),
-                  ("train time / run", seconds(b["train_seconds"]["mean"])),
-                  ("runs", f"{len(s['runs'])} ({len(per)} × {len(s.get('seeds', [])) or 1})")]
-    figures = []
-    if "tradeoff" in figs:
-        figures.append(Figure(run_dir / figs["tradeoff"], "Final validation accuracy against training time per run"
-                              + (" (error bars: std over seeds)" if multi else "") + "; grey: within noise of the best "
-                              "(one image, or 2 × its seed std)."))
-    if "learning_curves" in figs:
-        figures.append(Figure(run_dir / figs["learning_curves"], "Loss and accuracy per epoch, per strategy (solid: validation, "
-                              "dashed: training" + ("; lines: mean over seeds, shading: ± std" if multi else "") + ").",
-                              wide=True))
-    out = [Section(f"Compare: {title(s)}", reading=reading(s), paragraphs=[setup], tables=[main_table],
-                   figures=figures, highlights=highlights, command=command, anchor=anchor)]
+    return (f"Every strategy trains `{s.get('model')}` for {s.get('epochs')} epochs on the same {s.get('train_images')} training "
+            f"images with the same preprocessing, optimizer ({s.get('optimizer')}, "
+            + (f"lr {s['lr']:g} for the head" if s.get("lr") else "train's default learning rates") + ") and "
+            f"batch size ({s.get('batch_size')}); pretrained weights: `{s.get('weights')}`. Seeds: "
+            f"{', '.join(map(str, s.get('seeds', [])))} (initialisation, batch order, augmentation; the train/val split is "
+            f"fixed). Augmentation (random crops + flips): "
+            + (("on" if any(aug.values()) else "off") + " for every strategy" if len(set(aug.values())) == 1 else
+               ", ".join(f"{k} {'on' if v else 'off'}" for k, v in aug.items()))
+            + smoothing_text(s.get("label_smoothing") or {})
+            + f". Data: {s.get('data')}. Run directory: `{run_dir.name}`.")
 
-    br = s.get("best_run", {})
+
+def best_run_section(run_dir: Path, s: dict[str, Any], anchor: str):
+    """The best strategy's typical run up close: its confusion matrix and misclassified images."""
+    from warmstart.report.html import Figure, Section
+
+    br, figs = s["best_run"], s.get("figures", {})
     bfigs, paras = [], []
     if "confusion" in figs:
         bfigs.append(Figure(run_dir / figs["confusion"], f"Confusion matrix of {br.get('strategy')} (seed {br.get('seed')}) on the "
@@ -90,42 +122,44 @@ def compare_sections(run_dir: str | Path, s: dict[str, Any], command: str) -> li
         bfigs.append(Figure(run_dir / figs["misclassified"], f"Misclassified validation images ({min(k, MISCLASSIFIED_SHOWN)} of {k} "
                             "shown), as the network sees them (after resizing and cropping), with true and predicted labels.",
                             wide=True))
-    elif br:
+    else:
         paras.append(f"{br.get('strategy')} (seed {br.get('seed')}) classifies every validation image correctly.")
-    if br:
-        paras.insert(0, f"The run shown is {br.get('strategy')} with seed {br.get('seed')}: of the best strategy's seeds, the one "
-                        f"whose final accuracy is nearest its mean (a typical run, not the luckiest). Its directory: `{br.get('dir')}`.")
-        out.append(Section(f"The best strategy up close: {br.get('strategy')}", paragraphs=paras, figures=bfigs, level=3,
-                           anchor=anchor + "-best"))
+    paras.insert(0, f"The run shown is {br.get('strategy')} with seed {br.get('seed')}: of the best strategy's seeds, the one "
+                    f"whose final accuracy is nearest its mean (a typical run, not the luckiest). Its directory: `{br.get('dir')}`.")
+    return Section(f"The best strategy up close: {br.get('strategy')}", paragraphs=paras, figures=bfigs, level=3,
+                   anchor=anchor + "-best")
 
-    if "filters" in figs:
-        changes = {k: p.get("conv1_change") for k, p in per.items() if p.get("conv1_change") is not None}
-        frozen = [k for k, c in changes.items() if c == 0]
-        moved = [f"{k} {sig(100 * c)} %" for k, c in changes.items() if c]
-        text = ("Relative change of the first layer's weights, ‖after − before‖ / ‖before‖: " + ", ".join(moved) + ". "
-                if moved else "")
-        if frozen:
-            text += (f"{' and '.join(frozen)} keep{'s' if len(frozen) == 1 else ''} the first layer frozen: its filters after "
-                     "training are identical to the pretrained ones (change exactly 0), so the two rows are the same picture.")
-        out.append(Section("First-layer filters, before and after training", paragraphs=[text] if text else [],
-                           figures=[Figure(run_dir / figs["filters"], "The first convolution's filters at the start (pretrained, "
-                                           "or random for scratch) and after training, first seed of each strategy; each filter "
-                                           "is scaled to its own range, so shapes compare, not magnitudes.")],
-                           level=3, anchor=anchor + "-filters"))
 
-    if s.get("grid"):
-        out.append(grid_section(s, anchor))
-    if "drift" in figs:
-        out.append(drift_section(run_dir, s, anchor))
+def filters_section(run_dir: Path, s: dict[str, Any], anchor: str):
+    """The first layer's filters before and after training, and how far each strategy moved them."""
+    from warmstart.report.html import Figure, Section
+
+    changes = {k: p.get("conv1_change") for k, p in s["strategies"].items() if p.get("conv1_change") is not None}
+    frozen = [k for k, c in changes.items() if c == 0]
+    moved = [f"{k} {sig(100 * c)} %" for k, c in changes.items() if c]
+    text = ("Relative change of the first layer's weights, ‖after − before‖ / ‖before‖: " + ", ".join(moved) + ". "
+            if moved else "")
+    if frozen:
+        text += (f"{' and '.join(frozen)} keep{'s' if len(frozen) == 1 else ''} the first layer frozen: its filters after "
+                 "training are identical to the pretrained ones (change exactly 0), so the two rows are the same picture.")
+    return Section("First-layer filters, before and after training", paragraphs=[text] if text else [],
+                   figures=[Figure(run_dir / s["figures"]["filters"], "The first convolution's filters at the start (pretrained, "
+                                   "or random for scratch) and after training, first seed of each strategy; each filter "
+                                   "is scaled to its own range, so shapes compare, not magnitudes.")],
+                   level=3, anchor=anchor + "-filters")
+
+
+def runs_section(s: dict[str, Any], anchor: str):
+    """Every run of the comparison, one row each, with its directory."""
+    from warmstart.report.html import Section, Table
 
     run_rows = [[r["strategy"], r["seed"], pct(r["final_val_accuracy"]), pct(r["best_val_accuracy"]), r.get("best_epoch", ""),
                  seconds(r["train_seconds"]), f"`{r['dir']}`"] for r in s["runs"]]
-    out.append(Section("Every run", tables=[Table(["strategy", "seed", "final val accuracy", "best val accuracy", "best epoch",
-                                                   "train time", "directory"], run_rows,
-                                                  caption="Each run's directory is a complete train run (metrics.csv, "
-                                                          "summary.json, model.safetensors usable as --weights).")],
-                       level=3, anchor=anchor + "-runs"))
-    return out
+    return Section("Every run", tables=[Table(["strategy", "seed", "final val accuracy", "best val accuracy", "best epoch",
+                                               "train time", "directory"], run_rows,
+                                              caption="Each run's directory is a complete train run (metrics.csv, "
+                                                      "summary.json, model.safetensors usable as --weights).")],
+                   level=3, anchor=anchor + "-runs")
 
 
 def grid_section(s: dict[str, Any], anchor: str):

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -40,9 +41,15 @@ from warmstart.errors import UserError
 from warmstart.transfer.groups import LayerGroup
 
 CACHE_FORMAT = 1
-#: on a CPU, feature batches are kept small enough that every activation stays under this many bytes (below
-#: glibc's mmap threshold), so the allocator reuses freed memory instead of taking fresh pages every batch
+#: on a CPU, feature batches are kept small enough that every activation (measured on one probe sample) stays under
+#: this many bytes (below glibc's mmap threshold), and freed memory is kept for reuse
+#: (:func:`~warmstart.engine.distributed.keep_freed_memory`), so the allocator reuses freed memory instead of taking
+#: fresh pages from the kernel every batch (CIFAR-10 at 224 px, 640 images: 1,200 -> 57 minor page faults per image,
+#: system time 1.5 s -> 0.07 s, the same user time)
 ACTIVATION_LIMIT = MMAP_THRESHOLD * 3 // 4
+FLOAT32_BYTES = 4
+#: frozen layers run without gradients: batches of at least this many images (the feature cache, the drift's CKA)
+MIN_EVAL_BATCH = 64
 
 
 # --------------------------------------------------------------------------------------------- split
@@ -238,7 +245,7 @@ class FeatureCache(torch.utils.data.Dataset):
         dataset: torch.utils.data.Dataset,
         *,
         normalize: Callable[[torch.Tensor], torch.Tensor] | None,
-        batch_size: int = 64,
+        batch_size: int = MIN_EVAL_BATCH,
         device: str | torch.device = "cpu",
         path: str | Path | None = None,
         dtype: torch.dtype = torch.float16,
@@ -251,107 +258,47 @@ class FeatureCache(torch.utils.data.Dataset):
     ) -> "FeatureCache":
         """Compute ``trunk(normalize(x))`` for every ``(x, label)`` of ``dataset`` once.
 
-        In memory (float32) when ``path`` is None; otherwise a memory-mapped ``.npy`` of ``dtype``
-        (float16 or float32) at ``path`` plus ``<stem>.labels.npy``, written under temporary names and renamed
-        (the features file last), so a cache on disk is always complete. With ``memory_limit`` (bytes) and a
-        ``path``, the cache stays in memory unless its float32 size exceeds ``memory_limit`` (the trunk's
-        output shape is probed on one sample first). Either way the features are written batch by batch into
-        one preallocated array: building never holds more than the cache itself plus one batch. With ``reuse``
-        an existing cache at ``path`` with as many rows as ``dataset`` is opened instead of recomputed. The
-        trunk runs in eval mode on ``device`` (it is moved there) and its modules' modes are restored afterwards.
-        ``channels_last`` feeds it channels-last batches (faster convolutions with oneDNN on x86 CPUs; the trunk
-        itself is left as it is); ``autocast`` (``torch.bfloat16`` or ``torch.float16``) runs it under autocast;
-        ``fold_bn`` runs a copy of the trunk with every BatchNorm folded into the convolution before it
-        (:func:`fold_batchnorm`: the same function up to float rounding, 1.9x faster for MobileNetV3-Small on a CPU).
-        On a CPU ``batch_size`` is an upper bound: batches shrink until the largest activation (measured on the
-        probe sample) stays under :data:`ACTIVATION_LIMIT`, and freed memory is kept for reuse
-        (:func:`~warmstart.engine.distributed.keep_freed_memory`): the pass then stops taking fresh pages from the
-        kernel every batch (CIFAR-10 at 224 px, 640 images: 1,200 -> 57 minor page faults per image, system time
-        1.5 s -> 0.07 s, the same user time).
+        In memory (float32) when ``path`` is None; otherwise a memory-mapped ``.npy`` of ``dtype`` (float16 or
+        float32) at ``path`` plus ``<stem>.labels.npy``, written under temporary names and renamed (the features
+        file last), so a cache on disk is always complete. With ``memory_limit`` (bytes) and a ``path``, the cache
+        stays in memory unless its float32 size exceeds ``memory_limit``. Either way building never holds more than
+        the cache itself plus one batch. With ``reuse`` an existing cache at ``path`` with as many rows as
+        ``dataset`` is opened instead of recomputed.
 
-        Under torchrun (``torch.distributed`` initialised) every rank computes only its contiguous shard of
-        ``dataset``, made of whole batches (:func:`~warmstart.engine.distributed.shard_range` with ``unit`` = the
-        batch size, so at equal thread counts the features are those of one process, bit for bit), and every rank
-        ends with the whole
-        cache: in memory by an all-gather; on disk every rank writes its rows into the one file, which must
-        be on a filesystem all ranks see (one machine, or a shared one), and rank 0 completes it.
+        The trunk runs in eval mode on ``device`` (it is moved there; its modules' modes are restored afterwards).
+        ``channels_last`` feeds it channels-last batches (faster convolutions with oneDNN on x86 CPUs);
+        ``autocast`` (``torch.bfloat16`` or ``torch.float16``) runs it under autocast; ``fold_bn`` runs a copy of
+        it with every BatchNorm folded (:func:`fold_batchnorm`). On a CPU ``batch_size`` is an upper bound:
+        batches shrink until the largest activation stays under :data:`ACTIVATION_LIMIT`.
+
+        Under torchrun every rank computes its contiguous shard of ``dataset``, in whole batches, and ends with
+        the whole cache: in memory by an all-gather; on disk every rank writes its rows into the one file, which
+        must be on a filesystem all ranks see (one machine, or a shared one), and rank 0 completes it.
         """
         if dtype not in (torch.float16, torch.float32):
             raise ValueError(f"FeatureCache: dtype must be torch.float16 or torch.float32, got {dtype}")
         path = Path(path) if path is not None else None
-        w = world()
         n = len(dataset)  # type: ignore[arg-type]
         if n == 0:
             raise ValueError("FeatureCache.build: empty dataset")
-        if path is not None and reuse:
-            found = path.is_file() and labels_path(path).is_file() and len(np.load(labels_path(path), mmap_mode="r")) == n
-            if broadcast_object(found):  # rank 0 decides for every rank
-                return cls._open_everywhere(path)
+        if path is not None and reuse and broadcast_object(_complete(path, n)):  # rank 0 decides for every rank
+            return cls._open_everywhere(path)
         device = torch.device(device)
         trunk.to(device)
         if isinstance(normalize, nn.Module):
             normalize = normalize.to(device)
-        modes = {m: m.training for m in trunk.modules()}
-        trunk.eval()
-        tmp: Path | None = None
-        try:
+        with _eval_mode(trunk):
             run = _Runner(fold_batchnorm(trunk) if fold_bn else trunk, normalize, device, channels_last, autocast)
             shape, largest = run.probe(dataset)
             if device.type == "cpu":
                 keep_freed_memory()
                 batch_size = max(1, min(batch_size, ACTIVATION_LIMIT // max(1, largest)))
-            # whole batches per rank: each batch is one of the single-process pass, so at the same thread count the
-            # ranks compute bit for bit the features one process does (a batch split across ranks would run other
-            # kernels on other shapes, and a last-bit difference can round to the neighbouring float16 on disk)
-            rows = shard_range(n, w, unit=batch_size)
-            if path is not None and memory_limit is not None and n * math.prod(shape) * 4 <= memory_limit:
-                path = None
-            labels = torch.empty(len(rows), dtype=torch.int64)
-            if path is None:
-                block = torch.empty((len(rows), *shape), dtype=torch.float32)
-                for lo, f, y in _batches(run, dataset, rows, batch_size, num_workers):
-                    block[lo : lo + len(f)] = f
-                    labels[lo : lo + len(f)] = y
-                return cls(all_gather_rows(block, n, batch_size), all_gather_rows(labels, n, batch_size).numpy(), None)
-
-            if w.main:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npy")
-                npd = np.float16 if dtype == torch.float16 else np.float32
-                np.lib.format.open_memmap(tmp, mode="w+", dtype=npd, shape=(n, *shape)).flush()  # header + sparse rows
-            shared = Path(broadcast_object(str(tmp)))
-            barrier()
-            if not shared.is_file():
-                raise UserError(f"rank {w.rank} cannot see the feature cache {shared} that rank 0 created: under torchrun on "
-                                "several machines put --out on a filesystem they all share, or use --feature-cache memory")
-            # plain positioned writes, batch by batch (no memory map while building: the process holds one batch)
-            with open(shared, "r+b") as out:
-                np.lib.format.read_magic(out)
-                header = np.lib.format.read_array_header_1_0(out)  # (shape, fortran_order, dtype)
-                start, npd = out.tell(), header[2]
-                row_bytes = math.prod(shape) * npd.itemsize
-                for lo, f, y in _batches(run, dataset, rows, batch_size, num_workers):
-                    arr = f.numpy().astype(npd)
-                    if not np.isfinite(arr).all() and np.isfinite(f.numpy()).all():
-                        raise UserError(f"features overflow {dtype} in the feature cache {path}; build it with dtype=torch.float32")
-                    out.seek(start + (rows.start + lo) * row_bytes)
-                    out.write(np.ascontiguousarray(arr).tobytes())
-                    labels[lo : lo + len(f)] = y
-            y_all = all_gather_rows(labels, n, batch_size).numpy()
-            barrier()  # every rank has written its rows
-            if w.main:
-                ltmp = shared.with_name(shared.name.replace(".tmp.npy", ".labels.tmp.npy"))
-                np.save(ltmp, y_all)
-                os.replace(ltmp, labels_path(path))
-                os.replace(shared, path)
-                tmp = None
-            barrier()
+            rows = shard_range(n, world(), unit=batch_size)  # whole batches per rank: see _write_on_disk
+            batches = _batches(run, dataset, rows, batch_size, num_workers)
+            if path is None or (memory_limit is not None and n * math.prod(shape) * FLOAT32_BYTES <= memory_limit):
+                return cls(*_gather_in_memory(batches, rows, shape, n, batch_size))
+            _write_on_disk(batches, path, rows, shape, n, batch_size, dtype)
             return cls._open_everywhere(path)
-        finally:
-            for m, training in modes.items():
-                m.training = training
-            if tmp is not None and Path(tmp).exists():
-                Path(tmp).unlink()
 
     @classmethod
     def _open_everywhere(cls, path: Path) -> "FeatureCache":
@@ -367,8 +314,9 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     In eval mode a BatchNorm is an affine map per channel, so ``conv -> bn`` is one convolution with rescaled
     weights and a bias (``torch.nn.utils.fusion.fuse_conv_bn_eval``). Pairs are found where the order of
     application is known: consecutive children of an ``nn.Sequential`` (torchvision's ``Conv2dNormActivation``,
-    MobileNet/EfficientNet/VGG blocks) and consecutive stages of :class:`Stages`; other BatchNorms stay. For
-    inference only: the copy's folded weights no longer train like the originals.
+    MobileNet/EfficientNet/VGG blocks) and consecutive stages of :class:`Stages`; other BatchNorms stay. The same
+    function up to float rounding, 1.9x faster for MobileNetV3-Small on a CPU. For inference only: the copy's
+    folded weights no longer train like the originals.
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -420,7 +368,7 @@ class _Runner:
         """The shape of the trunk's output for one sample and the bytes of its largest activation (input included),
         from one forward pass on the first item."""
         x = torch.as_tensor(dataset[0][0])[None]
-        largest = [x.numel() * 4]
+        largest = [x.numel() * FLOAT32_BYTES]
 
         def note(_module, _inputs, out) -> None:
             if isinstance(out, torch.Tensor):
@@ -447,3 +395,86 @@ def _batches(run: _Runner, dataset, rows: range, batch_size: int, num_workers: i
         lo += len(f)
     if lo != len(rows):
         raise ValueError(f"FeatureCache.build: the dataset says {len(rows)} samples but gave {lo}")
+
+
+def _complete(path: Path, n: int) -> bool:
+    """Whether ``path`` holds a complete cache of ``n`` rows (features and labels; the features file comes last)."""
+    return path.is_file() and labels_path(path).is_file() and len(np.load(labels_path(path), mmap_mode="r")) == n
+
+
+@contextmanager
+def _eval_mode(module: nn.Module):
+    """``module`` in eval mode inside the block; every submodule's own mode restored after it."""
+    modes = {m: m.training for m in module.modules()}
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+def _gather_in_memory(batches, rows: range, shape: tuple[int, ...], n: int, batch_size: int) -> tuple[torch.Tensor, np.ndarray]:
+    """The features (float32) and labels of all ``n`` rows, from this rank's ``batches`` of its ``rows``
+    preallocated in one block, then all-gathered across ranks."""
+    block = torch.empty((len(rows), *shape), dtype=torch.float32)
+    labels = torch.empty(len(rows), dtype=torch.int64)
+    for lo, f, y in batches:
+        block[lo : lo + len(f)] = f
+        labels[lo : lo + len(f)] = y
+    return all_gather_rows(block, n, batch_size), all_gather_rows(labels, n, batch_size).numpy()
+
+
+def _write_on_disk(batches, path: Path, rows: range, shape: tuple[int, ...], n: int, batch_size: int,
+                   dtype: torch.dtype) -> None:
+    """Write the cache at ``path``: rank 0 creates a temporary ``.npy`` of ``n`` rows, every rank writes the features
+    of its ``rows`` into it, rank 0 saves the labels and renames both (the features file last).
+
+    Each rank's rows are whole batches of the single-process pass (``shard_range(..., unit=batch_size)``), so at
+    the same thread count the ranks compute bit for bit the features one process does: a batch split across ranks
+    would run other kernels on other shapes, and a last-bit difference can round to the neighbouring float16.
+    """
+    w = world()
+    tmp: Path | None = None
+    try:
+        if w.main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npy")
+            npd = np.float16 if dtype == torch.float16 else np.float32
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=npd, shape=(n, *shape)).flush()  # header + sparse rows
+        shared = Path(broadcast_object(str(tmp)))
+        barrier()
+        if not shared.is_file():
+            raise UserError(f"rank {w.rank} cannot see the feature cache {shared} that rank 0 created: under torchrun on "
+                            "several machines put --out on a filesystem they all share, or use --feature-cache memory")
+        labels = _write_rows(batches, shared, rows, shape, dtype, path)
+        y_all = all_gather_rows(labels, n, batch_size).numpy()
+        barrier()  # every rank has written its rows
+        if w.main:
+            ltmp = shared.with_name(shared.name.replace(".tmp.npy", ".labels.tmp.npy"))
+            np.save(ltmp, y_all)
+            os.replace(ltmp, labels_path(path))
+            os.replace(shared, path)
+        barrier()
+    finally:
+        if tmp is not None and tmp.exists():  # not renamed: something failed
+            tmp.unlink()
+
+
+def _write_rows(batches, file: Path, rows: range, shape: tuple[int, ...], dtype: torch.dtype, path: Path) -> torch.Tensor:
+    """Write ``batches`` (features of ``rows``) into the ``.npy`` ``file`` with plain positioned writes, batch by
+    batch (no memory map while building: the process holds one batch); their labels."""
+    labels = torch.empty(len(rows), dtype=torch.int64)
+    with open(file, "r+b") as out:
+        np.lib.format.read_magic(out)
+        header = np.lib.format.read_array_header_1_0(out)  # (shape, fortran_order, dtype)
+        start, npd = out.tell(), header[2]
+        row_bytes = math.prod(shape) * npd.itemsize
+        for lo, f, y in batches:
+            arr = f.numpy().astype(npd)
+            if not np.isfinite(arr).all() and np.isfinite(f.numpy()).all():
+                raise UserError(f"features overflow {dtype} in the feature cache {path}; build it with dtype=torch.float32")
+            out.seek(start + (rows.start + lo) * row_bytes)
+            out.write(np.ascontiguousarray(arr).tobytes())
+            labels[lo : lo + len(f)] = y
+    return labels
