@@ -150,6 +150,8 @@ HEAD_INITS = ("probe", "random")
 SCORES = ("probe_cv", "knn_loo", "logme", "leep")
 ARCHS = ("mlp", "cnn")
 PATH_BN = ("recompute", "interpolate")
+#: rank --verify's epochs when --epochs is not given: pretrained starts converge fast, init schemes need longer
+VERIFY_EPOCHS = {"starts": 2, "inits": 10}
 DEFAULT_STRATEGIES = ("scratch", "transfer", "finetune-all")
 DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps"
 
@@ -286,8 +288,8 @@ COMMANDS: dict[str, list[Option]] = {
              OPTIONS["model"](default=None, help="Architecture of imagenet/none, or of init-scheme candidates (any train model, "
                                                  "or plain_mlp[:DEPTH] / plain_cnn[:DEPTH], the depth experiment's net)."),
              OPTIONS["by"], OPTIONS["verify"]]
-            + _engine(epochs=OPTIONS["epochs"](default=None, help="Training epochs of --verify [default: 2 for pretrained "
-                                                                  "starts, 10 for init schemes]."),
+            + _engine(epochs=OPTIONS["epochs"](default=None, help=f"Training epochs of --verify [default: {VERIFY_EPOCHS['starts']} for "
+                                                                  f"pretrained starts, {VERIFY_EPOCHS['inits']} for init schemes]."),
                       label_smoothing=_ONE_RATE["label_smoothing"])
             + _opts(*DATA, "out"),
     "symmetry": [OPTIONS["data"], OPTIONS["init"](help="Init spec of the random arm [default: conv=he_normal,conv.bias=zeros]."),

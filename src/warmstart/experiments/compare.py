@@ -73,17 +73,12 @@ def compare(data: DataSpec | str | Path, *, strategies: str | Sequence[str] = DE
     """
     data_spec = data if isinstance(data, DataSpec) else DataSpec(str(data))
     cfg = (cfg or TrainConfig()).with_defaults(epochs=DEFAULT_EPOCHS)
-    epochs, lr = cfg.epochs, cfg.lr
     # under torchrun: join the process group first, so that only rank 0 logs and writes
     from warmstart.engine.distributed import init_from_env
 
     init_from_env(resolve_device(cfg.device).type)
     strats = parse_strategies(strategies)
     seed_list = parse_seeds(seeds, cfg.seed)
-    check_options({"augment": augment, "feature_cache": feature_cache})
-    if parse_reg(reg) is not None and not any(s.fine_tunes for s in strats):
-        raise UserError(f"--reg {reg} pulls fine-tuned pretrained layers toward their start, but no arm of --strategies fine-tunes "
-                        "(finetune-all, finetune-last:K, gradual); add one or drop --reg")
     arm_specs, augs = _arm_specs(strats, model=model, init=init, bn=bn, augment=augment, feature_cache=feature_cache, reg=reg)
     specs = parse_weights(weights)
     arm_cfg = cfg
@@ -91,16 +86,12 @@ def compare(data: DataSpec | str | Path, *, strategies: str | Sequence[str] = DE
     prepared = starts[0].prepared  # the split, the validation images and scratch's preprocessing
     arms = arm_plan(starts, strats)
     check_plans(prepared, list(arm_specs.values()), arm_cfg)
-    resolve_device(cfg.device)
 
     run_spec = run or RunSpec()
-    resume, options = run_spec.resume, run_spec.options
-    if options is None:  # called as a library: record the call, so config.json still says how to rerun it
-        options = _called(data_spec, cfg, strategies=",".join(s.spec for s in strats), seeds=",".join(map(str, seed_list)),
-                          model=model, weights=",".join(specs) if len(specs) == 1 else absolute(specs), init=init, bn=bn,
-                          augment=augment, feature_cache=feature_cache, reg=str(reg or "none"))
-    if len(specs) > 1 and options.get("weights") == weights:  # several paths: recorded absolute, for --resume anywhere
-        options = {**options, "weights": absolute(specs)}
+    options = _recorded(run_spec.options, weights, specs) if run_spec.options is not None else \
+        _called(data_spec, cfg, strategies=",".join(s.spec for s in strats), seeds=",".join(map(str, seed_list)), model=model,
+                weights=",".join(specs) if len(specs) == 1 else absolute(specs), init=init, bn=bn, augment=augment,
+                feature_cache=feature_cache, reg=str(reg or "none"))
     setup = {"preprocess": prepared.weights.preprocess.to_dict(),
              "strategies": [s.spec for s in strats], "seeds": seed_list, "train_config": arm_cfg.to_dict()}
     if len(starts) > 1:
@@ -108,28 +99,40 @@ def compare(data: DataSpec | str | Path, *, strategies: str | Sequence[str] = DE
     run = dataclasses.replace(run_spec, options=options).open("compare", setup, tensorboard=cfg.tensorboard)
     setup = {"options": options, **setup}
     warm_up(prepared, model, cfg)
-    records: list[dict[str, Any]] = []
-    total = len(arms) * len(seed_list)
-    for seed in seed_list:
-        for key, start, strat in arms:
-            log(f"── arm {len(records) + 1}/{total}: {key}, seed {seed}")
-            records.append(run_one(start.prepared, run, arm_specs[strat.spec], dataclasses.replace(arm_cfg, seed=seed),
-                                   resume=resume, setup=setup, key=key, start=start.name if strat.needs_pretrained else None))
+    records = _run_arms(run, arms, seed_list, arm_specs, arm_cfg, resume=run_spec.resume, setup=setup)
     summary = aggregate(records, strategies=[key for key, _, _ in arms], val_images=len(prepared.val))
-    where = "; ".join(st.prepared.weights.where for st in starts)
-    summary.update(data=prepared.splits.source, data_name=_short(data_spec.data), model=model, weights=where,
-                   epochs=epochs, seeds=seed_list, classes=prepared.splits.classes, train_images=len(prepared.train_plain),
+    summary.update(data=prepared.splits.source, data_name=_short(data_spec.data), model=model,
+                   weights="; ".join(st.prepared.weights.where for st in starts), epochs=cfg.epochs, seeds=seed_list,
+                   classes=prepared.splits.classes, train_images=len(prepared.train_plain),
                    val_is_test=prepared.splits.val_is_test, augment=augs,
-                   label_smoothing={r["strategy"]: r.get("label_smoothing") for r in records}, optimizer=cfg.optimizer, lr=lr,
+                   label_smoothing={r["strategy"]: r.get("label_smoothing") for r in records}, optimizer=cfg.optimizer, lr=cfg.lr,
                    batch_size=cfg.batch_size, device=str(resolve_device(cfg.device)), figures={})
     if run.main:
         _write_report(run, summary, starts, arms, prepared)
     run.close()
-    summary = {**summary, "report": str(run.dir / REPORT_HTML)}  # returned, not in summary.json
     b = summary["strategies"][summary["best"]]
     log(f"best: {summary['best']} {pm(b['final_val_accuracy']['mean'], b['final_val_accuracy']['std'], b['seeds'])} final val "
         f"accuracy; report {run.dir / REPORT_HTML}")
-    return summary
+    return {**summary, "report": str(run.dir / REPORT_HTML)}  # returned, not in summary.json
+
+
+def _run_arms(run: Run, arms, seeds: list[int], arm_specs: dict[str, TrainSpec], cfg: TrainConfig, *, resume: bool,
+              setup: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every arm (start x strategy) with every seed, seed by seed (a stopped compare has whole seeds done); a
+    finished arm of a resumed compare is read back, not retrained. One record per arm and seed."""
+    records: list[dict[str, Any]] = []
+    total = len(arms) * len(seeds)
+    for seed in seeds:
+        for key, start, strat in arms:
+            log(f"── arm {len(records) + 1}/{total}: {key}, seed {seed}")
+            records.append(run_one(start.prepared, run, arm_specs[strat.spec], dataclasses.replace(cfg, seed=seed),
+                                   resume=resume, setup=setup, key=key, start=start.name if strat.needs_pretrained else None))
+    return records
+
+
+def _recorded(options: dict[str, Any], weights, specs: list[str]) -> dict[str, Any]:
+    """The command's options as config.json records them: several weights paths absolute, for --resume anywhere."""
+    return {**options, "weights": absolute(specs)} if len(specs) > 1 and options.get("weights") == weights else options
 
 
 def _called(data: DataSpec, cfg: TrainConfig, **options: Any) -> dict[str, Any]:
@@ -139,7 +142,12 @@ def _called(data: DataSpec, cfg: TrainConfig, **options: Any) -> dict[str, Any]:
 
 def _arm_specs(strats, *, model: str, init: str | None, bn: str, augment: str, feature_cache: str, reg: str | None = None):
     """Every arm's TrainSpec, and whether each strategy augments (resolved per strategy, so all arms of a strategy
-    see the same images); an --init with no scratch arm, or a bad one, fails here, before anything is written."""
+    see the same images); an --init with no scratch arm, or a bad one, a --reg with no fine-tuning arm, and a bad
+    --augment or --feature-cache fail here, before anything is written."""
+    check_options({"augment": augment, "feature_cache": feature_cache})
+    if parse_reg(reg) is not None and not any(s.fine_tunes for s in strats):
+        raise UserError(f"--reg {reg} pulls fine-tuned pretrained layers toward their start, but no arm of --strategies fine-tunes "
+                        "(finetune-all, finetune-last:K, gradual); add one or drop --reg")
     if init:
         if all(s.needs_pretrained for s in strats):
             raise UserError(f"--init {init} initialises the scratch arms, but --strategies has none (the others start from "

@@ -234,18 +234,15 @@ def depth(data: DataSpec | None = None, *, arch: str = "mlp", depth: int = DEFAU
           run: RunSpec | None = None) -> dict[str, Any]:
     """Train the same plain ``depth``-layer net once per init scheme in ``arms``; write a run directory.
 
-    ``seeds`` > 1 trains every arm from ``seeds`` seeds (``cfg.seed``, ``cfg.seed + 1``, ...: another random
-    start and batch order, the same data split and probe batch) into ``<arm>/seed-<s>/``; each arm's figures
-    in summary.json are then the mean over seeds, with ``<key>_range`` ``[min, max]`` and ``per_seed`` rows,
-    and the reading says only what holds in every seed. The same seed gives other losses on another CPU
-    (another floating-point order, amplified by 30 layers): the range is the honest figure.
-
-    ``width`` defaults to 128 units (MLP) or 32 channels (CNN; a 30-layer CNN is ~40x the MLP's work per
-    image), ``epochs`` to 30 (``quick``: 10, a third of the time; every arm already shows its trend).
-    ``data`` (a :class:`~warmstart.data.spec.DataSpec`) defaults to digits. ``cfg`` defaults to
-    :func:`default_config` (SGD, lr 0.01, momentum 0.9, batch 32, constant schedule). ``run`` (a
-    :class:`~warmstart.engine.run.RunSpec`): where to write and what config.json records. Everything is
-    validated before the run directory is created. Returns the summary (summary.json).
+    ``seeds`` > 1 trains every arm from seeds ``cfg.seed``, ``cfg.seed + 1``, ... (another start and batch order,
+    the same split and probe batch) into ``<arm>/seed-<s>/``; each arm's figures are then the mean, with
+    ``<key>_range`` [min, max] and ``per_seed`` rows, and the reading says only what holds in every seed (another
+    CPU gives one seed other losses, amplified by 30 layers: the range is the honest figure).
+    ``width`` defaults to 128 units (MLP) or 32 channels (CNN: ~40x the MLP's work per image), ``epochs`` to 30
+    (``quick``: 10). ``data`` (a :class:`~warmstart.data.spec.DataSpec`) defaults to digits, ``cfg`` to
+    :func:`default_config` (SGD, lr 0.01, momentum 0.9, batch 32, constant); ``run`` (a
+    :class:`~warmstart.engine.run.RunSpec`): where to write, what config.json records. Everything is validated
+    before the run directory is created. Returns the summary (summary.json).
     """
     t0 = time.perf_counter()
     width = width if width is not None else DEFAULT_WIDTH.get(arch, 128)

@@ -20,6 +20,7 @@ from warmstart.engine.console import log, warn
 from warmstart.engine.run import RunSpec
 from warmstart.engine.layout import CONFIG, RANK_SCORES_PNG, REPORT_HTML, VERIFY
 from warmstart.errors import UserError
+from warmstart.options import VERIFY_EPOCHS
 from warmstart.transfer.candidates import check_candidates
 from warmstart.transfer.rank import SCORES, correlations
 
@@ -39,12 +40,12 @@ def rank(data: DataSpec, candidates: str | Sequence[str], *, model: str | None =
     if run.out is not None and (Path(run.out) / CONFIG).exists():
         raise UserError(f"--out {run.out} already holds a run (config.json); choose another --out")
     if inits:
-        return rank_inits(data, tokens, model=model, verify=verify, epochs=epochs or 10, cfg=cfg, run=run,
-                          verify_given=verify_given)
+        return rank_inits(data, tokens, model=model, verify=verify, epochs=epochs or VERIFY_EPOCHS["inits"], cfg=cfg,
+                          run=run, verify_given=verify_given)
     from warmstart.transfer.rank import rank_starts
 
-    return rank_starts(data, tokens, model=model, by=by or "probe_cv", verify_strategy=verify, epochs=epochs or 2,
-                       cfg=cfg, run=run, write=_write_report)
+    return rank_starts(data, tokens, model=model, by=by or "probe_cv", verify_strategy=verify,
+                       epochs=epochs or VERIFY_EPOCHS["starts"], cfg=cfg, run=run, write=_write_report)
 
 
 # --------------------------------------------------------------------------------------------- init schemes
@@ -61,24 +62,12 @@ def rank_inits(data: DataSpec, tokens: list[str], *, model: str | None, verify: 
                run: RunSpec | None = None, verify_given: Sequence[str] = ()) -> dict[str, Any]:
     """Score each init scheme at init on one training batch (zero-cost signal spread); ``verify="scratch"`` trains."""
     from warmstart.engine.config import TrainConfig
-    from warmstart.experiments.depth import DEFAULT_WIDTH, arm_spec, build_net, load_depth_data
+    from warmstart.experiments.depth import DEFAULT_WIDTH, build_net, load_depth_data
     from warmstart.init.data_init import sample_batch
 
     t0 = time.perf_counter()
     cfg = cfg or TrainConfig()
-    if not model:
-        check_candidates(tokens, model=model)  # says what --model to give
-    if verify is not None and verify != "scratch":
-        raise UserError(f"--verify {verify}: init schemes are starts for training from scratch; use --verify scratch")
-    if len(set(tokens)) < len(tokens):
-        dup = next(t for t in tokens if tokens.count(t) > 1)
-        raise UserError(f"--candidates: {dup} is given twice; every candidate must be a different init scheme")
-    specs = {t: arm_spec(t, "relu") for t in tokens}  # unknown schemes fail here
-    plain = _plain(model)
-    if plain is None:
-        from warmstart.transfer.weights import check_arch
-
-        check_arch(model)
+    specs, plain = _checked_inits(tokens, model, verify)
     if plain:
         kind, depth = plain
         d = load_depth_data(data, arch=kind, seed=cfg.seed)
@@ -119,6 +108,27 @@ def rank_inits(data: DataSpec, tokens: list[str], *, model: str | None, verify: 
     _write_report(run, summary)
     run.close()
     return {**summary, "report": str(run.dir / REPORT_HTML)}  # returned, not in summary.json
+
+
+def _checked_inits(tokens: list[str], model: str | None, verify: str | None) -> tuple[dict[str, str], tuple[str, int] | None]:
+    """{candidate: init spec} and the plain net (kind, depth) or None (a train model), every input checked:
+    a --model given, --verify scratch, no candidate twice, known schemes."""
+    from warmstart.experiments.depth import arm_spec
+
+    if not model:
+        check_candidates(tokens, model=model)  # says what --model to give
+    if verify is not None and verify != "scratch":
+        raise UserError(f"--verify {verify}: init schemes are starts for training from scratch; use --verify scratch")
+    if len(set(tokens)) < len(tokens):
+        dup = next(t for t in tokens if tokens.count(t) > 1)
+        raise UserError(f"--candidates: {dup} is given twice; every candidate must be a different init scheme")
+    specs = {t: arm_spec(t, "relu") for t in tokens}  # unknown schemes fail here
+    plain = _plain(model)
+    if plain is None:
+        from warmstart.transfer.weights import check_arch
+
+        check_arch(model)
+    return specs, plain
 
 
 def _score_init(t: str, spec: str, make, lsuv, batch, model: str, seed: int) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from warmstart.engine.console import log
 from warmstart.engine.run import RunSpec
 from warmstart.engine.layout import REPORT_HTML, VERIFY
 from warmstart.errors import UserError
+from warmstart.options import VERIFY_EPOCHS
 from warmstart.transfer.candidates import SAFETENSORS_SUFFIX, SPECIAL, STATE_DICT_SUFFIXES, split_candidates, zoo_candidate
 from warmstart.transfer.weights import TIMM_PREFIX, Weights, check_arch, resolve_weights
 
@@ -459,7 +460,7 @@ def as_rows(cands: Sequence[Candidate]) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------------------------------------- the function
 def rank_starts(data: DataSpec, candidates: str | Sequence[str], *, model: str | None = None, by: str = "probe_cv",
-                verify_strategy: str | None = None, epochs: int = 2, cfg=None, run: RunSpec | None = None,
+                verify_strategy: str | None = None, epochs: int = VERIFY_EPOCHS["starts"], cfg=None, run: RunSpec | None = None,
                 write=None) -> dict[str, Any]:
     """Score pretrained starts on the training split of ``data`` (a :class:`~warmstart.data.spec.DataSpec`); with
     ``verify_strategy``, train each and correlate.
