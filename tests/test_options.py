@@ -132,3 +132,27 @@ def test_rank_refuses_training_options_without_verify(tmp_path, option, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: " + option[0]) and "--verify" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+#: the command-line-only options of fetch and cache: how the command prints or asks, not what the verb does
+PRINTING = {"list", "json", "yes"}
+
+
+@pytest.mark.parametrize("command, verb", [("fetch", ws.fetch), ("cache", ws.cache), ("cache prune", ws.cache),
+                                           ("cache clear", ws.cache)])
+def test_fetch_and_cache_options_are_the_python_keywords_of_the_same_default(command, verb):
+    """fetch and cache (and its subcommands) take their options from options.COMMANDS too: each one, apart from
+    how the command prints, is a keyword of ws.fetch / ws.cache with the same default."""
+    click_cmd = group.commands[command.split()[0]]
+    if " " in command:
+        click_cmd = click_cmd.commands[command.split()[1]]
+    params = {p.name: p for p in click_cmd.params if p.expose_value}
+    assert set(params) == {o.name for o in COMMANDS[command]}
+    sig = inspect.signature(verb)
+    parsed = click_cmd.make_context(command, [], resilient_parsing=True).params
+    for name in set(params) - PRINTING:
+        assert name in sig.parameters, f"warmstart {command} --{name} has no keyword in ws.{verb.__name__}"
+        if isinstance(params[name], click.Argument) and sig.parameters[name].default is inspect.Parameter.empty:
+            continue  # NAME: required in Python; the command line leaves it out only with --list
+        default = parsed[name] if parsed[name] != () else None  # a repeatable option given no times: ()
+        assert sig.parameters[name].default == default, (command, name)

@@ -208,15 +208,8 @@ def export(run_dir, onnx_path, opset, images):
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("name", required=False)
-@click.option("--mirror", type=click.Path(file_okay=False), default=None,
-              help="A folder laid out as the repository's ../shared (data/<archive>, weights/<name>.pth + .json) "
-                   "[default: $WARMSTART_MIRROR].")
-@click.option("--data-root", type=click.Path(file_okay=False), default=None,
-              help="Where data sets are unpacked [default: $WARMSTART_DATA_ROOT, else datasets/ in the warmstart "
-                   "cache folder].")
-@click.option("--list", "list_", is_flag=True, help="List the names and where they would come from.")
-def fetch(name, mirror, data_root, list_):
+@click_options("fetch", skip=())
+def fetch(**o):
     """Get a data set or a pretrained start by NAME; print its local path (a folder, or the .pth).
 
     Looked for in the data root, then in the mirror, else downloaded (from $WARMSTART_BASE_URL when set, a server
@@ -225,48 +218,34 @@ def fetch(name, mirror, data_root, list_):
     """
     from warmstart.data import fetch as f
 
-    if list_:
+    if o["list"]:
         for n, d in f.DATASETS.items():
             click.echo(f"{n:28} data     {d.about}")
         for n, w in f.WEIGHTS.items():
             click.echo(f"{n:28} weights  {w.about}")
-        click.echo(f"looked for in: {f.where(mirror, data_root)}")
+        click.echo(f"looked for in: {f.where(o['mirror'], o['data_root'])}")
         return
-    if name is None:
+    if o["name"] is None:
         raise click.UsageError("missing argument 'NAME' (see --list)", click.get_current_context())
-    click.echo(str(f.fetch(name, data_root=data_root, mirror=mirror)))
-
-
-def _cache_folder_option(f):
-    return click.option("--cache-dir", default=None, metavar="DIR",
-                        help="The cache folder [default: $WARMSTART_CACHE_DIR, else ~/.cache/warmstart].")(f)
-
-
-def _cache_kind_option(f):
-    return click.option("--kind", type=click.Choice(["images", "downloads", "other"]), multiple=True,
-                        help="Only entries of this kind (repeatable) [default: all].")(f)
+    click.echo(str(f.fetch(o["name"], data_root=o["data_root"], mirror=o["mirror"])))
 
 
 @cli.group("cache", invoke_without_command=True, context_settings=CONTEXT)
-@click.option("--max-size", default=None, metavar="SIZE",
-              help="Evict least recently used decoded images until the cache fits in SIZE (20G, 500M, 1.5GiB), then list "
-                   "[the cap after every run: $WARMSTART_CACHE_MAX, else half of free space + cache].")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@_cache_folder_option
+@click_options("cache")
 @click.pass_context
-def cache_command(ctx, max_size, as_json, cache_dir):
+def cache_command(ctx, **o):
     """List the cache folder: decoded images, downloaded data sets; kind, data set, size, last use.
 
     Subcommands remove entries: 'prune --older-than DAYS', 'clear'. An entry a running process reads is never removed.
     """
     if ctx.invoked_subcommand is not None:
-        if max_size is not None or as_json:
+        if o["max_size"] is not None or o["json"]:
             raise click.UsageError("--max-size and --json go after the subcommand, or without one")
-        ctx.obj = {**(ctx.obj or {}), "cache_dir": cache_dir}
+        ctx.obj = {**(ctx.obj or {}), "cache_dir": o["cache_dir"]}
         return
     from warmstart.data.cachestore import cache
 
-    _echo_cache(cache("list", max_size=max_size, cache_dir=cache_dir), as_json)
+    _echo_cache(cache("list", max_size=o["max_size"], cache_dir=o["cache_dir"]), o["json"])
 
 
 def _echo_cache(report, as_json: bool) -> None:
@@ -274,35 +253,29 @@ def _echo_cache(report, as_json: bool) -> None:
 
 
 @cache_command.command("prune", context_settings=CONTEXT)
-@click.option("--older-than", type=click.FloatRange(min=0), required=True, metavar="DAYS",
-              help="Remove entries not used for DAYS days (and temporary files of killed runs).")
-@_cache_kind_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@_cache_folder_option
+@click_options("cache prune")
 @click.pass_context
-def cache_prune(ctx, older_than, kind, as_json, cache_dir):
+def cache_prune(ctx, **o):
     """Remove cache entries not used for DAYS days."""
     from warmstart.data.cachestore import cache
 
-    folder = cache_dir or (ctx.obj or {}).get("cache_dir")
-    _echo_cache(cache("prune", older_than=older_than, kind=list(kind) or None, cache_dir=folder), as_json)
+    folder = o["cache_dir"] or (ctx.obj or {}).get("cache_dir")
+    _echo_cache(cache("prune", older_than=o["older_than"], kind=list(o["kind"]) or None, cache_dir=folder), o["json"])
 
 
 @cache_command.command("clear", context_settings=CONTEXT)
-@click.option("--yes", "-y", is_flag=True, help="Do not ask (needed when stdin is not a terminal, e.g. in CI).")
-@_cache_kind_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@_cache_folder_option
+@click_options("cache clear")
 @click.pass_context
-def cache_clear(ctx, yes, kind, as_json, cache_dir):
+def cache_clear(ctx, **o):
     """Remove every cache entry (or every entry of --kind)."""
     from warmstart.data.cachestore import KINDS, cache, count, entries, interactive
     from warmstart.data.cachestore import cache_dir as folder_of
     from warmstart.sizes import human_size
 
-    folder = folder_of(cache_dir or (ctx.obj or {}).get("cache_dir"))
+    kind = list(o["kind"])
+    folder = folder_of(o["cache_dir"] or (ctx.obj or {}).get("cache_dir"))
     there = [e for e in entries(folder) if not kind or e.kind in {KINDS[k] for k in kind}]
-    if not yes and there:  # nothing to remove: nothing to confirm
+    if not o["yes"] and there:  # nothing to remove: nothing to confirm
         what = f"{count(len(there))}, {human_size(sum(e.size for e in there))}"
         if not interactive():
             raise UserError(f"cache clear would remove {what} from {folder} and stdin is not a terminal to confirm; "
@@ -310,7 +283,7 @@ def cache_clear(ctx, yes, kind, as_json, cache_dir):
         if not click.confirm(f"remove {what} from {folder}?", default=False):
             click.echo("nothing removed")
             return
-    _echo_cache(cache("clear", kind=list(kind) or None, cache_dir=folder if folder is not None else "off"), as_json)
+    _echo_cache(cache("clear", kind=kind or None, cache_dir=folder if folder is not None else "off"), o["json"])
 
 
 # ----------------------------------------------------------------------------------------------- entry point

@@ -46,6 +46,8 @@ class Option:
     required: bool = False                # the command line needs it (Python: a UserError when left None)
     env: str | None = None                # command line only: sets this environment variable for the process
     what: str | None = None               # how an error names a bad choice ("BatchNorm policy"); default: the option
+    multiple: bool = False                # repeatable (--kind images --kind other): a tuple
+    metavar: str | None = None            # the value's name in --help (SIZE, DAYS, DIR)
 
     @property
     def flag(self) -> str:
@@ -60,6 +62,11 @@ class Option:
         """``value`` if it is valid for this option (None passes where the default is None), else a UserError
         ``--flag must be ..., got ...``: the same words as the command line's own range check."""
         if value is None and (self.default is None or self.off_flag):
+            return value
+        if self.choices is not None and self.multiple:
+            bad = next((v for v in ([value] if isinstance(value, str) else value) if v not in self.choices), None)
+            if bad is not None:
+                raise unknown(self.what or self.flag.lstrip("-").replace("-", " "), str(bad), self.choices)
             return value
         if self.choices is not None:
             if value not in self.choices:
@@ -121,6 +128,10 @@ class Option:
         kw: dict[str, Any] = {"default": self.default, "help": self.help or None}
         if self.required:
             kw["required"] = True
+        if self.multiple:
+            kw["multiple"] = True
+        if self.metavar:
+            kw["metavar"] = self.metavar
         if self.off_flag:
             return click.option(f"{self.flag}/{self.off_flag}", default=self.default, help=self.help or None)
         if self.type is bool:
@@ -150,6 +161,7 @@ HEAD_INITS = ("probe", "random")
 SCORES = ("probe_cv", "knn_loo", "logme", "leep")
 ARCHS = ("mlp", "cnn")
 PATH_BN = ("recompute", "interpolate")
+CACHE_KINDS = ("images", "downloads", "other")
 #: rank --verify's epochs when --epochs is not given: pretrained starts converge fast, init schemes need longer
 VERIFY_EPOCHS = {"starts": 2, "inits": 10}
 DEFAULT_STRATEGIES = ("scratch", "transfer", "finetune-all")
@@ -254,6 +266,21 @@ _ALL = [
     Option("points", int, 11, min=2, help="Points on the path, ends included."),
     Option("extend", bool, False, help="Go a little past both ends (t from -0.2 to 1.2): the walls of the basin."),
     Option("max_images", int, None, min=1, help="Evaluate at most N images per split (a fixed random choice) [default: all]."),
+    # fetch
+    Option("name", argument=True, help="NAME: a data set or a pretrained start (see --list)."),
+    Option("mirror", folder=True, help="A folder laid out as the repository's ../shared (data/<archive>, weights/<name>.pth "
+                                       "+ .json) [default: $WARMSTART_MIRROR]."),
+    Option("list", bool, False, help="List the names and where they would come from."),
+    # cache
+    Option("max_size", python="str | int | None", metavar="SIZE",
+           help="Evict least recently used decoded images until the cache fits in SIZE (20G, 500M, 1.5GiB), then list "
+                "[the cap after every run: $WARMSTART_CACHE_MAX, else half of free space + cache]."),
+    Option("json", bool, False, help="Print JSON instead of a table."),
+    Option("older_than", float, None, min=0, required=True, metavar="DAYS",
+           help="Remove entries not used for DAYS days (and temporary files of killed runs)."),
+    Option("kind", choices=CACHE_KINDS, multiple=True, python="str | Sequence[str] | None", what="cache entry kind (--kind)",
+           help="Only entries of this kind (repeatable) [default: all]."),
+    Option("yes", bool, False, short="-y", help="Do not ask (needed when stdin is not a terminal, e.g. in CI)."),
 ]
 OPTIONS: dict[str, Option] = {o.name: o for o in _ALL}
 
@@ -279,6 +306,10 @@ def _opts(*names: str) -> list[Option]:
 _ONE_RATE = dict(lr=OPTIONS["lr"](default=0.01, show_default=True, help="Learning rate (of the head, when layers get different rates)."),
                  optimizer=OPTIONS["optimizer"](default="sgd"), schedule=OPTIONS["schedule"](default="constant"),
                  label_smoothing=OPTIONS["label_smoothing"](default=0.0, show_default=True, help=""))
+
+#: `warmstart cache`'s folder: the option itself, not an environment variable for the process
+_CACHE_DIR = OPTIONS["cache_dir"](env=None, metavar="DIR", help="The cache folder [default: $WARMSTART_CACHE_DIR, else "
+                                                                "~/.cache/warmstart].")
 
 #: per command: its options, in --help order, with the command's own defaults and help where they differ
 COMMANDS: dict[str, list[Option]] = {
@@ -313,6 +344,12 @@ COMMANDS: dict[str, list[Option]] = {
              OPTIONS["max_images"], OPTIONS["batch_size"](default=64), OPTIONS["device"],
              OPTIONS["out"](help="Output folder [default: runs/path-<time>; a compare folder's paths go to COMPARE/paths/]."),
              OPTIONS["quiet"]],
+    "fetch": [OPTIONS["name"], OPTIONS["mirror"],
+              OPTIONS["data_root"](help="Where data sets are unpacked [default: $WARMSTART_DATA_ROOT, else datasets/ in the "
+                                        "warmstart cache folder]."), OPTIONS["list"]],
+    "cache": [OPTIONS["max_size"], OPTIONS["json"], _CACHE_DIR],
+    "cache prune": [OPTIONS["older_than"], OPTIONS["kind"], OPTIONS["json"], _CACHE_DIR],
+    "cache clear": [OPTIONS["yes"], OPTIONS["kind"], OPTIONS["json"], _CACHE_DIR],
     "demo": [OPTIONS["out"](help="Run directory [default: runs/demo-<time>]."),
              OPTIONS["quick"](help="An even shorter run (smoke test)."), OPTIONS["seed"], OPTIONS["device"],
              OPTIONS["quiet"](help="")],
