@@ -51,7 +51,7 @@ from warmstart.transfer.drift import DriftTracker
 from warmstart.transfer.features import FeatureCache, cache_key, split_at
 from warmstart.transfer.spec import TrainSpec
 from warmstart.transfer.groups import layer_groups
-from warmstart.transfer.prior import HEAD, apply_reg, penalty
+from warmstart.transfer.prior import anchors_of, apply_reg, penalty
 from warmstart.transfer.strategies import backbone_rate
 from warmstart.transfer.weights import Weights, load_tensors, resolve_weights, save_weights
 
@@ -196,10 +196,6 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
         prepared = with_holdout(prepared, cfg.seed)
     model = model if model is not None else build_model(prepared, spec, seed=cfg.seed, batch_size=cfg.batch_size)
     groups = layer_groups(model)
-    # L2-SP's anchors: the pretrained values of every layer but the new head (the model is at them until fit
-    # starts, also when resuming: fit loads the checkpoint itself)
-    anchors = {n: p.detach().clone() for g in groups if g.name != HEAD for n, p in model.named_parameters()
-               if n in set(g.params)} if spec.reg is not None else None
     probe_info: dict[str, Any] | None = None
     probe_seconds = 0.0
     if spec.head_init == "probe" and not strategy.from_scratch and getattr(model, "warmstart_pretrained", False):
@@ -209,7 +205,10 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
     probed = probe_info is not None
     save_start(run, model, prepared, spec)  # where it began, for `warmstart path` (once: a resumed run keeps it)
     phases = plan(model, spec, cfg, probed=probed)
-    start = {k: v.detach().clone() for k, v in model.state_dict().items()} if spec.interpolate else None  # the run's start
+    # the run's start, copied once for all that read it: L2-SP's anchors, --interpolate's a = 0 and the drift
+    drift_wanted = run.main and DriftTracker.measures(model, strategy)
+    start = snapshot(model) if spec.reg is not None or spec.interpolate or drift_wanted else None
+    anchors = anchors_of(start, groups) if spec.reg is not None else None
     lr = phases[-1].groups[-1].lr  # the head's, as the recipe resolved it (the head group is last)
     cfg = cfg.with_defaults(label_smoothing=default_label_smoothing(probed=probed))
     frozen = strategy.frozen_prefix(groups, epochs=cfg.epochs) if not strategy.from_scratch else []
@@ -238,10 +237,10 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
         diag = _diagnostics(prepared.train_plain if not use_cache else train_set, net, run, cfg, normalize, resume)
         callbacks = [*callbacks, diag]
     # how far the start travels: drift/<group> columns in metrics.csv, summary["drift"] (finetune-*, gradual)
-    drift = DriftTracker.for_run(model, groups, strategy, phases, images=prepared.val,
+    drift = DriftTracker.for_run(model, groups, strategy, phases, images=prepared.val, start=start,
                                  normalize=Normalizer.of(prepared.weights.preprocess), batch_size=eval_batch_size(cfg),
                                  resumed=resume and run.checkpoint_path.exists() and not (run.dir / layout.PROBE_HEAD).is_file(),
-                                 device=resolve_device(cfg.device)) if run.main else None
+                                 device=resolve_device(cfg.device)) if drift_wanted else None
     callbacks = [*callbacks, drift] if drift is not None else callbacks
     # a small head on cached features is many tiny ops: extra intra-op threads only spin (measured on a busy
     # 2-core machine: hymenoptera's 5 transfer epochs took 2.4 s with 2 threads, 0.1 s with one)
@@ -259,7 +258,7 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
     reg_summary = penalty({n: p.detach() for n, p in model.named_parameters()}, anchors, {g.name: g.params for g in groups}, spec.reg) \
         if spec.reg is not None else None
     wise_summary = None
-    if start is not None:
+    if spec.interpolate:
         result, wise_summary = _interpolate(prepared, spec, cfg, model, start, result)
     model.to("cpu")
     summary = _summary(prepared, spec, cfg, model, result, phases, lr=lr, probe_info=probe_info, use_cache=use_cache,
@@ -280,6 +279,13 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
         run.write_summary(summary)
         _plots(run, result, prepared.splits.classes)
     return model, result, summary
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The run's start: ``model``'s state dict copied once, detached, on the CPU, taken when the new head is at its
+    linear probe and before anything trains. The one copy that L2-SP's anchors (:func:`~warmstart.transfer.prior.anchors_of`),
+    ``--interpolate``'s a = 0 and the :class:`~warmstart.transfer.drift.DriftTracker` all read."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def save_start(run: Run, model: nn.Module, prepared: Prepared, spec: TrainSpec) -> None:
