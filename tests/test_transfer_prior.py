@@ -23,7 +23,7 @@ from warmstart.transfer.drift import DriftTracker
 from warmstart.transfer.groups import layer_groups
 from warmstart.transfer.prior import Reg, anchors_of, apply_reg, parse_reg, penalty
 from warmstart.transfer.recipe import snapshot
-from warmstart.transfer.spec import TrainSpec
+from warmstart.transfer.spec import TrainSpec, parse_arm
 from warmstart.transfer.strategies import parse_strategy
 from warmstart.transfer.wise import GRID, choose, mix
 
@@ -41,9 +41,12 @@ def test_parse_reg():
 
 
 def test_arm_modifiers_become_the_train_spec_fields():
-    s = parse_strategy("finetune-all+l2sp:0.1+interpolate")
-    assert (s.kind, s.reg, s.interpolate) == ("finetune-all", Reg(0.1, 0.01), True)
-    assert s.spec == "finetune-all+l2sp:0.1,0.01+interpolate" and parse_strategy(s.spec) == s
+    s = parse_arm("finetune-all+l2sp:0.1+interpolate")
+    assert (s.strategy, s.reg, s.interpolate) == (parse_strategy("finetune_all"), Reg(0.1, 0.01), True)
+    assert s.spec == "finetune-all+l2sp:0.1,0.01+interpolate" and parse_arm(s.spec) == s
+    assert parse_arm("Finetune_All + Interpolate + L2SP") == parse_arm("finetune-all+l2sp+interpolate")  # any order, case
+    with pytest.raises(UserError, match=r'"\+l2sp" is an arm\'s modifier .*; give one of: scratch'):
+        parse_strategy("finetune-all+l2sp")  # a strategy alone is only the strategy
     spec = TrainSpec(strategy="finetune-last:2+l2sp")
     assert spec.strategy.spec == "finetune-last:2" and spec.reg == Reg() and not spec.interpolate
     assert spec.arm == "finetune-last:2+l2sp:0.01,0.01" and spec.to_dict()["reg"] == "l2sp:0.01,0.01"
