@@ -18,8 +18,12 @@ from warmstart.engine.optim import AnchorPull, build_optimizer, build_scheduler
 from warmstart.engine.plan import ParamGroup, Phase
 from warmstart.errors import UserError
 from warmstart.experiments.compare_parse import parse_strategies
-from warmstart.transfer.prior import Reg, apply_reg, parse_reg, penalty
-from warmstart.transfer.spec import TrainSpec
+from warmstart.transfer.backbones import create_model
+from warmstart.transfer.drift import DriftTracker
+from warmstart.transfer.groups import layer_groups
+from warmstart.transfer.prior import Reg, anchors_of, apply_reg, parse_reg, penalty
+from warmstart.transfer.recipe import snapshot
+from warmstart.transfer.spec import TrainSpec, parse_arm
 from warmstart.transfer.strategies import parse_strategy
 from warmstart.transfer.wise import GRID, choose, mix
 
@@ -37,9 +41,12 @@ def test_parse_reg():
 
 
 def test_arm_modifiers_become_the_train_spec_fields():
-    s = parse_strategy("finetune-all+l2sp:0.1+interpolate")
-    assert (s.kind, s.reg, s.interpolate) == ("finetune-all", Reg(0.1, 0.01), True)
-    assert s.spec == "finetune-all+l2sp:0.1,0.01+interpolate" and parse_strategy(s.spec) == s
+    s = parse_arm("finetune-all+l2sp:0.1+interpolate")
+    assert (s.strategy, s.reg, s.interpolate) == (parse_strategy("finetune_all"), Reg(0.1, 0.01), True)
+    assert s.spec == "finetune-all+l2sp:0.1,0.01+interpolate" and parse_arm(s.spec) == s
+    assert parse_arm("Finetune_All + Interpolate + L2SP") == parse_arm("finetune-all+l2sp+interpolate")  # any order, case
+    with pytest.raises(UserError, match=r'"\+l2sp" is an arm\'s modifier .*; give one of: scratch'):
+        parse_strategy("finetune-all+l2sp")  # a strategy alone is only the strategy
     spec = TrainSpec(strategy="finetune-last:2+l2sp")
     assert spec.strategy.spec == "finetune-last:2" and spec.reg == Reg() and not spec.interpolate
     assert spec.arm == "finetune-last:2+l2sp:0.01,0.01" and spec.to_dict()["reg"] == "l2sp:0.01,0.01"
@@ -128,6 +135,25 @@ def test_penalty_is_the_formula():
     expected = 0.2 * float(((params["0.weight"] - start["0.weight"]) ** 2).sum() + ((params["0.bias"] - start["0.bias"]) ** 2).sum())
     assert r["penalty"]["a"] == pytest.approx(expected, rel=1e-6)
     assert r["head_l2"] == pytest.approx(0.1 * float((params["1.weight"] ** 2).sum()), rel=1e-6)  # the weight, not the bias
+
+
+def test_one_copy_of_the_start_serves_the_anchors_the_interpolation_and_the_drift(v3_weights):
+    model = create_model("mobilenet_v3_small", 2, v3_weights)
+    groups = layer_groups(model)
+    start = snapshot(model)
+    assert start.keys() == model.state_dict().keys()  # BatchNorm's statistics too: --interpolate's a = 0 is the whole start
+    anchors = anchors_of(start, groups)
+    assert set(anchors) == {n for n, _ in model.named_parameters()} - set(groups[-1].params)  # every group but the head
+    assert all(anchors[n] is start[n] for n in anchors)  # read, not copied
+    drift = DriftTracker(model, groups, start=start)
+    assert all(t is start[n] for g in drift.groups for n, t in zip(g.params, drift.start[g.name]))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad():  # the model moves, its start stays: every group is now 1.5 x its start, 0.5 away
+        for p in model.parameters():
+            p.mul_(1.5)
+    # rel: x 1.5 rounds each float32 value once (relative 6e-8); the distance is summed in float64
+    assert drift.distances() == pytest.approx({g.name: 0.5 for g in drift.groups}, rel=1e-6)
+    assert all(torch.equal(start[n], before[n]) for n in before)
 
 
 # ----------------------------------------------------------------------------------------------- interpolation

@@ -19,15 +19,15 @@ from warmstart.engine.run import CONFIG, Run, read_summary
 from warmstart.experiments.runs import read_history
 from warmstart.report.stats import disagreements, mcnemar_p, mean_std
 from warmstart.transfer.recipe import Prepared, build_model, plan, run_arm
-from warmstart.transfer.spec import TrainSpec
+from warmstart.transfer.spec import Arm, TrainSpec
 from warmstart.transfer.strategies import Strategy
 
 
 
-def arm_name(strategy: Strategy | str, seed: int) -> str:
+def arm_name(strategy: Arm | Strategy | str, seed: int) -> str:
     """The arm's folder: 'finetune-last:2', seed 1 -> 'finetune-last-2-seed1' (no ':' or ',' in file names); with several
     starts 'mobilenet_v2-imagenet/transfer', seed 0 -> 'mobilenet_v2-imagenet/transfer-seed0' (a folder per start)."""
-    spec = strategy.spec if isinstance(strategy, Strategy) else str(strategy)
+    spec = str(strategy)  # an Arm's (or a Strategy's) str is its spec
     return f"{spec.replace(':', '-').replace(',', '-')}-seed{seed}"
 
 

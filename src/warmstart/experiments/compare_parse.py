@@ -9,25 +9,25 @@ import os
 from typing import Sequence
 
 from warmstart.errors import UserError
-from warmstart.transfer.strategies import Strategy, parse_strategy
+from warmstart.transfer.spec import Arm, parse_arm
 
 DEFAULT_STRATEGIES = ("scratch", "transfer", "finetune-all")
 MAX_SEEDS = 100
 
 
-def parse_strategies(spec: str | Sequence[str]) -> list[Strategy]:
-    """'scratch,transfer,finetune-all' (or a list of specs) -> distinct strategies, in the given order.
+def parse_strategies(spec: str | Sequence[str]) -> list[Arm]:
+    """'scratch,transfer,finetune-all' (or a list of specs) -> distinct arms, in the given order.
 
-    An arm may carry modifiers (``finetune-all+l2sp:0.1,0.01``, ``finetune-all+interpolate``): a comma followed by a
-    number continues the previous arm's ``l2sp:ALPHA,BETA`` (no strategy name starts with a digit).
+    An arm may carry modifiers (``finetune-all+l2sp:0.1,0.01``, ``finetune-all+interpolate``: :func:`parse_arm`): a
+    comma followed by a number continues the previous arm's ``l2sp:ALPHA,BETA`` (no strategy name starts with a digit).
     """
     items = _join_numbers(spec.split(",")) if isinstance(spec, str) else [str(s).strip() for s in spec]
     items = [s for s in items if s]
     if not items:
         raise UserError("--strategies is empty; give a comma-separated list, e.g. scratch,transfer,finetune-all")
-    out: list[Strategy] = []
+    out: list[Arm] = []
     for text in items:
-        s = parse_strategy(text)
+        s = parse_arm(text)
         if s in out:
             raise UserError(f"--strategies names {s.spec} twice; each strategy runs once per seed")
         out.append(s)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -97,14 +97,18 @@ class DriftTracker:
         images: validation images for the CKA (``images[i] -> (image, label)``), or None for no CKA.
         normalize: what turns ``images`` into the network's input (e.g. ``Normalizer.of(preprocess)``).
         skip: group names whose start is unknown (a resumed run's head) -- not measured.
+        start: the start's parameters by name (the run's one copy, e.g. ``recipe.snapshot``), read, not copied;
+            None: copied from ``model`` now.
     """
 
     def __init__(self, model: nn.Module, groups: list[LayerGroup], *, trained: Sequence[str] = (), images: Any = None,
-                 normalize: nn.Module | None = None, batch_size: int = 64, skip: Sequence[str] = ()) -> None:
+                 normalize: nn.Module | None = None, batch_size: int = 64, skip: Sequence[str] = (),
+                 start: Mapping[str, torch.Tensor] | None = None) -> None:
         t0 = time.perf_counter()
         self.model, self.groups, self.trained = model, [g for g in groups if g.name not in skip and g.params], list(trained)
-        params = dict(model.named_parameters())
-        self.start = {g.name: [params[n].detach().float().cpu().clone() for n in g.params] for g in self.groups}
+        if start is None:
+            start = {n: p.detach().float().cpu().clone() for n, p in model.named_parameters()}
+        self.start = {g.name: [start[n].float().cpu() for n in g.params] for g in self.groups}
         self.images, self.normalize, self.batch_size = images, normalize, batch_size
         self.head = groups[-1].modules[0]
         self.features0 = head_inputs(model, self.head, images, normalize=normalize, batch_size=batch_size) \
@@ -138,18 +142,23 @@ class DriftTracker:
         self.seconds += time.perf_counter() - t0
         return out
 
+    @staticmethod
+    def measures(model: nn.Module, strategy: Any) -> bool:
+        """Whether a run of ``strategy`` from ``model`` trains pretrained layers (``finetune-*``, ``gradual``): not
+        ``scratch`` (no start to travel from) nor ``transfer`` (only the new head trains)."""
+        return not (strategy.from_scratch or strategy.head_only) and bool(getattr(model, "warmstart_pretrained", False))
+
     @classmethod
     def for_run(cls, model: nn.Module, groups: list[LayerGroup], strategy: Any, phases: Sequence[Any], *, images: Any = None,
                 normalize: nn.Module | None = None, batch_size: int = 64, resumed: bool = False,
-                device: torch.device | None = None) -> "DriftTracker | None":
-        """A tracker for a run that trains pretrained layers (``finetune-*``, ``gradual``); None for ``scratch``
-        (no start to travel from) and ``transfer`` (only the new head trains). ``resumed``: the head's start
-        (its linear probe) is not in memory, so the head is not measured. ``device``: where the model will train
-        (it moves there now, so the start's features are computed there)."""
-        if strategy.from_scratch or strategy.head_only or not getattr(model, "warmstart_pretrained", False):
+                device: torch.device | None = None, start: Mapping[str, torch.Tensor] | None = None) -> "DriftTracker | None":
+        """A tracker for a run that trains pretrained layers (:meth:`measures`), else None. ``resumed``: the head's
+        start (its linear probe) is not in memory, so the head is not measured. ``device``: where the model will train
+        (it moves there now, so the start's features are computed there). ``start``: the run's copy of its start."""
+        if not cls.measures(model, strategy):
             return None
         if device is not None:
             model.to(device)
         trained = list(dict.fromkeys(pg.name for ph in phases for pg in ph.groups))
         return cls(model, groups, trained=trained, images=images, normalize=normalize, batch_size=batch_size,
-                   skip=("head",) if resumed else ())
+                   skip=("head",) if resumed else (), start=start)

@@ -23,7 +23,8 @@ apply to it unchanged, and nothing is added to the loss (no extra graph, no extr
   ``wd * w``: the gradient of the paper's penalty, which the paper trains with SGD + momentum.
 
 :func:`apply_reg` writes this into a plan (each :class:`~warmstart.engine.plan.ParamGroup`'s ``weight_decay``
-and ``anchor``); ``engine.fit(..., anchors=...)`` applies the pull; :func:`penalty` measures it at the end.
+and ``anchor``); ``engine.fit(..., anchors=anchors_of(start, groups))`` applies the pull; :func:`penalty` measures
+it at the end.
 """
 
 from __future__ import annotations
@@ -126,6 +127,13 @@ def apply_reg(phases: Sequence[Phase], reg: Reg | None) -> list[Phase]:
         return list(phases)
     return [replace(ph, groups=[replace(g, weight_decay=reg.beta) if g.name == HEAD else
                                 replace(g, weight_decay=0.0, anchor=reg.alpha) for g in ph.groups]) for ph in phases]
+
+
+def anchors_of(start: Mapping[str, torch.Tensor], groups: Sequence[Any]) -> dict[str, torch.Tensor]:
+    """L2-SP's ``w0``: the start's tensors (``start``: the run's state dict as training begins, by name) of every
+    parameter of every layer group but the new head, the pretrained values. The same tensors, not copies: the
+    linear probe, which sets the head before the start is taken, changes no other group."""
+    return {n: start[n] for g in groups if g.name != HEAD for n in g.params}
 
 
 def penalty(params: Mapping[str, torch.Tensor], anchors: Mapping[str, torch.Tensor], groups: Mapping[str, Sequence[str]],

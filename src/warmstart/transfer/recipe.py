@@ -51,7 +51,7 @@ from warmstart.transfer.drift import DriftTracker
 from warmstart.transfer.features import FeatureCache, cache_key, split_at
 from warmstart.transfer.spec import TrainSpec
 from warmstart.transfer.groups import layer_groups
-from warmstart.transfer.prior import HEAD, apply_reg, penalty
+from warmstart.transfer.prior import anchors_of, apply_reg, penalty
 from warmstart.transfer.strategies import backbone_rate
 from warmstart.transfer.weights import Weights, load_tensors, resolve_weights, save_weights
 
@@ -191,95 +191,144 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
     """
     t0 = time.perf_counter()
     cfg = cfg.with_defaults(epochs=DEFAULT_EPOCHS)
-    strategy = spec.strategy
     if spec.interpolate and prepared.heldout is None:
         prepared = with_holdout(prepared, cfg.seed)
     model = model if model is not None else build_model(prepared, spec, seed=cfg.seed, batch_size=cfg.batch_size)
     groups = layer_groups(model)
-    # L2-SP's anchors: the pretrained values of every layer but the new head (the model is at them until fit
-    # starts, also when resuming: fit loads the checkpoint itself)
-    anchors = {n: p.detach().clone() for g in groups if g.name != HEAD for n, p in model.named_parameters()
-               if n in set(g.params)} if spec.reg is not None else None
-    probe_info: dict[str, Any] | None = None
-    probe_seconds = 0.0
-    if spec.head_init == "probe" and not strategy.from_scratch and getattr(model, "warmstart_pretrained", False):
-        p0 = time.perf_counter()
-        probe_info = _probe_head(prepared, run, model, groups, cfg, spec.feature_cache, resume=resume)
-        probe_seconds = time.perf_counter() - p0
+    probe_info, probe_seconds = _start_head(prepared, run, model, groups, spec, cfg, resume=resume)
     probed = probe_info is not None
     save_start(run, model, prepared, spec)  # where it began, for `warmstart path` (once: a resumed run keeps it)
     phases = plan(model, spec, cfg, probed=probed)
-    start = {k: v.detach().clone() for k, v in model.state_dict().items()} if spec.interpolate else None  # the run's start
     lr = phases[-1].groups[-1].lr  # the head's, as the recipe resolved it (the head group is last)
     cfg = cfg.with_defaults(label_smoothing=default_label_smoothing(probed=probed))
+    # the run's start, copied once for all that read it: L2-SP's anchors, --interpolate's a = 0 and the drift
+    drift_wanted = run.main and DriftTracker.measures(model, spec.strategy)
+    start = snapshot(model) if spec.reg is not None or spec.interpolate or drift_wanted else None
+    anchors = anchors_of(start, groups) if spec.reg is not None else None
+    inputs = _inputs(prepared, run, model, groups, spec, cfg)
+    diag = _diagnostics(prepared.train_plain if not inputs.cached else inputs.train, inputs.net, run, cfg, inputs.normalize,
+                        resume) if diagnostics and run.main else None
+    drift = _drift(prepared, run, model, groups, spec, phases, cfg, start=start, resume=resume) if drift_wanted else None
+    callbacks = [*callbacks, *(c for c in (diag, drift) if c is not None)]
+    result = _train(prepared, run, inputs, phases, cfg, resume=resume, callbacks=callbacks, anchors=anchors, diag=diag,
+                    title=spec.model)
+    result, measured = _measure_end(prepared, spec, cfg, model, groups, result, drift=drift, anchors=anchors, start=start)
+    model.to("cpu")
+    summary = {**_summary(prepared, spec, cfg, model, result, phases, lr=lr, probe_info=probe_info, use_cache=inputs.cached,
+                          seconds=(time.perf_counter() - t0, inputs.seconds, probe_seconds)), **measured}
+    if run.main:
+        _write_outputs(run, prepared, spec, model, result, summary)
+    return model, result, summary
+
+
+@dataclass
+class _Inputs:
+    """What ``fit`` trains and on what: the whole model on images, or (feature cache) the trainable tail of the
+    model on the outputs of its frozen layers, computed once in ``seconds``."""
+
+    net: nn.Module
+    train: Any
+    val: Any
+    normalize: nn.Module | None
+    cached: bool = False
+    seconds: float = 0.0
+
+
+def _start_head(prepared: Prepared, run: Run, model: nn.Module, groups, spec: TrainSpec, cfg: TrainConfig, *,
+                resume: bool) -> tuple[dict[str, Any] | None, float]:
+    """The new head at its linear probe (:func:`_probe_head`) when the recipe asks for it: ``head_init`` probe on
+    pretrained layers. Returns the probe's record (None: the head stays at random) and the seconds it took."""
+    if spec.head_init != "probe" or spec.strategy.from_scratch or not getattr(model, "warmstart_pretrained", False):
+        return None, 0.0
+    p0 = time.perf_counter()
+    info = _probe_head(prepared, run, model, groups, cfg, spec.feature_cache, resume=resume)
+    return info, time.perf_counter() - p0
+
+
+def _inputs(prepared: Prepared, run: Run, model: nn.Module, groups, spec: TrainSpec, cfg: TrainConfig) -> _Inputs:
+    """The feature cache when the strategy keeps a prefix frozen and the images are not augmented: the frozen
+    groups run once over the training and validation images and ``fit`` trains the rest on their outputs."""
+    strategy = spec.strategy
     frozen = strategy.frozen_prefix(groups, epochs=cfg.epochs) if not strategy.from_scratch else []
     if spec.augments and prepared.train_aug is None:
         raise ValueError("run_arm: this TrainSpec augments, so prepare(..., augment=True) is needed")
-    train_set = prepared.train_aug if spec.augments else prepared.train_plain
-    normalize = Normalizer.of(prepared.weights.preprocess)
-    use_cache = spec.feature_cache != "off" and bool(frozen) and not spec.augments
-    feature_seconds = 0.0
-    net = model
     if spec.feature_cache in ("memory", "disk") and not frozen:
         log(f"feature cache off: strategy {strategy.spec} trains every layer, nothing stays frozen to cache")
-    if use_cache:
-        f0 = time.perf_counter()
-        trunk, net = split_at(model, groups, len(frozen))
-        train_set, val_set = (frozen_features(prepared, trunk, ds, which, frozen[-1].name, cfg, spec.feature_cache, run)
-                              for ds, which in ((prepared.train_plain, "train"), (prepared.val, "val")))
-        feature_seconds = time.perf_counter() - f0
-        log(f"feature cache: {len(frozen)} frozen groups run once ({feature_seconds:.1f} s); the head trains on "
-            f"{tuple(train_set.feature_shape)} features")
-        normalize = None
-    else:
-        val_set = prepared.val
-    diag = None
-    if diagnostics and run.main:
-        diag = _diagnostics(prepared.train_plain if not use_cache else train_set, net, run, cfg, normalize, resume)
-        callbacks = [*callbacks, diag]
-    # how far the start travels: drift/<group> columns in metrics.csv, summary["drift"] (finetune-*, gradual)
-    drift = DriftTracker.for_run(model, groups, strategy, phases, images=prepared.val,
-                                 normalize=Normalizer.of(prepared.weights.preprocess), batch_size=eval_batch_size(cfg),
-                                 resumed=resume and run.checkpoint_path.exists() and not (run.dir / layout.PROBE_HEAD).is_file(),
-                                 device=resolve_device(cfg.device)) if run.main else None
-    callbacks = [*callbacks, drift] if drift is not None else callbacks
+    if spec.feature_cache == "off" or not frozen or spec.augments:
+        return _Inputs(model, prepared.train_aug if spec.augments else prepared.train_plain, prepared.val,
+                       Normalizer.of(prepared.weights.preprocess))
+    f0 = time.perf_counter()
+    trunk, net = split_at(model, groups, len(frozen))
+    train, val = (frozen_features(prepared, trunk, ds, which, frozen[-1].name, cfg, spec.feature_cache, run)
+                  for ds, which in ((prepared.train_plain, "train"), (prepared.val, "val")))
+    seconds = time.perf_counter() - f0
+    log(f"feature cache: {len(frozen)} frozen groups run once ({seconds:.1f} s); the head trains on "
+        f"{tuple(train.feature_shape)} features")
+    return _Inputs(net, train, val, None, cached=True, seconds=seconds)
+
+
+def _drift(prepared: Prepared, run: Run, model: nn.Module, groups, spec: TrainSpec, phases, cfg: TrainConfig, *,
+           start: dict[str, torch.Tensor] | None, resume: bool) -> DriftTracker | None:
+    """How far the start travels: drift/<group> columns in metrics.csv, summary["drift"] (finetune-*, gradual).
+    A resumed run whose probe head was not kept has no start of its head to measure from."""
+    return DriftTracker.for_run(model, groups, spec.strategy, phases, images=prepared.val, start=start,
+                                normalize=Normalizer.of(prepared.weights.preprocess), batch_size=eval_batch_size(cfg),
+                                resumed=resume and run.checkpoint_path.exists() and not (run.dir / layout.PROBE_HEAD).is_file(),
+                                device=resolve_device(cfg.device))
+
+
+def _train(prepared: Prepared, run: Run, inputs: _Inputs, phases, cfg: TrainConfig, *, resume: bool, callbacks: Sequence,
+           anchors: dict[str, torch.Tensor] | None, diag, title: str) -> FitResult:
+    """``engine.fit`` on ``inputs``; the signal diagnostics' plots once it ends (also when it fails)."""
     # a small head on cached features is many tiny ops: extra intra-op threads only spin (measured on a busy
     # 2-core machine: hymenoptera's 5 transfer epochs took 2.4 s with 2 threads, 0.1 s with one)
-    small = use_cache and sum(p.numel() for p in net.parameters()) < SMALL_HEAD_PARAMS
+    small = inputs.cached and sum(p.numel() for p in inputs.net.parameters()) < SMALL_HEAD_PARAMS
     try:
         with threads(1 if small else None):
-            result = fit(net, train_set, val_set, phases, cfg, num_classes=prepared.splits.num_classes, run=run,
-                         normalize=normalize, resume=resume, callbacks=callbacks, anchors=anchors)
+            return fit(inputs.net, inputs.train, inputs.val, phases, cfg, num_classes=prepared.splits.num_classes, run=run,
+                       normalize=inputs.normalize, resume=resume, callbacks=callbacks, anchors=anchors)
     finally:
         if diag is not None and diag.finish():
             from warmstart.report.signal_plots import plot_signal
 
-            plot_signal(diag.history, diag.out_dir, title=spec.model)
-    drift_summary = drift.finish(result.history) if drift is not None else None
-    reg_summary = penalty({n: p.detach() for n, p in model.named_parameters()}, anchors, {g.name: g.params for g in groups}, spec.reg) \
-        if spec.reg is not None else None
-    wise_summary = None
-    if start is not None:
-        result, wise_summary = _interpolate(prepared, spec, cfg, model, start, result)
-    model.to("cpu")
-    summary = _summary(prepared, spec, cfg, model, result, phases, lr=lr, probe_info=probe_info, use_cache=use_cache,
-                       seconds=(time.perf_counter() - t0, feature_seconds, probe_seconds))
-    if drift_summary is not None:
-        summary["drift"] = drift_summary
-        summary["drift_seconds"] = round(drift.seconds, 3)  # not in train_seconds: measuring, not training
-    if reg_summary is not None:
-        summary["reg"] = reg_summary
-    if wise_summary is not None:
-        summary["interpolate"] = wise_summary
-        summary["heldout_images"] = len(prepared.heldout)
-    if run.main:
-        meta = dict(prepared.weights.meta)
-        meta.update(arch=spec.model, num_classes=prepared.splits.num_classes, categories=prepared.splits.classes,
-                    source=f"warmstart train ({strategy.spec}) in {run.dir}")
-        save_weights(run.dir / layout.MODEL, model.state_dict(), meta)
-        run.write_summary(summary)
-        _plots(run, result, prepared.splits.classes)
-    return model, result, summary
+            plot_signal(diag.history, diag.out_dir, title=title)
+
+
+def _measure_end(prepared: Prepared, spec: TrainSpec, cfg: TrainConfig, model: nn.Module, groups, result: FitResult, *,
+                 drift: DriftTracker | None, anchors: dict[str, torch.Tensor] | None,
+                 start: dict[str, torch.Tensor] | None) -> tuple[FitResult, dict[str, Any]]:
+    """summary.json's measures of the trained model: ``drift``, L2-SP's ``reg`` and then (it moves the model to the
+    chosen point, and the result to its evaluation) ``--interpolate``'s choice."""
+    out: dict[str, Any] = {}
+    if drift is not None:
+        out["drift"] = drift.finish(result.history)
+        out["drift_seconds"] = round(drift.seconds, 3)  # not in train_seconds: measuring, not training
+    if spec.reg is not None:
+        params = {n: p.detach() for n, p in model.named_parameters()}
+        out["reg"] = penalty(params, anchors, {g.name: g.params for g in groups}, spec.reg)
+    if spec.interpolate:
+        result, out["interpolate"] = _interpolate(prepared, spec, cfg, model, start, result)
+        out["heldout_images"] = len(prepared.heldout)
+    return result, out
+
+
+def _write_outputs(run: Run, prepared: Prepared, spec: TrainSpec, model: nn.Module, result: FitResult,
+                   summary: dict[str, Any]) -> None:
+    """The run directory's results: model.safetensors + model.json (itself a valid ``--weights``), summary.json,
+    the learning curves and the confusion matrix."""
+    meta = dict(prepared.weights.meta)
+    meta.update(arch=spec.model, num_classes=prepared.splits.num_classes, categories=prepared.splits.classes,
+                source=f"warmstart train ({spec.strategy.spec}) in {run.dir}")
+    save_weights(run.dir / layout.MODEL, model.state_dict(), meta)
+    run.write_summary(summary)
+    _plots(run, result, prepared.splits.classes)
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The run's start: ``model``'s state dict copied once, detached, on the CPU, taken when the new head is at its
+    linear probe and before anything trains. The one copy that L2-SP's anchors (:func:`~warmstart.transfer.prior.anchors_of`),
+    ``--interpolate``'s a = 0 and the :class:`~warmstart.transfer.drift.DriftTracker` all read."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def save_start(run: Run, model: nn.Module, prepared: Prepared, spec: TrainSpec) -> None:

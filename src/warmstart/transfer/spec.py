@@ -3,6 +3,13 @@
 Every command and ``ws.train`` turn their options into one TrainSpec at the edge; everything downstream
 reads typed fields (``spec.strategy.from_scratch``, ``spec.init`` an :class:`~warmstart.init.InitSpec`),
 never the option strings again. ``to_dict``/``from_dict`` are what ``config.json`` holds.
+
+**Arms.** ``compare``'s ``--strategies`` names arms, and ``train``'s ``--strategy`` may name one: a strategy
+(:mod:`warmstart.transfer.strategies`) followed by modifiers, ``+l2sp[:ALPHA[,BETA]]`` (the strategy with
+``--reg l2sp[:ALPHA[,BETA]]``: the start as a prior, :mod:`warmstart.transfer.prior`) and ``+interpolate`` (with
+``--interpolate``: keep the best point on the line from the start to the end, :mod:`warmstart.transfer.wise`),
+e.g. ``finetune-all+l2sp``, ``finetune-all+l2sp:0.1,0.01+interpolate``. :func:`parse_arm` reads one into an
+:class:`Arm`; a TrainSpec built from it takes the modifiers into its own fields ``reg`` and ``interpolate``.
 """
 
 from __future__ import annotations
@@ -20,13 +27,70 @@ from warmstart.transfer.prior import Reg, check_interpolate, check_reg, parse_re
 from warmstart.transfer.strategies import Strategy, parse_strategy
 
 
+#: what may follow a strategy in an arm's name, once each
+MODIFIERS = ("l2sp[:ALPHA[,BETA]]", "interpolate")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A strategy with an arm's modifiers: ``reg`` (``+l2sp...``) and ``interpolate`` (``+interpolate``)."""
+
+    strategy: Strategy
+    reg: Reg | None = None
+    interpolate: bool = False
+
+    @property
+    def spec(self) -> str:
+        """The arm's name: ``finetune-all+l2sp:0.01,0.01+interpolate`` (the strategy alone without modifiers)."""
+        return self.strategy.spec + (f"+{self.reg.spec}" if self.reg is not None else "") + \
+            ("+interpolate" if self.interpolate else "")
+
+    @property
+    def modified(self) -> bool:
+        return self.reg is not None or self.interpolate
+
+    # what compare asks of an arm: its strategy's answers
+    @property
+    def needs_pretrained(self) -> bool:
+        return self.strategy.needs_pretrained
+
+    @property
+    def from_scratch(self) -> bool:
+        return self.strategy.from_scratch
+
+    @property
+    def fine_tunes(self) -> bool:
+        return self.strategy.fine_tunes
+
+    def __str__(self) -> str:
+        return self.spec
+
+
+def parse_arm(spec: str) -> Arm:
+    """Parse a strategy (:func:`~warmstart.transfer.strategies.parse_strategy`) optionally followed by the arm
+    modifiers ``+l2sp[:ALPHA[,BETA]]`` and ``+interpolate``, once each, in any order."""
+    text, *mods = [part.strip() for part in str(spec).strip().lower().split("+")]
+    strategy = parse_strategy(text, quoted=spec)
+    reg, interpolate = None, False
+    for m in mods:
+        if m == "interpolate" and not interpolate:
+            interpolate = True
+        elif m.partition(":")[0] == "l2sp" and reg is None:
+            reg = parse_reg(m)
+        else:
+            what = "twice" if m in ("interpolate",) or m.startswith("l2sp") else "an unknown modifier"
+            raise UserError(f'strategy "{spec}": "+{m}" is {what}; a strategy may be followed by '
+                            f'{" and ".join("+" + x for x in MODIFIERS)}, once each')
+    return Arm(strategy, reg, interpolate)
+
+
 @dataclass(frozen=True)
 class TrainSpec:
     """One arm's training, parsed and validated: strings given to the constructor are parsed here, once."""
 
     model: str = OPTIONS["model"].default
     weights: str = OPTIONS["weights"].default
-    strategy: Strategy = Strategy("transfer")
+    strategy: Strategy = Strategy("transfer")  # given as a Strategy, an Arm or an arm's name: a Strategy once built
     init: InitSpec | str | None = None   # an InitSpec, or "lsuv" (needs a batch); None: the model's own init
     bn: str = OPTIONS["bn"].default
     head_init: str = OPTIONS["head_init"].default
@@ -38,19 +102,17 @@ class TrainSpec:
     interpolate: bool = OPTIONS["interpolate"].default  # --interpolate: keep the best point between start and end (transfer.wise)
 
     def __post_init__(self) -> None:
-        if isinstance(self.strategy, str):
-            object.__setattr__(self, "strategy", parse_strategy(self.strategy))
-        if not isinstance(self.strategy, Strategy):
+        arm = parse_arm(self.strategy) if isinstance(self.strategy, str) else self.strategy
+        if not isinstance(arm, (Strategy, Arm)):
             raise UserError(f"--strategy must be a strategy spec such as transfer, got {self.strategy!r}")
         object.__setattr__(self, "reg", parse_reg(self.reg))
-        s = self.strategy
-        if s.reg is not None or s.interpolate:  # an arm's modifiers (finetune-all+l2sp) become this spec's own fields
-            if s.reg is not None and self.reg is not None and s.reg != self.reg:
-                raise UserError(f"--strategy {s.spec} and --reg {self.reg.spec} ask for two different regularisations; "
+        if isinstance(arm, Arm) and arm.modified:  # an arm's modifiers (finetune-all+l2sp) become this spec's own fields
+            if arm.reg is not None and self.reg is not None and arm.reg != self.reg:
+                raise UserError(f"--strategy {arm.spec} and --reg {self.reg.spec} ask for two different regularisations; "
                                 "give it once")
-            object.__setattr__(self, "reg", s.reg or self.reg)
-            object.__setattr__(self, "interpolate", bool(self.interpolate or s.interpolate))
-            object.__setattr__(self, "strategy", s.plain)
+            object.__setattr__(self, "reg", arm.reg or self.reg)
+            object.__setattr__(self, "interpolate", bool(self.interpolate or arm.interpolate))
+        object.__setattr__(self, "strategy", arm.strategy if isinstance(arm, Arm) else arm)
         if not isinstance(self.interpolate, bool):
             raise UserError(f"--interpolate is a flag (True or False), got {self.interpolate!r}")
         check_reg(self.reg, self.strategy)
@@ -101,7 +163,7 @@ class TrainSpec:
     @property
     def arm(self) -> str:
         """The strategy with this spec's modifiers, as ``compare`` names the arm (``finetune-all+l2sp:0.01,0.01``)."""
-        return Strategy(self.strategy.kind, self.strategy.k, self.strategy.every, self.reg, self.interpolate).spec
+        return Arm(self.strategy, self.reg, self.interpolate).spec
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainSpec":

@@ -17,12 +17,9 @@ in it; everything else is frozen):
     from the top every E epochs, each step a new phase, until the epochs run out; once every block is
     unfrozen the last phase takes the remaining epochs.
 
-**Arm modifiers** (``compare``'s arm names; ``train`` reads them as its options): ``STRATEGY+l2sp[:ALPHA[,BETA]]``
-is the strategy with ``--reg l2sp[:ALPHA[,BETA]]`` (the start as a prior, :mod:`warmstart.transfer.prior`), and
-``STRATEGY+interpolate`` the strategy with ``--interpolate`` (keep the best point on the line from the start to
-the end, :mod:`warmstart.transfer.wise`), e.g. ``finetune-all+l2sp``, ``finetune-all+l2sp:0.1,0.01+interpolate``.
-They ride on the :class:`Strategy` (``reg``, ``interpolate``) only until a
-:class:`~warmstart.transfer.spec.TrainSpec` takes them into its own fields.
+A strategy is only which layers train and when: an *arm* of ``compare`` (or ``train``'s ``--strategy``) may add
+``+l2sp[:ALPHA[,BETA]]`` and ``+interpolate`` to it, which :func:`~warmstart.transfer.spec.parse_arm` reads into
+an :class:`~warmstart.transfer.spec.Arm` (``--reg`` and ``--interpolate`` of one run).
 
 **Discriminative learning rates.** The head trains at ``lr``. Blocks train at ``backbone_lr`` (default
 ``lr / 10`` for the fine-tuning strategies) times ``lr_decay ** d``, where d is the block's distance below
@@ -47,7 +44,6 @@ from typing import TYPE_CHECKING
 
 from warmstart.engine.plan import ParamGroup, Phase
 from warmstart.errors import UserError, did_you_mean
-from warmstart.transfer.prior import Reg, parse_reg
 from warmstart.options import BN_POLICIES  # noqa: F401  (declared once, with every option)
 from warmstart.options import check as check_options
 
@@ -56,7 +52,6 @@ if TYPE_CHECKING:  # parsing a strategy needs no torch (the CLI checks --strateg
 
 KINDS = ("scratch", "transfer", "finetune-last", "finetune-all", "gradual")
 SYNTAX = ("scratch", "transfer", "finetune-last:K", "finetune-all", "gradual[:E]")
-MODIFIERS = ("l2sp[:ALPHA[,BETA]]", "interpolate")
 #: other spellings of a strategy's name, accepted everywhere a strategy is read (Python keywords write ``_``)
 ALIASES = {"finetune_all": "finetune-all", "finetune_last": "finetune-last", "fine-tune-all": "finetune-all",
            "fine-tune-last": "finetune-last", "fine_tune_all": "finetune-all", "fine_tune_last": "finetune-last"}
@@ -71,25 +66,16 @@ def backbone_rate(lr: float, backbone_lr: float | None = None) -> float:
 
 @dataclass(frozen=True)
 class Strategy:
-    """A parsed strategy spec. ``k``: blocks of ``finetune-last:K``; ``every``: epochs per step of ``gradual``;
-    ``reg``, ``interpolate``: the arm modifiers ``+l2sp...`` and ``+interpolate``."""
+    """A parsed strategy spec. ``k``: blocks of ``finetune-last:K``; ``every``: epochs per step of ``gradual``."""
 
     kind: str
     k: int | None = None
     every: int | None = None
-    reg: Reg | None = None
-    interpolate: bool = False
 
     @property
     def spec(self) -> str:
-        base = f"finetune-last:{self.k}" if self.kind == "finetune-last" else \
+        return f"finetune-last:{self.k}" if self.kind == "finetune-last" else \
             f"gradual:{self.every}" if self.kind == "gradual" else self.kind
-        return base + (f"+{self.reg.spec}" if self.reg is not None else "") + ("+interpolate" if self.interpolate else "")
-
-    @property
-    def plain(self) -> "Strategy":
-        """The strategy without its arm modifiers."""
-        return Strategy(self.kind, self.k, self.every)
 
     @property
     def needs_pretrained(self) -> bool:
@@ -207,22 +193,16 @@ class Strategy:
         return out
 
 
-def parse_strategy(spec: str) -> Strategy:
-    """Parse ``scratch | transfer | finetune-last:K | finetune-all | gradual[:E]``, each optionally followed by
-    the arm modifiers ``+l2sp[:ALPHA[,BETA]]`` and ``+interpolate``."""
-    text, *mods = [part.strip() for part in str(spec).strip().lower().split("+")]
-    base = _parse_base(text, spec)
-    reg, interpolate = None, False
-    for m in mods:
-        if m == "interpolate" and not interpolate:
-            interpolate = True
-        elif m.partition(":")[0] == "l2sp" and reg is None:
-            reg = parse_reg(m)
-        else:
-            what = "twice" if m in ("interpolate",) or m.startswith("l2sp") else "an unknown modifier"
-            raise UserError(f'strategy "{spec}": "+{m}" is {what}; a strategy may be followed by '
-                            f'{" and ".join("+" + x for x in MODIFIERS)}, once each')
-    return Strategy(base.kind, base.k, base.every, reg, interpolate) if mods else base
+def parse_strategy(spec: str, *, quoted: str | None = None) -> Strategy:
+    """Parse ``scratch | transfer | finetune-last:K | finetune-all | gradual[:E]`` (any case, any of ALIASES).
+
+    ``quoted``: the text error messages quote, when ``spec`` is part of it (the arm ``finetune-all+l2sp``)."""
+    quoted = spec if quoted is None else quoted
+    text = str(spec).strip().lower()
+    if "+" in text:
+        raise UserError(f'strategy "{quoted}": "+{text.partition("+")[2].strip()}" is an arm\'s modifier (train\'s --strategy '
+                        f'and compare\'s --strategies take one), not part of a strategy; give one of: {", ".join(SYNTAX)}')
+    return _parse_base(text, quoted)
 
 
 def _parse_base(text: str, spec: str) -> Strategy:
