@@ -59,6 +59,17 @@ def test_rank_scores_every_start_and_verifies(starts_run):
         assert _scalars(out / c["verify"]["run"] / "events") >= {"train_loss", "val_accuracy"}
 
 
+def test_verify_takes_an_arm_with_its_modifiers(tmp_path, hymenoptera, weights_dir):
+    """--verify reads its strategy as compare reads an arm: finetune-last:1+l2sp verifies with L2-SP."""
+    out = tmp_path / "run"
+    r = cli("rank", hymenoptera, "--candidates", weights_dir / (V3 + ".pth"), "--subset", "4", "--verify",
+            "finetune-last:1+l2sp", "--epochs", "1", "--device", "cpu", "--quiet", "--out", out)
+    assert r.code == 0, r.err
+    c = json.loads((out / "summary.json").read_text())["candidates"][0]
+    assert c["verify"]["strategy"] == "finetune-last:1+l2sp:0.01,0.01"
+    assert "l2sp" in json.loads((out / c["verify"]["run"] / "summary.json").read_text())["reg"]["spec"]
+
+
 def _scalars(events_dir) -> set[str]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

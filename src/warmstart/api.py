@@ -116,7 +116,7 @@ def rank_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv:
     """``rank`` from a dict of its options (what the CLI parsed; ``epochs`` None: the command's default)."""
     from warmstart.engine.config import TrainConfig
     from warmstart.transfer.candidates import check_candidates
-    from warmstart.transfer.strategies import parse_strategy
+    from warmstart.transfer.spec import parse_arm
 
     o = _checked("rank", normalised(options))
     if o.get("data") is None:
@@ -132,7 +132,7 @@ def rank_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv:
     # the candidates, --verify and the config first: checking them needs no torch, so a typo answers at once
     _, inits = check_candidates(o["candidates"], model=o.get("model"))
     if o.get("verify") is not None and not inits:
-        parse_strategy(o["verify"])
+        parse_arm(o["verify"])  # a strategy, or an arm as compare takes it (finetune-all+l2sp)
     cfg = TrainConfig.from_dict(_set(o))
     _check_paths(o["data"], [])
     from warmstart.engine.console import quiet

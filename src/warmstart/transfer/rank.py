@@ -413,15 +413,15 @@ def correlations(cands: Sequence[Candidate], real: str = "final_val_accuracy") -
 
 # --------------------------------------------------------------------------------------------- verify
 def verify(cands: Sequence[Candidate], images: SharedImages, run, strategy: str, *, epochs: int, cfg) -> None:
-    """Train every candidate with ``strategy`` under the recipe (``none``: from scratch); record the real accuracy."""
+    """Train every candidate with ``strategy`` (an arm: ``finetune-all+l2sp`` too) under the recipe (``none``: from
+    scratch); record the real accuracy."""
     from dataclasses import replace
 
     from warmstart.transfer.recipe import run_arm
-    from warmstart.transfer.spec import TrainSpec
-    from warmstart.transfer.strategies import parse_strategy
+    from warmstart.transfer.spec import TrainSpec, parse_arm
 
     for c in cands:
-        strat = parse_strategy(strategy if c.weights.pretrained else "scratch")
+        strat = parse_arm(strategy if c.weights.pretrained else "scratch")
         p = prepared_for(c, images, val=True)
         spec = TrainSpec(model=c.arch, strategy=strat, feature_cache="memory")
         if spec.augments and p.train_aug is None:
@@ -443,9 +443,9 @@ def _dirname(name: str) -> str:
 
 def check_strategy(strategy: str | None) -> None:
     if strategy is not None:
-        from warmstart.transfer.strategies import parse_strategy
+        from warmstart.transfer.spec import parse_arm
 
-        parse_strategy(strategy)
+        parse_arm(strategy)
 
 
 def as_rows(cands: Sequence[Candidate]) -> list[dict[str, Any]]:
