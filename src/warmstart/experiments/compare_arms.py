@@ -17,6 +17,7 @@ from warmstart.engine.layout import ARM, CONV1, PREDICTIONS  # ARM written last:
 from warmstart.engine.loop import resolve_device
 from warmstart.engine.run import CONFIG, Run, read_summary
 from warmstart.experiments.runs import read_history
+from warmstart.report.reading import one_image_pp
 from warmstart.report.stats import disagreements, mcnemar_p, mean_std
 from warmstart.transfer.recipe import Prepared, build_model, plan, run_arm
 from warmstart.transfer.spec import Arm, TrainSpec
@@ -160,7 +161,7 @@ def aggregate(records: Sequence[dict[str, Any]], *, strategies: Sequence[str], v
                                "train_images_per_second", "trainable_params", "feature_seconds", "dir")}
             | ({"start": r["start"]} if r.get("start") is not None else {}) for r in records]
     return {"runs": runs, "best": ranking[0], "ranking": ranking, "strategies": per, "val_images": val_images,
-            "one_image_pp": 100.0 / max(1, val_images)}
+            "one_image_pp": one_image_pp(val_images)}
 
 
 def paired(run_dir: Path, summary: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:

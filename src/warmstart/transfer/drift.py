@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from warmstart.transfer.features import MIN_EVAL_BATCH
 from warmstart.transfer.groups import LayerGroup
 
 #: CKA on at most this many validation images (evenly spaced through the split, so every class is in)
@@ -63,7 +64,7 @@ def relative_distance(now: Sequence[torch.Tensor], start: Sequence[torch.Tensor]
     return math.sqrt(diff / ref)
 
 
-def head_inputs(model: nn.Module, head: str, images: Any, *, normalize: nn.Module | None = None, batch_size: int = 64,
+def head_inputs(model: nn.Module, head: str, images: Any, *, normalize: nn.Module | None = None, batch_size: int = MIN_EVAL_BATCH,
                 max_images: int = CKA_MAX_IMAGES) -> torch.Tensor:
     """The input of ``model``'s module ``head`` (the penultimate features) on up to ``max_images`` of ``images``
     (``images[i] -> (image, label)``), in eval mode and without gradients; the model's train/eval flags and the
@@ -102,7 +103,7 @@ class DriftTracker:
     """
 
     def __init__(self, model: nn.Module, groups: list[LayerGroup], *, trained: Sequence[str] = (), images: Any = None,
-                 normalize: nn.Module | None = None, batch_size: int = 64, skip: Sequence[str] = (),
+                 normalize: nn.Module | None = None, batch_size: int = MIN_EVAL_BATCH, skip: Sequence[str] = (),
                  start: Mapping[str, torch.Tensor] | None = None) -> None:
         t0 = time.perf_counter()
         self.model, self.groups, self.trained = model, [g for g in groups if g.name not in skip and g.params], list(trained)
@@ -150,7 +151,7 @@ class DriftTracker:
 
     @classmethod
     def for_run(cls, model: nn.Module, groups: list[LayerGroup], strategy: Any, phases: Sequence[Any], *, images: Any = None,
-                normalize: nn.Module | None = None, batch_size: int = 64, resumed: bool = False,
+                normalize: nn.Module | None = None, batch_size: int = MIN_EVAL_BATCH, resumed: bool = False,
                 device: torch.device | None = None, start: Mapping[str, torch.Tensor] | None = None) -> "DriftTracker | None":
         """A tracker for a run that trains pretrained layers (:meth:`measures`), else None. ``resumed``: the head's
         start (its linear probe) is not in memory, so the head is not measured. ``device``: where the model will train

@@ -99,8 +99,12 @@ def _uint8_image(t: torch.Tensor) -> torch.Tensor:
     return t.expand(3, -1, -1) if t.shape[0] == 1 else t
 
 
+#: images per forward pass when predicting (`warmstart predict`, TrainResult.predict)
+PREDICT_BATCH = 32
+
+
 @torch.inference_mode()
-def probabilities(model: nn.Module, weights: Weights, items: Sequence[Any], batch_size: int = 32) -> torch.Tensor:
+def probabilities(model: nn.Module, weights: Weights, items: Sequence[Any], batch_size: int = PREDICT_BATCH) -> torch.Tensor:
     """Softmax probabilities (N x classes) of the images ``items`` (paths, PIL images or tensors)."""
     device = next(model.parameters()).device
     norm = Normalizer.of(weights.preprocess).to(device)

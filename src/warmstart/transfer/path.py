@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from warmstart.errors import UserError
 from warmstart.options import OPTIONS, PATH_BN
+from warmstart.transfer.features import MIN_EVAL_BATCH
 
 BN_MODES = PATH_BN  # declared once, with the options (warmstart.options)
 DEFAULT_POINTS = OPTIONS["points"].default
@@ -119,7 +120,7 @@ class PathData:
     val: Dataset | None
     num_classes: int
     normalize: nn.Module | None = None
-    batch_size: int = 64
+    batch_size: int = MIN_EVAL_BATCH
 
 
 def evaluate_at(model: nn.Module, data: PathData, device: torch.device, *, recompute_bn: bool) -> dict[str, float]:

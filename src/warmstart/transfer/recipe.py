@@ -48,7 +48,7 @@ from warmstart.engine.run import Run
 from warmstart.errors import UserError
 from warmstart.transfer.backbones import create_model
 from warmstart.transfer.drift import DriftTracker
-from warmstart.transfer.features import FeatureCache, cache_key, split_at
+from warmstart.transfer.features import MIN_EVAL_BATCH, FeatureCache, cache_key, split_at
 from warmstart.transfer.spec import TrainSpec
 from warmstart.transfer.groups import layer_groups
 from warmstart.transfer.prior import anchors_of, apply_reg, penalty
@@ -68,7 +68,6 @@ SMALL_HEAD_PARAMS = 1_000_000
 #: MobileNetV3-Small's 1024 features; above it they go to disk as a float16 memory map (2 bytes per value)
 FEATURE_MEMORY_LIMIT = 1 << 30
 #: frozen layers run without gradients: batches of at least this many images (the feature cache, the drift's CKA)
-MIN_EVAL_BATCH = 64
 
 
 def eval_batch_size(cfg: TrainConfig) -> int:
@@ -145,7 +144,7 @@ def default_label_smoothing(*, probed: bool) -> float:
     return PROBE_LABEL_SMOOTHING if probed else 0.0
 
 
-def build_model(prepared: Prepared, spec: TrainSpec, *, seed: int, batch_size: int = 32) -> nn.Module:
+def build_model(prepared: Prepared, spec: TrainSpec, *, seed: int, batch_size: int) -> nn.Module:
     """The model of one arm: pretrained with a new head, or (scratch) randomly initialised by ``spec.init``.
 
     ``init`` ``lsuv`` is measured on one training batch (``batch_size`` images drawn with ``seed``).
