@@ -36,6 +36,7 @@ from warmstart.data import fetch, named
 from warmstart.data.images import IMG_EXTENSIONS, is_image_file
 from warmstart.data.sources import FileSource, ImageSource, class_counts
 from warmstart.errors import UserError, did_you_mean, unknown
+from warmstart.options import OPTIONS
 
 log = logging.getLogger("warmstart.data")
 
@@ -65,7 +66,7 @@ class DataSplits:
         return self.train.name
 
 
-def load_data(data: str | Path, *, data_root: str | Path | None = None, val_fraction: float = 0.2,
+def load_data(data: str | Path, *, data_root: str | Path | None = None, val_fraction: float = OPTIONS["val_fraction"].default,
               subset: int | None = None, seed: int = 0, skip_bad_images: bool = False,
               download: bool = True) -> DataSplits:
     """List and validate DATA (a folder, a CSV file or a data set name) -> :class:`DataSplits`.

@@ -81,7 +81,7 @@ def is_bn_stat(name: str) -> bool:
 
 
 def lerp_state(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], t: float, *,
-               bn: str = "recompute") -> dict[str, torch.Tensor]:
+               bn: str = BN_MODES[0]) -> dict[str, torch.Tensor]:
     """The state dict at ``t`` on the line from ``a`` to ``b``: floating tensors by ``torch.lerp`` (exactly ``a``
     at 0 and ``b`` at 1), integer ones from the nearer end. BN running stats: interpolated too (``bn`` is
     ``"interpolate"``), or ``a``'s (``"recompute"``: they are re-estimated at every point anyway)."""
@@ -142,7 +142,7 @@ def evaluate_at(model: nn.Module, data: PathData, device: torch.device, *, recom
 
 
 def linear_path(model: nn.Module, a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], data: PathData, *,
-                ts: Sequence[float] | None = None, bn: str = "recompute", device: str | torch.device = "cpu",
+                ts: Sequence[float] | None = None, bn: str = BN_MODES[0], device: str | torch.device = "cpu",
                 names: tuple[str, str] = ("A", "B"), progress=None) -> dict[str, Any]:
     """Evaluate ``model`` with the weights at every ``t`` of ``ts`` on the line from ``a`` to ``b`` (state dicts).
 

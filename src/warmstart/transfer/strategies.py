@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 
 from warmstart.engine.plan import ParamGroup, Phase
 from warmstart.errors import UserError, did_you_mean
-from warmstart.options import BN_POLICIES  # noqa: F401  (declared once, with every option)
+from warmstart.options import BN_POLICIES, OPTIONS  # noqa: F401  (declared once, with every option)
 from warmstart.options import check as check_options
 
 if TYPE_CHECKING:  # parsing a strategy needs no torch (the CLI checks --strategy before importing it)
@@ -114,8 +114,8 @@ class Strategy:
         epochs: int,
         lr: float,
         backbone_lr: float | None = None,
-        lr_decay: float = 1.0,
-        bn: str = "frozen",
+        lr_decay: float = OPTIONS["lr_decay"].default,
+        bn: str = OPTIONS["bn"].default,
         pretrained: bool = True,
     ) -> list[Phase]:
         """The training plan over ``groups`` (from ``layer_groups``; the head last) for ``epochs`` epochs."""
