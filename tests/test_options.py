@@ -156,3 +156,29 @@ def test_fetch_and_cache_options_are_the_python_keywords_of_the_same_default(com
             continue  # NAME: required in Python; the command line leaves it out only with --list
         default = parsed[name] if parsed[name] != () else None  # a repeatable option given no times: ()
         assert sig.parameters[name].default == default, (command, name)
+
+
+def _commands(cmd: click.Command, name: str = ""):
+    """Every command and subcommand of the CLI, by its name in options.COMMANDS ("cache prune")."""
+    if name:
+        yield name, cmd
+    for sub_name, sub in getattr(cmd, "commands", {}).items():
+        yield from _commands(sub, f"{name} {sub_name}".strip())
+
+
+def test_no_command_declares_an_option_outside_the_table():
+    """Every parameter of every command (and subcommand) of the CLI comes from options.COMMANDS: its name, type,
+    default and help are declared once, there (DATA arguments too, though train and friends spell them in cli.py)."""
+    seen = set()
+    for name, cmd in _commands(group):
+        if isinstance(cmd, click.Group) and name not in COMMANDS:
+            continue
+        seen.add(name)
+        declared = {o.name: o for o in COMMANDS[name] if not o.env}
+        params = {p.name: p for p in cmd.params if p.expose_value}
+        assert set(params) == set(declared), (name, set(params) ^ set(declared))
+        parsed = cmd.make_context(name, [], resilient_parsing=True).params  # what a command line that names none gets
+        for p in params.values():
+            if isinstance(p, click.Option) and not p.multiple and p.name != "data":
+                assert parsed[p.name] == declared[p.name].default, (name, p.name, parsed[p.name])
+    assert seen == set(COMMANDS)

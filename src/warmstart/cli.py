@@ -76,14 +76,8 @@ def symmetry(data, **o):
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("target", metavar="CHECKPOINT")
-@click.option("--weights", default=None, help="With a model name: a .pth/.safetensors state_dict of that model.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of a named model's random init.")
-@click.option("--tol", type=click.FloatRange(min=0), default=1e-6, show_default=True,
-              help="Filters within tol x the layer's largest |weight| count as identical.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--explain", is_flag=True, help="A sentence for every layer, not only the flagged ones.")
-def inspect(target, weights, seed, tol, as_json, explain):
+@click_options("inspect", skip=())
+def inspect(**o):
     """Symmetry report of a checkpoint, weights file, run directory or model name (e.g. mobilenet_v3_small).
 
     Per conv/linear layer: filters, distinct filters, max cosine, rank, all-zero filters; duplicates flagged.
@@ -91,8 +85,8 @@ def inspect(target, weights, seed, tol, as_json, explain):
     from warmstart.experiments.inspect import format_report
     from warmstart.experiments.inspect import inspect as run_inspect
 
-    result = run_inspect(target, weights=weights, tol=tol, seed=seed)
-    click.echo(json.dumps(result, indent=2) if as_json else format_report(result, all_explanations=explain))
+    result = run_inspect(o["target"], weights=o["weights"], tol=o["tol"], seed=o["seed"])
+    click.echo(json.dumps(result, indent=2) if o["json"] else format_report(result, all_explanations=o["explain"]))
 
 
 @cli.command("depth", context_settings=CONTEXT)
@@ -160,23 +154,17 @@ def path_command(**o):
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for report.html and report.md.")
-@click.option("--title", default=None, help="The report's title.")
-def report(run_dirs, out, title):
+@click_options("report", skip=())
+def report(**o):
     """Rebuild one report from existing run directories (e.g. runs made on different machines)."""
     from warmstart.experiments.report import report as build
 
-    click.echo(str(build(run_dirs, out=out, title=title)))
+    click.echo(str(build(o["run_dirs"], out=o["out"], title=o["title"])))
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("run_dir")
-@click.argument("images", nargs=-1, required=True)
-@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes shown per image.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-@click.option("--device", default="cpu", show_default=True, help="auto | cpu | cuda | cuda:N | mps")
-def predict(run_dir, images, top_k, as_json, device):
+@click_options("predict", skip=())
+def predict(**o):
     """Class probabilities for IMAGES (files or folders) from the model of a finished run.
 
     RUN_DIR is the --out folder of 'warmstart train' (model.safetensors + model.json), or a weights file with
@@ -185,17 +173,13 @@ def predict(run_dir, images, top_k, as_json, device):
     from warmstart.experiments.predict import format_predictions
     from warmstart.experiments.predict import predict as run_predict
 
-    results = run_predict(run_dir, images, top_k=top_k, device=device)
-    click.echo(json.dumps(results, indent=1) if as_json else format_predictions(results))
+    results = run_predict(o["run_dir"], o["images"], top_k=o["top_k"], device=o["device"])
+    click.echo(json.dumps(results, indent=1) if o["json"] else format_predictions(results))
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("run_dir")
-@click.option("--onnx", "onnx_path", required=True, type=click.Path(dir_okay=False), help="The ONNX file to write.")
-@click.option("--opset", type=click.IntRange(13, 21), default=17, show_default=True, help="ONNX opset version.")
-@click.option("--image", "images", multiple=True,
-              help="Image file or folder to check onnxruntime against PyTorch on (repeatable) [default: a few of the run's validation images].")
-def export(run_dir, onnx_path, opset, images):
+@click_options("export", skip=())
+def export(**o):
     """Export the model of a finished run to ONNX (dynamic batch), checked with onnxruntime against PyTorch.
 
     The graph takes normalised float32 N x 3 x H x W images; the preprocessing and class names are in its
@@ -203,7 +187,7 @@ def export(run_dir, onnx_path, opset, images):
     """
     from warmstart.experiments.export import export as run_export
 
-    report = run_export(run_dir, onnx=onnx_path, opset=opset, images=list(images) or None)
+    report = run_export(o["run_dir"], onnx=o["onnx"], opset=o["opset"], images=list(o["image"]) or None)
     click.echo(json.dumps({k: report[k] for k in ("onnx", "bytes", "check_inputs", "max_abs_logit_diff", "same_top1")}))
 
 

@@ -48,6 +48,8 @@ class Option:
     what: str | None = None               # how an error names a bad choice ("BatchNorm policy"); default: the option
     multiple: bool = False                # repeatable (--kind images --kind other): a tuple
     metavar: str | None = None            # the value's name in --help (SIZE, DAYS, DIR)
+    nargs: int | None = None              # an argument taking any number of values (-1): a tuple
+    file: bool = False                    # a file path (click.Path(dir_okay=False))
 
     @property
     def flag(self) -> str:
@@ -115,7 +117,14 @@ class Option:
         import click
 
         if self.argument:
-            return click.argument(self.name, required=self.required, default=None if self.required else self.default)
+            akw: dict[str, Any] = {"required": self.required, "metavar": self.metavar}
+            if self.nargs is not None:
+                akw["nargs"] = self.nargs
+            else:
+                akw["default"] = None if self.required else self.default
+            if self.folder:
+                akw["type"] = click.Path(file_okay=False)
+            return click.argument(self.name, **akw)
         if self.env:
             def to_env(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
                 if value is not None:
@@ -140,6 +149,8 @@ class Option:
             kw["type"] = click.Choice(list(self.choices))
         elif self.folder:
             kw["type"] = click.Path(file_okay=False)
+        elif self.file:
+            kw["type"] = click.Path(dir_okay=False)
         elif self.type is int:
             kw["type"] = click.IntRange(min=self.min, max=self.max) if self.min is not None or self.max is not None else int
         elif self.type is float:
@@ -281,6 +292,22 @@ _ALL = [
     Option("kind", choices=CACHE_KINDS, multiple=True, python="str | Sequence[str] | None", what="cache entry kind (--kind)",
            help="Only entries of this kind (repeatable) [default: all]."),
     Option("yes", bool, False, short="-y", help="Do not ask (needed when stdin is not a terminal, e.g. in CI)."),
+    # inspect
+    Option("target", argument=True, required=True, metavar="CHECKPOINT"),
+    Option("tol", float, 1e-6, min=0, help="Filters within tol x the layer's largest |weight| count as identical."),
+    Option("explain", bool, False, help="A sentence for every layer, not only the flagged ones."),
+    # report
+    Option("run_dirs", argument=True, required=True, nargs=-1, folder=True, python="Sequence[str | Path]"),
+    Option("title", help="The report's title."),
+    # predict, export
+    Option("run_dir", argument=True, required=True),
+    Option("images", argument=True, required=True, nargs=-1, python="Sequence[str | Path]"),
+    Option("top_k", int, 5, min=1, help="Classes shown per image."),
+    Option("onnx", file=True, required=True, help="The ONNX file to write."),
+    Option("opset", int, 17, min=13, max=21, help="ONNX opset version."),
+    Option("image", multiple=True, python="Sequence[str | Path] | None",
+           help="Image file or folder to check onnxruntime against PyTorch on (repeatable) [default: a few of the run's "
+                "validation images]."),
 ]
 OPTIONS: dict[str, Option] = {o.name: o for o in _ALL}
 
@@ -350,6 +377,14 @@ COMMANDS: dict[str, list[Option]] = {
     "cache": [OPTIONS["max_size"], OPTIONS["json"], _CACHE_DIR],
     "cache prune": [OPTIONS["older_than"], OPTIONS["kind"], OPTIONS["json"], _CACHE_DIR],
     "cache clear": [OPTIONS["yes"], OPTIONS["kind"], OPTIONS["json"], _CACHE_DIR],
+    "inspect": [OPTIONS["target"], OPTIONS["weights"](default=None, python="str | Path | None",
+                                                      help="With a model name: a .pth/.safetensors state_dict of that model."),
+                OPTIONS["seed"](help="Seed of a named model's random init."), OPTIONS["tol"], OPTIONS["json"](help="Print the report as JSON."),
+                OPTIONS["explain"]],
+    "report": [OPTIONS["run_dirs"], OPTIONS["out"](required=True, help="Folder for report.html and report.md."), OPTIONS["title"]],
+    "predict": [OPTIONS["run_dir"], OPTIONS["images"], OPTIONS["top_k"], OPTIONS["json"](help="Print JSON instead of text."),
+                OPTIONS["device"](default="cpu")],
+    "export": [OPTIONS["run_dir"], OPTIONS["onnx"], OPTIONS["opset"], OPTIONS["image"]],
     "demo": [OPTIONS["out"](help="Run directory [default: runs/demo-<time>]."),
              OPTIONS["quick"](help="An even shorter run (smoke test)."), OPTIONS["seed"], OPTIONS["device"],
              OPTIONS["quiet"](help="")],

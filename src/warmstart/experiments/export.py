@@ -24,6 +24,7 @@ from warmstart.data import Normalizer
 from warmstart.engine.console import log, warn
 from warmstart.errors import UserError
 from warmstart.experiments.predict import image_paths, load_images, load_model, model_file
+from warmstart.options import OPTIONS
 from warmstart.sizes import human_size
 
 ONNX_EXTRA = "pip install 'warmstart[onnx]'"
@@ -41,7 +42,8 @@ def _require_onnx():
     return onnx, onnxruntime
 
 
-def export(run: str | Path, *, onnx: str | Path, opset: int = 17, images: Sequence[str | Path] | None = None) -> dict[str, Any]:
+def export(run: str | Path, *, onnx: str | Path, opset: int = OPTIONS["opset"].default,
+           images: Sequence[str | Path] | None = None) -> dict[str, Any]:
     """Export the model of ``run`` (a run directory or weights file) to the ONNX file ``onnx``; return a report.
 
     ``images``: files or folders to check onnxruntime against PyTorch on; default: up to

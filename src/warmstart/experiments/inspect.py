@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from warmstart.engine.layout import CHECKPOINT, WEIGHT_FILES
 from warmstart.errors import UserError, unknown
 from warmstart.init import explain_layer, symmetry_report
+from warmstart.options import OPTIONS
 from warmstart.transfer.backbones import check_fits, find_head
 from warmstart.transfer.registry import get_model, list_models
 from warmstart.transfer.weights import load_tensors
@@ -93,7 +94,8 @@ def flags(row: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def inspect(target: str | Path, *, weights: str | Path | None = None, tol: float = 1e-6, seed: int = 0) -> dict[str, Any]:
+def inspect(target: str | Path, *, weights: str | Path | None = None, tol: float = OPTIONS["tol"].default,
+            seed: int = OPTIONS["seed"].default) -> dict[str, Any]:
     """Symmetry report of a checkpoint, weights file, run directory or named model; returns it as a dict.
 
     ``{"source", "model", "layers": {layer: {shape, filters, distinct, max_cosine, rank, zero_filters,

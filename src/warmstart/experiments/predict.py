@@ -12,11 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from warmstart.options import OPTIONS, command_options
 from warmstart.transfer.inference import (check_top_k, image_paths, load_images, load_model, model_file,  # noqa: F401
                                           probabilities, top_k as top_k_of)
 
 
-def predict(run: str | Path, images: Sequence[str | Path], *, top_k: int = 5, device: str = "cpu") -> list[dict[str, Any]]:
+def predict(run: str | Path, images: Sequence[str | Path], *, top_k: int = OPTIONS["top_k"].default,
+            device: str = command_options("predict")["device"].default) -> list[dict[str, Any]]:
     """Top-k classes with probabilities for each image: ``[{"image", "predictions": [{"class", "probability"}]}]``."""
     check_top_k(top_k)
     paths = image_paths(images)
