@@ -78,7 +78,8 @@ def knob_worker(args, names: list[str]) -> dict:
     lazy = ImageDataset(prepared.splits.train, prepared.weights.preprocess, train=True, cache=False).with_augmentation(scale=(0.35, 1.0))
     val = Subset(prepared.val, range(min(16, len(prepared.val))))  # evaluation is not what is measured
     strategy = parse_strategy("finetune-all")
-    models = {k: build_model(prepared, TrainSpec(model="mobilenet_v3_small", strategy=strategy), seed=args.seed) for k in names}
+    models = {k: build_model(prepared, TrainSpec(model="mobilenet_v3_small", strategy=strategy), seed=args.seed,
+                             batch_size=args.batch_size) for k in names}
     if "compile" in models:
         models["compile"].compile()  # in place: parameter names (and so the phases) stay as they are
     threads = torch.get_num_threads()
