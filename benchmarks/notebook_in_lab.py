@@ -223,49 +223,48 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "section"
 
 
+#: JavaScript: the markdown headings (h1, h2) of the notebook, in order; the notebook's scrolled element
+HEADINGS = "document.querySelectorAll('.jp-Notebook .jp-MarkdownOutput h1, .jp-Notebook .jp-MarkdownOutput h2')"
+SCROLLER = "document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer')"
+
+
 def screenshots(driver, shots: Path, pages: int) -> list[Path]:
-    """The top of the notebook, then every markdown heading (h1, h2) at the top of the window, followed down its
-    section a window at a time until the next heading comes into view."""
+    """Every markdown heading (h1, h2) at the top of the window, followed down its section a window at a time until
+    the next heading comes into view or the notebook ends; first the top of the notebook, unless it is a heading."""
     shots.mkdir(parents=True, exist_ok=True)
     saved = []
-    scroller = "document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer')"
-    driver.execute_script(f"{scroller}.scrollTop = 0;")
-    time.sleep(0.5)
-    saved.append(shots / "00-top.png")
-    driver.save_screenshot(str(saved[-1]))
-    headings = driver.execute_script(
-        "return Array.from(document.querySelectorAll('.jp-Notebook .jp-MarkdownOutput h1, "
-        ".jp-Notebook .jp-MarkdownOutput h2')).map(h => h.innerText.replace('¶', '').trim());")
+
+    def shoot(name: str) -> None:
+        time.sleep(0.4)  # let the scroll settle and images paint
+        saved.append(shots / name)
+        driver.save_screenshot(str(saved[-1]))
+
+    def next_heading_top(k: int) -> float | None:  # heading k's top, relative to the window; None: no such heading
+        return driver.execute_script(f"const h = {HEADINGS}[arguments[0]];"
+                                     "return h ? h.getBoundingClientRect().top : null;", k)
+
+    driver.execute_script(f"{SCROLLER}.scrollTop = 0;")
+    if not driver.execute_script("return !!document.querySelector('.jp-Notebook .jp-Cell').querySelector('h1, h2');"):
+        shoot("00-top.png")
+    headings = driver.execute_script(f"return Array.from({HEADINGS}).map(h => h.innerText.replace('¶', '').trim());")
+    window = driver.execute_script("return window.innerHeight;")
     for k, text in enumerate(headings, 1):
-        for page in range(pages):
-            if page == 0:
-                driver.execute_script(
-                    "const h = document.querySelectorAll('.jp-Notebook .jp-MarkdownOutput h1, "
-                    ".jp-Notebook .jp-MarkdownOutput h2')[arguments[0]]; h.scrollIntoView({block: 'start'});", k - 1)
-            else:
+        driver.execute_script(f"{HEADINGS}[arguments[0]].scrollIntoView({{block: 'start'}});", k - 1)
+        for page in range(1, pages + 1):
+            if page > 1:
                 more = driver.execute_script(  # is any of the notebook's last cell below the window?
-                    f"const s = {scroller}; const cells = document.querySelectorAll('.jp-Notebook .jp-Cell');"
+                    f"const s = {SCROLLER}; const cells = document.querySelectorAll('.jp-Notebook .jp-Cell');"
                     "return cells[cells.length - 1].getBoundingClientRect().bottom > "
                     "s.getBoundingClientRect().bottom + 10;")
-                if not more:
-                    break
-                moved = driver.execute_script(
-                    f"const s = {scroller}; const before = s.scrollTop; s.scrollTop += s.clientHeight - 40;"
+                moved = more and driver.execute_script(
+                    f"const s = {SCROLLER}; const before = s.scrollTop; s.scrollTop += s.clientHeight - 40;"
                     "return s.scrollTop - before;")
-                next_at = driver.execute_script(  # the next heading's top, relative to the window
-                    "const hs = document.querySelectorAll('.jp-Notebook .jp-MarkdownOutput h1, "
-                    ".jp-Notebook .jp-MarkdownOutput h2'); const h = hs[arguments[0]];"
-                    "return h ? h.getBoundingClientRect().top : null;", k)
-                if moved <= 0 or (next_at is not None and next_at < 0):
+                top = next_heading_top(k)
+                if not moved or (top is not None and top < 0):
                     break
-            time.sleep(0.4)
-            saved.append(shots / f"{k:02d}-{slug(text)}-{page + 1}.png")
-            driver.save_screenshot(str(saved[-1]))
-            next_at = driver.execute_script(
-                "const hs = document.querySelectorAll('.jp-Notebook .jp-MarkdownOutput h1, "
-                ".jp-Notebook .jp-MarkdownOutput h2'); const h = hs[arguments[0]];"
-                "return h ? h.getBoundingClientRect().top : null;", k)
-            if next_at is not None and next_at < driver.execute_script("return window.innerHeight;"):
+            shoot(f"{k:02d}-{slug(text)}-{page}.png")
+            top = next_heading_top(k)
+            if top is not None and top < window:
                 break  # the next section is already on this screenshot
     return saved
 
