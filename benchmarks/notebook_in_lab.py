@@ -19,11 +19,12 @@ nbclient (tests/test_notebook.py) checks what the kernel sends; this checks what
 It prints one line: ``notebook_in_lab: NOTEBOOK: N/M code cells run, E errors, S s`` (and the load average).
 The server, its kernels and the browser are always stopped and the temporary folder removed.
 
-    PYTHONPATH=$PWD/src nice -n 5 .venv/bin/python benchmarks/notebook_in_lab.py --shots /tmp/lab-shots
+    PYTHONPATH=$PWD/src nice -n 5 .venv/bin/python benchmarks/notebook_in_lab.py --shots ../lab-shots
     ... benchmarks/notebook_in_lab.py path/to/other.ipynb --shots DIR --timeout 600
 
-Needs jupyterlab and selenium in this Python's environment, and chromium + chromedriver (``--chromium``,
-``--chromedriver``). Standard library and selenium only.
+Keep ``--shots`` outside the repository (nothing else is written there). Needs jupyterlab and selenium in this
+Python's environment, and chromium + chromedriver (``--chromium``, ``--chromedriver``). Standard library and
+selenium only.
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ def environment(tmp: Path) -> dict[str, str]:
     for sub in ("tmp", "config", "runtime", "data", "ipython", "mpl", "cache", "lab/workspaces"):
         (tmp / sub).mkdir(parents=True, exist_ok=True)
     env.update({
-        "PYTHONPATH": os.pathsep.join([str(REPO / "src")] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]),
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src")]
+                                      + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]),
         "JUPYTER_PATH": str(tmp / "jupyter"), "JUPYTER_CONFIG_DIR": str(tmp / "config"),
         "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"), "JUPYTER_DATA_DIR": str(tmp / "data"),
         "JUPYTERLAB_SETTINGS_DIR": str(settings), "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "lab" / "workspaces"),
