@@ -322,3 +322,11 @@ def test_depth_and_symmetry_from_python_can_be_quiet(tmp_path, capsys):
     assert "Reading: " in silent.text and silent.curves.is_file() and "<table" in silent._repr_html_()
     s = ws.symmetry("digits", subset=10, epochs=1, out=tmp_path / "sym", quiet=True)
     assert capsys.readouterr().err == "" and s.summary["arms"]["constant"]["layers"]["conv1"]["distinct"] == 1
+
+
+def test_compare_result_renders_its_reading_as_the_report_does(tmp_path):
+    """In Jupyter the reading's **bold** and `code` are rendered, not shown as raw Markdown (and HTML is escaped)."""
+    r = ws.CompareResult(run_dir=tmp_path, summary={"ranking": [], "strategies": {}, "best": "transfer",
+                                                    "reading": "**transfer** wins <b>; try `--seeds 3`"})
+    page = r._repr_html_()
+    assert "<strong>transfer</strong>" in page and "<code>--seeds 3</code>" in page and "**" not in page and "&lt;b&gt;" in page

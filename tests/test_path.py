@@ -188,3 +188,16 @@ def test_bad_input_is_one_error_line_and_writes_nothing(case, runs, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and expect in err[0], err
     assert not out.exists()
+
+
+def test_the_reading_says_the_barrier_in_words_relative_to_the_loss_at_the_ends():
+    from warmstart.report.path_sections import reading
+
+    def summary(barrier, mid):
+        points = [{"t": 0.0, "train_loss": 0.2}, {"t": 0.5, "train_loss": mid}, {"t": 1.0, "train_loss": 0.4}]
+        return {"label": "a -> b", "points": points, "barrier": {"train_loss": barrier}}
+
+    flat = reading(summary(0.0, 0.3))
+    assert "train-loss barrier 0.000" in flat and "one basin" in flat
+    bump = reading(summary(0.6, 0.9))  # 0.6 above the line's 0.3 at t = 0.5; the ends' mean loss is 0.3
+    assert "rises 0.6 above" in bump and "(200% of their mean loss)" in bump and "one basin" not in bump

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from warmstart.engine import layout
 from warmstart.engine.run import read_history, read_summary
+from warmstart.report.html import inline
 
 #: summary.json keys shown in the HTML table (in this order, when present)
 SHOWN = ("strategy", "model", "weights", "epochs", "best_val_accuracy", "final_val_accuracy", "best_epoch", "train_seconds",
@@ -156,7 +157,7 @@ class CompareResult(_ReportedRun):
                        for r in self.table)
         return (f"<div><b>warmstart compare</b> — best: {html.escape(str(self.summary.get('best')))} — "
                 f"{html.escape(str(self.run_dir))}<table>{head}{body}</table>"
-                f"<p>{html.escape(self.reading).replace(chr(10), '<br>')}</p>{_png(self.curves)}</div>")
+                f"<p>{inline(self.reading).replace(chr(10), '<br>')}</p>{_png(self.curves)}</div>")
 
 
 @dataclass

@@ -187,7 +187,8 @@ def path(run_a: str | Path, run_b: str | Path | None = None, *, points: int = DE
     _write_csv(run.dir / PATH_CSV, res["points"])
     from warmstart.report.plots import plot_paths
 
-    plot_paths({res["label"]: res}, run.dir / PATH_PNG, title=f"linear path: {res['label']}")
+    plot_paths({res["label"]: res}, run.dir / PATH_PNG, title=f"linear path: {res['label']}",
+               ends=("start", "end") if run_b is None else ("first network", "second"))
     summary["reading"] = reading(summary)
     run.write_summary(summary)
     run.close()

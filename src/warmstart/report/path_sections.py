@@ -30,12 +30,30 @@ def reading_lines(summary: dict[str, Any]) -> list[str]:
     for r in paths:
         what = (f"{r['strategy']}, between two seeds' ends" if r.get("kind") == "seeds" else
                 f"{r['strategy']}, {Path(r['a']['run']).name} start -> end" if "strategy" in r else r["label"])
-        lines.append(f"{what}: {barrier_text(r)}.")
+        lines.append(f"{what}: {barrier_text(r)}{in_words(r)}.")
     return lines
 
 
+#: a barrier below this share of the ends' mean train loss is float noise: the loss never rises above the line
+FLAT = 1e-3
+
+
+def in_words(r: dict[str, Any]) -> str:
+    """What the train-loss barrier says, in words: the line stays in one basin, or how high it rises, relative to
+    the loss at its ends (a number a student can weigh without knowing the loss's scale)."""
+    ends = [p["train_loss"] for p in r.get("points", []) if p["t"] in (0.0, 1.0)]
+    if not ends:
+        return ""
+    scale = max(sum(ends) / len(ends), 1e-12)
+    b = r["barrier"]["train_loss"]
+    if b <= FLAT * scale:
+        return " — the training loss never rises above the straight line between the ends: along this line, one basin"
+    return (f" — the training loss rises {b:.3g} above the straight line between the ends ({100 * b / scale:.0f}% of their mean "
+            "loss): a bump between them (a large one: two basins)")
+
+
 INTRO = ("Loss along the straight line in weight space between two networks, at evenly spaced points t (0: the first, "
-         "1: the second), with BatchNorm statistics recomputed on the training images at every point. The barrier is the "
+         "1: the second; for a run's start -> end, 0 is its start), with BatchNorm statistics recomputed on the training images at every point. The barrier is the "
          "largest loss above the straight line between the two ends' losses: about 0 when both lie in one basin, clearly "
          "more when a ridge separates them (Frankle et al. 2020; Neyshabur, Sedghi & Zhang 2020: fine-tuned runs from one "
          "pretrained start share a basin, runs from random starts do not).")

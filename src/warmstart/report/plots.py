@@ -147,10 +147,11 @@ def tradeoff(points: Mapping[str, tuple[float, float, float, float]], path: Path
     return save_figure(fig, path)
 
 
-def plot_paths(paths: Mapping[str, Mapping[str, Any]], path: Path, title: str = "") -> Path:
+def plot_paths(paths: Mapping[str, Mapping[str, Any]], path: Path, title: str = "",
+               ends: tuple[str, str] = ("first network", "second")) -> Path:
     """One colour per path; loss (left; log scale when it spans decades) and accuracy (right) against t; solid: validation, dashed:
-    training images. The ends (t = 0 and 1) are marked by vertical lines; points outside them (``--extend``)
-    show the basin's walls."""
+    training images. The ends (t = 0 and 1, named ``ends`` on the x axis) are marked by vertical lines; points outside
+    them (``--extend``) show the basin's walls."""
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 3.8))
     for i, (name, res) in enumerate(paths.items()):
         pts = res["points"]
@@ -167,7 +168,7 @@ def plot_paths(paths: Mapping[str, Mapping[str, Any]], path: Path, title: str = 
         for x in (0, 1):
             ax.axvline(x, color="0.6", lw=0.8, ls=":")
         ax.grid(alpha=0.3)
-        ax.set_xlabel("t (0: first network, 1: second)")
+        ax.set_xlabel(f"t (0: {ends[0]}, 1: {ends[1]})")
     losses = [v for line in ax_l.get_lines() for v in line.get_ydata() if v > 0]
     wide = bool(losses) and max(losses) / min(losses) > 20  # log scale only where the loss spans decades
     ax_l.set(yscale="log" if wide else "linear", ylabel="loss", title="loss (solid: val, dashed: train)")
