@@ -68,7 +68,9 @@ class AnchorPull:
 
     Call :meth:`apply` after the backward pass (and gradient clipping), just before ``optimizer.step()``. Like the
     optimizers' own decay it skips parameters without a gradient. ``anchors``: the start of every anchored
-    parameter, by name in ``model.named_parameters()``; copied once to the parameters' device and memory format.
+    parameter, by name in ``model.named_parameters()``; read as they are when already on the parameter's device, in
+    its dtype and memory format (the run's one snapshot of its start, :func:`~warmstart.transfer.recipe.snapshot`),
+    else copied once to them. Never written.
     """
 
     def __init__(self, model: nn.Module, anchors: Mapping[str, torch.Tensor], *, coupled: bool) -> None:
@@ -79,7 +81,8 @@ class AnchorPull:
                 a = anchors[name]
                 if a.shape != p.shape:
                     raise ValueError(f"AnchorPull: the anchor of {name} has shape {tuple(a.shape)}, the parameter {tuple(p.shape)}")
-                self.start[p] = torch.empty_like(p).copy_(a)
+                same = a.device == p.device and a.dtype == p.dtype and a.stride() == p.stride()
+                self.start[p] = a if same else torch.empty_like(p).copy_(a)
 
     @torch.no_grad()
     def apply(self, opt: torch.optim.Optimizer) -> None:
