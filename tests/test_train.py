@@ -17,6 +17,7 @@ import torch
 from _runs import ARCH, V3, cli, small_weights, summary
 from safetensors.torch import load_file
 
+import warmstart as ws
 import warmstart.transfer.recipe as train_mod
 from warmstart.transfer.backbones import create_model
 from warmstart.transfer.groups import layer_groups
@@ -229,3 +230,18 @@ def test_transfer_recipe_reaches_the_issue_figure_on_all_of_hymenoptera(hymenopt
     s = summary(out)
     assert s["strategy"] == "transfer" and s["feature_cache"] and s["train_images"] >= 244 and s["val_images"] == 153
     assert s["best_val_accuracy"] >= 0.93 and s["final_val_accuracy"] >= 0.93
+
+
+def test_a_runs_figures_are_drawn_from_its_directory_alone(tmp_path):
+    """train draws its figures from what the run wrote (report.run_figures, called by the command, not by the
+    training layer): deleted, they are drawn again from metrics.csv and summary.json alone."""
+    from warmstart.report.run_figures import run_figures
+
+    out = tmp_path / "run"
+    ws.train("digits", model="custom_3_layer", weights="none", strategy="scratch", subset=4, epochs=2, out=out, quiet=True)
+    pictures = {out / "learning_curves.png", out / "confusion.png"}
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in pictures)
+    for p in pictures:
+        p.unlink()
+    assert set(run_figures(out)) == pictures and all(p.is_file() for p in pictures)
+    assert run_figures(tmp_path / "empty-run") == []  # nothing written yet: nothing drawn, no error

@@ -18,6 +18,7 @@ from warmstart.engine.loop import resolve_device
 from warmstart.engine.run import CONFIG, Run, read_summary
 from warmstart.experiments.runs import read_history
 from warmstart.report.reading import one_image_pp
+from warmstart.report.run_figures import run_figures
 from warmstart.report.stats import disagreements, mcnemar_p, mean_std
 from warmstart.transfer.recipe import Prepared, build_model, plan, run_arm
 from warmstart.transfer.spec import Arm, TrainSpec
@@ -86,6 +87,8 @@ def run_one(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
     net = build_model(prepared, spec, seed=seed, batch_size=cfg.batch_size)
     layer, before = conv1_weights(net)
     net, result, s = run_arm(prepared, sub, spec, cfg, resume=sub.resume, model=net)
+    if sub.main:
+        run_figures(sub.dir)
     _, after = conv1_weights(net)
     # the final evaluation's classes: for the paired test and the report's misclassified images
     sub.write_json(PREDICTIONS, {"labels": list(prepared.val.labels), "predictions": result.val_predictions,

@@ -21,6 +21,7 @@ from warmstart.engine.run import RunSpec
 from warmstart.engine.layout import CONFIG, RANK_SCORES_PNG, REPORT_HTML, VERIFY
 from warmstart.errors import UserError
 from warmstart.options import VERIFY_EPOCHS
+from warmstart.report.run_figures import run_figures
 from warmstart.transfer.candidates import check_candidates
 from warmstart.transfer.rank import SCORES, correlations
 
@@ -190,6 +191,8 @@ def _verify_inits(run, data: DataSpec, tokens, specs, model, plain, epochs, cfg,
     for t in tokens:
         with run.sub(f"{VERIFY}/{t}", {"init": specs[t], "epochs": epochs}) as sub:
             _, _, s = run_arm(prepared, sub, TrainSpec(model=model, strategy="scratch", init=specs[t], augment="on"), arm_cfg)
+            if sub.main:
+                run_figures(sub.dir)
         out[t] = {"strategy": "scratch", "final_val_accuracy": s["final_val_accuracy"],
                   "best_val_accuracy": s["best_val_accuracy"], "run": f"{VERIFY}/{t}"}
     return out
@@ -260,6 +263,9 @@ def _c(v) -> str:
 def _write_report(run, summary: dict[str, Any]) -> None:
     from warmstart.report.html import write_report
 
+    if summary.get("kind") == "starts" and "verify" in summary:  # the verify runs' figures, drawn from their directories
+        for c in summary["candidates"]:
+            run_figures(run.dir / c["verify"]["run"])
     chart(summary, run.dir / RANK_SCORES_PNG)
     write_report(run.dir, "warmstart rank", sections(run.dir, summary))
 

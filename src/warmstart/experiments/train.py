@@ -18,6 +18,7 @@ from warmstart.engine import layout
 from warmstart.engine.distributed import init_from_env
 from warmstart.engine.loop import resolve_device
 from warmstart.engine.run import Run, RunSpec
+from warmstart.report.run_figures import run_figures
 from warmstart.results import TrainResult
 from warmstart.transfer import recipe
 from warmstart.transfer.recipe import DEFAULT_EPOCHS, Prepared
@@ -49,8 +50,12 @@ def run_train(data: DataSpec, spec: TrainSpec, cfg: TrainConfig, *, run: RunSpec
               "preprocess": prepared.weights.preprocess.to_dict()}
     with run_spec.open("train", config, tensorboard=cfg.tensorboard) as run:
         best = _best_of_k(prepared, run, spec, cfg, resume) if spec.restarts > 1 else None
-        model, result, summary = recipe.run_arm(prepared, run, spec, cfg, resume=resume, model=best.model if best else net,
-                                                diagnostics=diagnostics)
+        try:
+            model, result, summary = recipe.run_arm(prepared, run, spec, cfg, resume=resume, model=best.model if best else net,
+                                                    diagnostics=diagnostics)
+        finally:  # a run that fails part-way still gets the figures of what it wrote (its signal, its epochs)
+            if run.main:
+                run_figures(run.dir, title=spec.model)
         if best is not None:
             summary["restarts"] = {**best.summary(), "restart_epochs": spec.restart_epochs}
             run.write_summary(summary)
@@ -66,8 +71,10 @@ def _best_of_k(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, 
 
     def trial(m: nn.Module, s: int) -> float:
         with run.sub(f"{layout.RESTARTS}/seed-{s}", {"seed": s, "epochs": spec.restart_epochs}) as sub:
-            return recipe.run_arm(prepared, sub, spec, replace(cfg, epochs=spec.restart_epochs), resume=resume,
-                                  model=m)[1].final_val_accuracy
+            result = recipe.run_arm(prepared, sub, spec, replace(cfg, epochs=spec.restart_epochs), resume=resume, model=m)[1]
+            if sub.main:
+                run_figures(sub.dir)
+            return result.final_val_accuracy
 
     return best_of_k(spec.restarts, cfg.seed, lambda s: recipe.build_model(prepared, spec, seed=s, batch_size=cfg.batch_size), trial)
 

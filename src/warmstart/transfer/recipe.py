@@ -184,7 +184,8 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
     """Train one (model, strategy) arm into ``run``; returns the model, the fit result and the summary.
 
     ``diagnostics`` records per-layer signal statistics of the trained network at init and after every epoch
-    (signal.json/csv and PNGs in the run directory, TensorBoard histograms with ``cfg.tensorboard``).
+    (signal.json/csv in the run directory, TensorBoard histograms with ``cfg.tensorboard``). The run's figures
+    are drawn by the caller from the directory: :func:`~warmstart.report.run_figures.run_figures`.
     ``spec.augments`` trains on random crops + flips (``prepared`` must have been made with augmentation); it
     turns the feature cache off, since every epoch then needs the frozen layers again.
     """
@@ -209,8 +210,7 @@ def run_arm(prepared: Prepared, run: Run, spec: TrainSpec, cfg: TrainConfig, *, 
                         resume) if diagnostics and run.main else None
     drift = _drift(prepared, run, model, groups, spec, phases, cfg, start=start, resume=resume) if drift_wanted else None
     callbacks = [*callbacks, *(c for c in (diag, drift) if c is not None)]
-    result = _train(prepared, run, inputs, phases, cfg, resume=resume, callbacks=callbacks, anchors=anchors, diag=diag,
-                    title=spec.model)
+    result = _train(prepared, run, inputs, phases, cfg, resume=resume, callbacks=callbacks, anchors=anchors, diag=diag)
     result, measured = _measure_end(prepared, spec, cfg, model, groups, result, drift=drift, anchors=anchors, start=start)
     model.to("cpu")
     summary = {**_summary(prepared, spec, cfg, model, result, phases, lr=lr, probe_info=probe_info, use_cache=inputs.cached,
@@ -277,8 +277,9 @@ def _drift(prepared: Prepared, run: Run, model: nn.Module, groups, spec: TrainSp
 
 
 def _train(prepared: Prepared, run: Run, inputs: _Inputs, phases, cfg: TrainConfig, *, resume: bool, callbacks: Sequence,
-           anchors: dict[str, torch.Tensor] | None, diag, title: str) -> FitResult:
-    """``engine.fit`` on ``inputs``; the signal diagnostics' plots once it ends (also when it fails)."""
+           anchors: dict[str, torch.Tensor] | None, diag) -> FitResult:
+    """``engine.fit`` on ``inputs``; the signal diagnostics saved once it ends (also when it fails: the command's
+    :func:`~warmstart.report.run_figures.run_figures` draws them)."""
     # a small head on cached features is many tiny ops: extra intra-op threads only spin (measured on a busy
     # 2-core machine: hymenoptera's 5 transfer epochs took 2.4 s with 2 threads, 0.1 s with one)
     small = inputs.cached and sum(p.numel() for p in inputs.net.parameters()) < SMALL_HEAD_PARAMS
@@ -287,10 +288,8 @@ def _train(prepared: Prepared, run: Run, inputs: _Inputs, phases, cfg: TrainConf
             return fit(inputs.net, inputs.train, inputs.val, phases, cfg, num_classes=prepared.splits.num_classes, run=run,
                        normalize=inputs.normalize, resume=resume, callbacks=callbacks, anchors=anchors)
     finally:
-        if diag is not None and diag.finish():
-            from warmstart.report.signal_plots import plot_signal
-
-            plot_signal(diag.history, diag.out_dir, title=title)
+        if diag is not None:
+            diag.finish()
 
 
 def _measure_end(prepared: Prepared, spec: TrainSpec, cfg: TrainConfig, model: nn.Module, groups, result: FitResult, *,
@@ -313,14 +312,13 @@ def _measure_end(prepared: Prepared, spec: TrainSpec, cfg: TrainConfig, model: n
 
 def _write_outputs(run: Run, prepared: Prepared, spec: TrainSpec, model: nn.Module, result: FitResult,
                    summary: dict[str, Any]) -> None:
-    """The run directory's results: model.safetensors + model.json (itself a valid ``--weights``), summary.json,
-    the learning curves and the confusion matrix."""
+    """The run directory's results: model.safetensors + model.json (itself a valid ``--weights``) and summary.json
+    (its figures are the command's: :func:`~warmstart.report.run_figures.run_figures`)."""
     meta = dict(prepared.weights.meta)
     meta.update(arch=spec.model, num_classes=prepared.splits.num_classes, categories=prepared.splits.classes,
                 source=f"warmstart train ({spec.strategy.spec}) in {run.dir}")
     save_weights(run.dir / layout.MODEL, model.state_dict(), meta)
     run.write_summary(summary)
-    _plots(run, result, prepared.splits.classes)
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -486,13 +484,6 @@ def _probe_head(prepared: Prepared, run: Run, model: nn.Module, groups, cfg: Tra
         write_bytes(run.dir / layout.PROBE_HEAD, save_tensors({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}),
                     "probe head")
     return info
-
-
-def _plots(run: Run, result: FitResult, classes: list[str]) -> None:
-    from warmstart.report.plots import confusion_matrix, learning_curves
-
-    learning_curves({run.dir.name: result.history}, run.dir / layout.LEARNING_CURVES)
-    confusion_matrix(result.confusion, classes, run.dir / layout.CONFUSION, title="validation, final epoch")
 
 
 def check(prepared: Prepared, spec: TrainSpec, cfg: TrainConfig) -> nn.Module:

@@ -1,0 +1,41 @@
+"""The figures of one training run, drawn from its run directory alone, by the command that made it.
+
+``recipe.run_arm`` writes what a run measured (metrics.csv, summary.json, signal.json); the commands above it
+(``train``, ``compare``'s arms, ``rank --verify``) draw the pictures with :func:`run_figures`, so the training
+layer imports no reporting, and any run directory's figures can be redrawn later from its files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from warmstart.engine import layout
+from warmstart.engine.run import read_history
+
+
+def run_figures(run_dir: str | Path, *, title: str = "") -> list[Path]:
+    """Learning curves (metrics.csv), the final confusion matrix (summary.json) and, when the run recorded them,
+    the signal diagnostics (signal.json, titled ``title``). Draws what is there: a run that failed part-way gets
+    the figures of what it wrote. Returns the files written."""
+    import json
+
+    from warmstart.report.plots import confusion_matrix, learning_curves
+
+    run_dir = Path(run_dir)
+    written: list[Path] = []
+    summary_path = run_dir / layout.SUMMARY
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    history = read_history(run_dir)
+    if history and summary:
+        written.append(learning_curves({run_dir.name: history}, run_dir / layout.LEARNING_CURVES))
+    if summary.get("confusion") and summary.get("classes"):
+        written.append(confusion_matrix(summary["confusion"], summary["classes"], run_dir / layout.CONFUSION,
+                                        title="validation, final epoch"))
+    if (run_dir / layout.SIGNAL_JSON).is_file():
+        from warmstart.init.diagnostics import load_signal
+        from warmstart.report.signal_plots import plot_signal
+
+        snapshots = load_signal(run_dir)
+        if snapshots:
+            written += plot_signal(snapshots, run_dir, title=title)
+    return written
