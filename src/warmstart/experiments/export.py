@@ -55,8 +55,7 @@ def export(run: str | Path, *, onnx: str | Path, opset: int = OPTIONS["opset"].d
         raise UserError(f"--onnx {target}: the file name should end in .onnx")
     if target.is_dir():
         raise UserError(f"--onnx {target} is a folder; give a file name such as {target / 'model.onnx'}")
-    if not isinstance(opset, int) or not 13 <= opset <= 21:
-        raise UserError(f"--opset must be between 13 and 21, got {opset!r}")
+    OPTIONS["opset"].check(opset)  # the declared range, 13..21: "--opset must be a whole number in [13, 21], got ..."
     from warmstart.engine import io
 
     model, weights = load_model(run, "cpu")
