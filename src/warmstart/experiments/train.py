@@ -18,7 +18,7 @@ from warmstart.engine import layout
 from warmstart.engine.distributed import init_from_env
 from warmstart.engine.loop import resolve_device
 from warmstart.engine.run import Run, RunSpec
-from warmstart.report.run_figures import run_figures
+from warmstart.report.run_figures import run_figures, signal_figures
 from warmstart.results import TrainResult
 from warmstart.transfer import recipe
 from warmstart.transfer.recipe import DEFAULT_EPOCHS, Prepared
@@ -53,9 +53,12 @@ def run_train(data: DataSpec, spec: TrainSpec, cfg: TrainConfig, *, run: RunSpec
         try:
             model, result, summary = recipe.run_arm(prepared, run, spec, cfg, resume=resume, model=best.model if best else net,
                                                     diagnostics=diagnostics)
-        finally:  # a run that fails part-way still gets the figures of what it wrote (its signal, its epochs)
-            if run.main:
-                run_figures(run.dir, title=spec.model)
+        except BaseException:  # a run that fails part-way keeps its signal's pictures (what explains the failure)
+            if run.main and diagnostics:
+                signal_figures(run.dir, title=spec.model)
+            raise
+        if run.main:
+            run_figures(run.dir, title=spec.model)
         if best is not None:
             summary["restarts"] = {**best.summary(), "restart_epochs": spec.restart_epochs}
             run.write_summary(summary)

@@ -15,8 +15,7 @@ from warmstart.engine.run import read_history
 
 def run_figures(run_dir: str | Path, *, title: str = "") -> list[Path]:
     """Learning curves (metrics.csv), the final confusion matrix (summary.json) and, when the run recorded them,
-    the signal diagnostics (signal.json, titled ``title``). Draws what is there: a run that failed part-way gets
-    the figures of what it wrote. Returns the files written."""
+    the signal diagnostics (:func:`signal_figures`) of a finished run. Draws what is there. Returns the files written."""
     import json
 
     from warmstart.report.plots import confusion_matrix, learning_curves
@@ -31,11 +30,17 @@ def run_figures(run_dir: str | Path, *, title: str = "") -> list[Path]:
     if summary.get("confusion") and summary.get("classes"):
         written.append(confusion_matrix(summary["confusion"], summary["classes"], run_dir / layout.CONFUSION,
                                         title="validation, final epoch"))
-    if (run_dir / layout.SIGNAL_JSON).is_file():
-        from warmstart.init.diagnostics import load_signal
-        from warmstart.report.signal_plots import plot_signal
+    return written + signal_figures(run_dir, title=title)
 
-        snapshots = load_signal(run_dir)
-        if snapshots:
-            written += plot_signal(snapshots, run_dir, title=title)
-    return written
+
+def signal_figures(run_dir: str | Path, *, title: str = "") -> list[Path]:
+    """The signal diagnostics' PNGs from signal.json, when the run recorded one (also for a run that failed
+    part-way: its snapshots up to the failure are what explains it)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / layout.SIGNAL_JSON).is_file():
+        return []
+    from warmstart.init.diagnostics import load_signal
+    from warmstart.report.signal_plots import plot_signal
+
+    snapshots = load_signal(run_dir)
+    return plot_signal(snapshots, run_dir, title=title) if snapshots else []
