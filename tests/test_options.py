@@ -182,3 +182,13 @@ def test_no_command_declares_an_option_outside_the_table():
             if isinstance(p, click.Option) and not p.multiple and p.name != "data":
                 assert parsed[p.name] == declared[p.name].default, (name, p.name, parsed[p.name])
     assert seen == set(COMMANDS)
+
+
+@pytest.mark.parametrize("args, missing", [(["inspect"], "missing argument 'CHECKPOINT'"), (["path"], "missing argument 'RUN_A'"),
+                                           (["cache", "prune"], "missing option '--older-than'"),
+                                           (["export", "run"], "missing option '--onnx'")])
+def test_a_required_option_or_argument_is_enforced_by_the_command_line(args, missing, capsys):
+    """A required declaration gives click no default (not even None), so click itself says what is missing."""
+    assert cli(*args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {missing}") and err.count("\n") == 1

@@ -120,8 +120,8 @@ class Option:
             akw: dict[str, Any] = {"required": self.required, "metavar": self.metavar}
             if self.nargs is not None:
                 akw["nargs"] = self.nargs
-            else:
-                akw["default"] = None if self.required else self.default
+            elif not self.required:  # a default given to click, even None, satisfies "required": none given then
+                akw["default"] = self.default
             if self.folder:
                 akw["type"] = click.Path(file_okay=False)
             return click.argument(self.name, **akw)
@@ -134,9 +134,11 @@ class Option:
 
             return click.option(self.flag, default=None, expose_value=False, callback=to_env, metavar="DIR", help=self.help)
         names = [self.flag] + ([self.short] if self.short else [])
-        kw: dict[str, Any] = {"default": self.default, "help": self.help or None}
-        if self.required:
+        kw: dict[str, Any] = {"help": self.help or None}
+        if self.required:  # click checks it only when no default is given, not even None
             kw["required"] = True
+        else:
+            kw["default"] = self.default
         if self.multiple:
             kw["multiple"] = True
         if self.metavar:
