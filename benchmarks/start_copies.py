@@ -31,11 +31,11 @@ def main() -> None:
     p.add_argument("--channels-last", action="store_true")
     args = p.parse_args()
     model = ws.get_model("mobilenet_v3_small", 2)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     groups = layer_groups(model)
+    start = snapshot(model)                                             # the run's one copy, taken before fit starts
+    if args.channels_last:  # as engine.fit places the model (default on x86 CPUs), after the snapshot
+        model = model.to(memory_format=torch.channels_last)
     own = held(model.state_dict().values())
-    start = snapshot(model)                                             # the run's one copy
     anchors = anchors_of(start, groups)                                 # L2-SP's w0: the snapshot's tensors
     pull = AnchorPull(model, anchors, coupled=False)                    # the optimizer's pull toward them
     drift = DriftTracker(model, groups, start=start)                    # how far the start travels

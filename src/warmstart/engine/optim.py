@@ -68,9 +68,9 @@ class AnchorPull:
 
     Call :meth:`apply` after the backward pass (and gradient clipping), just before ``optimizer.step()``. Like the
     optimizers' own decay it skips parameters without a gradient. ``anchors``: the start of every anchored
-    parameter, by name in ``model.named_parameters()``; read as they are when already on the parameter's device, in
-    its dtype and memory format (the run's one snapshot of its start, :func:`~warmstart.transfer.recipe.snapshot`),
-    else copied once to them. Never written.
+    parameter, by name in ``model.named_parameters()``; read as they are when already on the parameter's device and
+    in its dtype (the run's one snapshot of its start, :func:`~warmstart.transfer.recipe.snapshot`; another memory
+    format, e.g. channels_last weights, is fine for the element-wise pull), else copied once to them. Never written.
     """
 
     def __init__(self, model: nn.Module, anchors: Mapping[str, torch.Tensor], *, coupled: bool) -> None:
@@ -81,7 +81,7 @@ class AnchorPull:
                 a = anchors[name]
                 if a.shape != p.shape:
                     raise ValueError(f"AnchorPull: the anchor of {name} has shape {tuple(a.shape)}, the parameter {tuple(p.shape)}")
-                same = a.device == p.device and a.dtype == p.dtype and a.stride() == p.stride()
+                same = a.device == p.device and a.dtype == p.dtype
                 self.start[p] = a if same else torch.empty_like(p).copy_(a)
 
     @torch.no_grad()
