@@ -201,3 +201,17 @@ def test_the_reading_says_the_barrier_in_words_relative_to_the_loss_at_the_ends(
     assert "train-loss barrier 0.000" in flat and "one basin" in flat
     bump = reading(summary(0.6, 0.9))  # 0.6 above the line's 0.3 at t = 0.5; the ends' mean loss is 0.3
     assert "rises 0.6 above" in bump and "(200% of their mean loss)" in bump and "one basin" not in bump
+
+
+def test_a_compare_arm_is_read_on_the_split_compare_made_with_its_first_seed(tmp_path):
+    """compare splits its data once, with the first of its seeds (--seeds 5,6 and --seed 0: seed 5), so the path
+    reloads that split, not the one of train_config's base seed."""
+    from warmstart.experiments.path import data_of
+
+    arm = tmp_path / "finetune-all-seed5"
+    arm.mkdir()
+    (arm / "config.json").write_text(json.dumps({"command": "compare", "options": {"data": "digits", "seed": 0},
+                                                 "seeds": [5, 6], "train_config": {"seed": 0},
+                                                 "arm": {"strategy": "finetune-all", "seed": 5}}))
+    spec, seed = data_of(arm)
+    assert spec.data == "digits" and seed == 5

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import random
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -94,7 +95,10 @@ def data_of(run: Path) -> tuple[Any, int]:
         spec = DataSpec.from_options(config["options"])
     else:
         raise UserError(f"{run}/config.json does not say which data it trained on; pass a 'warmstart train' run or a compare arm")
-    seed = (config.get("train_config") or {}).get("seed", (config.get("arm") or {}).get("seed", (config.get("options") or {}).get("seed", 0)))
+    if "arm" in config and config.get("seeds"):  # a compare arm: compare splits its data once, with its first seed
+        seed = config["seeds"][0]
+    else:
+        seed = (config.get("train_config") or {}).get("seed", (config.get("options") or {}).get("seed", 0))
     return spec, int(seed or 0)
 
 
@@ -222,12 +226,21 @@ def compare_paths(compare_dir: Path, *, points: int = DEFAULT_POINTS, extend: bo
     run_spec = replace(run or RunSpec(), out=str(compare_dir / PATHS), overwrite=True, resume=False)
     run_spec.check()
     ts = path_ts(points, extend)
-    data = path_data(plan[0][2].run, loaded[0][0][0], max_images=max_images, batch_size=batch_size)
+    # the images prepared as each start's own validation images: a grid of starts (--weights W1,W2) may differ
+    datas: dict[str, Any] = {}
+
+    def data_for(a: End, weights) -> Any:
+        key = json.dumps(weights[0].preprocess.to_dict(), sort_keys=True)
+        if key not in datas:
+            datas[key] = path_data(a.run, weights[0], max_images=max_images, batch_size=batch_size)
+        return datas[key]
+
+    data = data_for(plan[0][2], loaded[0][0])
     run = run_spec.open("path", {}, options={"compare": str(compare_dir), "points": points, "extend": extend, "bn": bn,
                                              "max_images": max_images, "batch_size": batch_size, "device": device})
     results = []
     for (strategy, kind, a, b), (weights, states) in zip(plan, loaded):
-        res = _one(a, b, data, weights, states, ts=ts, bn=bn, device=dev)
+        res = _one(a, b, data_for(a, weights), weights, states, ts=ts, bn=bn, device=dev)
         results.append({"strategy": strategy, "kind": kind, **res})
     from warmstart.report.plots import plot_paths
 

@@ -169,7 +169,8 @@ def plot_paths(paths: Mapping[str, Mapping[str, Any]], path: Path, title: str = 
             ax.axvline(x, color="0.6", lw=0.8, ls=":")
         ax.grid(alpha=0.3)
         ax.set_xlabel(f"t (0: {ends[0]}, 1: {ends[1]})")
-    losses = [v for line in ax_l.get_lines() for v in line.get_ydata() if v > 0]
+    # the curves' own values: the end markers (axvline, y 0..1 in axes units) are lines too and must not count
+    losses = [p[k] for res in paths.values() for p in res["points"] for k in ("train_loss", "val_loss") if p.get(k, 0) > 0]
     wide = bool(losses) and max(losses) / min(losses) > 20  # log scale only where the loss spans decades
     ax_l.set(yscale="log" if wide else "linear", ylabel="loss", title="loss (solid: val, dashed: train)")
     ax_a.set(ylabel="accuracy", ylim=(0, 1.02), title="accuracy (solid: val, dashed: train)")
