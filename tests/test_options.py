@@ -168,7 +168,7 @@ def _commands(cmd: click.Command, name: str = ""):
 
 def test_no_command_declares_an_option_outside_the_table():
     """Every parameter of every command (and subcommand) of the CLI comes from options.COMMANDS: its name, type,
-    default and help are declared once, there (DATA arguments too, though train and friends spell them in cli.py)."""
+    default and help are declared once, there (DATA arguments too)."""
     seen = set()
     for name, cmd in _commands(group):
         if isinstance(cmd, click.Group) and name not in COMMANDS:

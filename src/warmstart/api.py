@@ -80,7 +80,8 @@ def compare_options(options: Mapping[str, Any], *, given: Iterable[str] = (), ar
     o = _checked("compare", resumed("compare", normalised(options), given))
     if o.get("data") is None:
         raise UserError("compare needs DATA: a folder, a CSV file or a data set name (or resume=RUN_DIR to continue a run)")
-    o["model"] = model_for(o.get("model"), parse_weights(o.get("weights") or "imagenet"), given="model" in set(given))
+    weights = parse_weights(o.get("weights") or "imagenet")
+    o["model"] = model_for(o.get("model"), weights, given="model" in set(given))
     # --strategies, --seeds, --init and the config first: parsing them needs no torch, so a typo answers at once
     cfg = TrainConfig.from_dict(o)
     strats = parse_strategies(o["strategies"])
@@ -88,19 +89,19 @@ def compare_options(options: Mapping[str, Any], *, given: Iterable[str] = (), ar
     parse_reg(o.get("reg"))
     if o.get("init") and not all(s.needs_pretrained for s in strats):  # else compare() says --init has no scratch arm
         check_init(o["init"])
-    _check_paths(o["data"], parse_weights(o.get("weights") or "imagenet"))
+    _check_paths(o["data"], weights)
     from warmstart.data.spec import DataSpec
     from warmstart.engine.console import quiet
-    from warmstart.experiments.compare import compare as run_compare
+    from warmstart.experiments.compare import compare as run_compare, report_text
     from warmstart.results import CompareResult
 
     where = _run_spec("compare", o, argv)
-    where.check()
+    where.check()  # here, not in experiments.compare: the demo's compare writes beside its source run on purpose
     with quiet(bool(o.get("quiet"))):
         s = run_compare(DataSpec.from_options(o), strategies=o["strategies"], seeds=o["seeds"], model=o["model"],
                         weights=o["weights"], init=o["init"], bn=o["bn"], augment=o["augment"], feature_cache=o["feature_cache"],
                         reg=o.get("reg"), cfg=cfg, run=where)
-    return CompareResult(run_dir=Path(s["report"]).parent, summary=s)
+    return CompareResult(run_dir=Path(s["report"]).parent, summary=s, text=report_text(s))
 
 
 @verb("rank")
@@ -175,10 +176,10 @@ def symmetry_options(options: Mapping[str, Any], *, given: Iterable[str] = (), a
 def depth(**options: Any):
     """``warmstart depth`` from Python: one deep plain net per init scheme; returns a
     :class:`~warmstart.results.DepthResult` (summary, table per arm, reading, loss curves; inline HTML)."""
-    return depth_options(options, given=given_in_python("depth", options))
+    return depth_options(options)
 
 
-def depth_options(options: Mapping[str, Any], *, given: Iterable[str] = (), argv: list[str] | None = None):
+def depth_options(options: Mapping[str, Any], *, argv: list[str] | None = None):
     """``depth`` from a dict of its options (what the CLI parsed; ``epochs`` None: 30, or 10 with ``quick``)."""
     o = _checked("depth", normalised(options))
     from warmstart.data.spec import DataSpec

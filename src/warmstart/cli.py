@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from pathlib import Path
 
 import click
 
@@ -40,7 +39,6 @@ def demo(**o):
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("data", required=False)
 @click_options("train")
 def train(data, **o):
     """Train a classifier on DATA: from scratch, by transfer (frozen backbone, new head) or by fine-tuning.
@@ -62,7 +60,6 @@ def train(data, **o):
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("data", required=False)
 @click_options("symmetry")
 def symmetry(data, **o):
     """The lecture's symmetry exercise: custom_3_layer from a constant and a random start, filters counted.
@@ -76,7 +73,7 @@ def symmetry(data, **o):
 
 
 @cli.command(context_settings=CONTEXT)
-@click_options("inspect", skip=())
+@click_options("inspect")
 def inspect(**o):
     """Symmetry report of a checkpoint, weights file, run directory or model name (e.g. mobilenet_v3_small).
 
@@ -90,7 +87,6 @@ def inspect(**o):
 
 
 @cli.command("depth", context_settings=CONTEXT)
-@click.argument("data", default="digits", required=False)
 @click_options("depth")
 def depth_command(data, **o):
     """Train one deep plain net (no BatchNorm, no residuals) per init scheme and show which ones train.
@@ -100,11 +96,10 @@ def depth_command(data, **o):
     """
     from warmstart.api import depth_options
 
-    click.echo(depth_options({"data": data, **o}, given=given(), argv=argv()).text)
+    click.echo(depth_options({"data": data, **o}, argv=argv()).text)
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("data", required=False)
 @click_options("compare")
 def compare(data, **o):
     """Train several strategies x seeds on DATA under the same data, preprocessing and budget; write one report.
@@ -116,17 +111,10 @@ def compare(data, **o):
         raise click.UsageError("missing argument 'DATA' (or continue a run with --resume RUN_DIR)", click.get_current_context())
     from warmstart.api import compare_options
 
-    s = compare_options({"data": data, **o}, given=given(), argv=argv()).summary
-    for spec in s["ranking"]:
-        p = s["strategies"][spec]
-        f, t = p["final_val_accuracy"], p["train_seconds"]
-        click.echo(f"{spec:<18} final val accuracy {100 * f['mean']:5.1f} %" + (f" ± {100 * f['std']:.1f}" if p["seeds"] > 1 else "")
-                   + f"   {t['mean']:8.1f} s/run")
-    click.echo(f"best: {s['best']}; report: {Path(s['report'])}")
+    click.echo(compare_options({"data": data, **o}, given=given(), argv=argv()).text)
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("data")
 @click_options("rank")
 def rank(data, **o):
     """Which start? Score candidate starts on DATA's training images in seconds, and optionally check the scores.
@@ -140,7 +128,7 @@ def rank(data, **o):
 
 
 @cli.command("path", context_settings=CONTEXT)
-@click_options("path", skip=())
+@click_options("path")
 def path_command(**o):
     """Loss and accuracy along the straight line between two networks in weight space, and its barrier.
 
@@ -154,7 +142,7 @@ def path_command(**o):
 
 
 @cli.command(context_settings=CONTEXT)
-@click_options("report", skip=())
+@click_options("report")
 def report(**o):
     """Rebuild one report from existing run directories (e.g. runs made on different machines)."""
     from warmstart.experiments.report import report as build
@@ -163,7 +151,7 @@ def report(**o):
 
 
 @cli.command(context_settings=CONTEXT)
-@click_options("predict", skip=())
+@click_options("predict")
 def predict(**o):
     """Class probabilities for IMAGES (files or folders) from the model of a finished run.
 
@@ -178,7 +166,7 @@ def predict(**o):
 
 
 @cli.command(context_settings=CONTEXT)
-@click_options("export", skip=())
+@click_options("export")
 def export(**o):
     """Export the model of a finished run to ONNX (dynamic batch), checked with onnxruntime against PyTorch.
 
@@ -192,7 +180,7 @@ def export(**o):
 
 
 @cli.command(context_settings=CONTEXT)
-@click_options("fetch", skip=())
+@click_options("fetch")
 def fetch(**o):
     """Get a data set or a pretrained start by NAME; print its local path (a folder, or the .pth).
 

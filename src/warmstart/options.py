@@ -320,8 +320,9 @@ MODEL = ("model", "weights", "init", "backbone_lr", "lr_decay", "bn", "reg", "au
 DATA = ("cache_dir", "data_root", "val_fraction", "subset", "skip_bad_images")
 RUN = ("out", "resume")
 #: the options of the engine that only training uses (rank without --verify trains nothing)
-TRAINING = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "warmup_epochs",
-            "label_smoothing", "grad_clip", "early_stopping", "deterministic", "amp", "channels_last", "workers", "tensorboard")
+TRAINING = tuple(n for n in ENGINE if n not in ("seed", "device", "quiet"))
+
+
 def _engine(**own: Option) -> list[Option]:
     """The engine's options in --help order, with a command's own declarations of some of them."""
     return [own.get(n, OPTIONS[n]) for n in ENGINE]
@@ -392,9 +393,9 @@ COMMANDS: dict[str, list[Option]] = {
              OPTIONS["quiet"](help="")],
 }
 #: the options whose help names the command's own run directory
-for _cmd, _opts in COMMANDS.items():
+for _cmd, _declared in COMMANDS.items():
     COMMANDS[_cmd] = [o(help=f"Run directory [default: runs/{_cmd}-<time>].") if o.name == "out" and o is OPTIONS["out"] else o
-                      for o in _opts]
+                      for o in _declared]
 
 
 def command_options(command: str) -> dict[str, Option]:
@@ -415,10 +416,10 @@ def check(values: Mapping[str, Any], command: str | None = None) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- generated code
-def click_options(command: str, *, skip: Sequence[str] = ("data",)) -> Callable[[Callable], Callable]:
-    """The click options of ``command``, in --help order (DATA and other arguments are declared by the command)."""
+def click_options(command: str) -> Callable[[Callable], Callable]:
+    """The click arguments (DATA, RUN_A, ...) and options of ``command``, in --help order."""
     def deco(f: Callable) -> Callable:
-        for o in reversed([o for o in COMMANDS[command] if o.name not in skip]):
+        for o in reversed(COMMANDS[command]):
             f = o.click()(f)
         return f
     return deco
@@ -454,7 +455,6 @@ def verb(command: str, *, extra: Sequence[inspect.Parameter] = ()) -> Callable[[
         lines = [f"    {o.name}: {o.help or o.flag}" + (f" [default: {o.default!r}]" if o.default is not None and o.show_default else "")
                  for o in opts_]
         wrapper.__doc__ = (f.__doc__ or "").rstrip() + "\n\n    Keywords (the options of ``warmstart " + command + "``):\n\n" + "\n".join(lines) + "\n"
-        wrapper.options = opts  # type: ignore[attr-defined]
         return wrapper
 
     return deco

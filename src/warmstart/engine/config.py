@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from warmstart.errors import UserError, unknown
-from warmstart.options import AMPS, OPTIMIZERS, OPTIONS, SCHEDULES, check  # noqa: F401  (the choices, declared once)
+from warmstart.options import OPTIONS, check
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: the options' defaults, declared once in warmstart.options (the fields below without one are the engine's own)

@@ -81,11 +81,10 @@ def compare(data: DataSpec | str | Path, *, strategies: str | Sequence[str] = DE
     seed_list = parse_seeds(seeds, cfg.seed)
     arm_specs, augs = _arm_specs(strats, model=model, init=init, bn=bn, augment=augment, feature_cache=feature_cache, reg=reg)
     specs = parse_weights(weights)
-    arm_cfg = cfg
     starts = prepare_starts(data_spec, specs, strats, arch=model, augment=any(augs.values()), seed=seed_list[0])
     prepared = starts[0].prepared  # the split, the validation images and scratch's preprocessing
     arms = arm_plan(starts, strats)
-    check_plans(prepared, list(arm_specs.values()), arm_cfg)
+    check_plans(prepared, list(arm_specs.values()), cfg)
 
     run_spec = run or RunSpec()
     options = _recorded(run_spec.options, weights, specs) if run_spec.options is not None else \
@@ -93,13 +92,13 @@ def compare(data: DataSpec | str | Path, *, strategies: str | Sequence[str] = DE
                 weights=",".join(specs) if len(specs) == 1 else absolute(specs), init=init, bn=bn, augment=augment,
                 feature_cache=feature_cache, reg=str(reg or "none"))
     setup = {"preprocess": prepared.weights.preprocess.to_dict(),
-             "strategies": [s.spec for s in strats], "seeds": seed_list, "train_config": arm_cfg.to_dict()}
+             "strategies": [s.spec for s in strats], "seeds": seed_list, "train_config": cfg.to_dict()}
     if len(starts) > 1:
         setup["starts"] = describe_starts(starts)
     run = dataclasses.replace(run_spec, options=options).open("compare", setup, tensorboard=cfg.tensorboard)
     setup = {"options": options, **setup}
     warm_up(prepared, model, cfg)
-    records = _run_arms(run, arms, seed_list, arm_specs, arm_cfg, resume=run_spec.resume, setup=setup)
+    records = _run_arms(run, arms, seed_list, arm_specs, cfg, resume=run_spec.resume, setup=setup)
     summary = aggregate(records, strategies=[key for key, _, _ in arms], val_images=len(prepared.val))
     summary.update(data=prepared.splits.source, data_name=_short(data_spec.data), model=model,
                    weights="; ".join(st.prepared.weights.where for st in starts), epochs=cfg.epochs, seeds=seed_list,
@@ -114,6 +113,17 @@ def compare(data: DataSpec | str | Path, *, strategies: str | Sequence[str] = DE
     log(f"best: {summary['best']} {pm(b['final_val_accuracy']['mean'], b['final_val_accuracy']['std'], b['seeds'])} final val "
         f"accuracy; report {run.dir / REPORT_HTML}")
     return {**summary, "report": str(run.dir / REPORT_HTML)}  # returned, not in summary.json
+
+
+def report_text(summary: dict[str, Any]) -> str:
+    """What ``warmstart compare`` prints: one line per strategy, best first, then the best and the report."""
+    lines = []
+    for spec in summary["ranking"]:
+        p = summary["strategies"][spec]
+        f, t = p["final_val_accuracy"], p["train_seconds"]
+        lines.append(f"{spec:<18} final val accuracy {100 * f['mean']:5.1f} %" + (f" ± {100 * f['std']:.1f}" if p["seeds"] > 1 else "")
+                     + f"   {t['mean']:8.1f} s/run")
+    return "\n".join([*lines, f"best: {summary['best']}; report: {Path(summary['report'])}"])
 
 
 def _run_arms(run: Run, arms, seeds: list[int], arm_specs: dict[str, TrainSpec], cfg: TrainConfig, *, resume: bool,
