@@ -10,7 +10,6 @@ A :class:`TrainResult` holds the trained model itself (``.model``), where its ru
 
 from __future__ import annotations
 
-import base64
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, Sequence
 
 from warmstart.engine import layout
 from warmstart.engine.run import read_history, read_summary
-from warmstart.report.html import inline
+from warmstart.report.html import data_uri, inline
 
 #: summary.json keys shown in the HTML table (in this order, when present)
 SHOWN = ("strategy", "model", "weights", "epochs", "best_val_accuracy", "final_val_accuracy", "best_epoch", "train_seconds",
@@ -27,10 +26,7 @@ SHOWN = ("strategy", "model", "weights", "epochs", "best_val_accuracy", "final_v
 
 def _png(path: Path) -> str:
     """An <img> with the PNG embedded as base64 (the notebook keeps it when the run directory moves)."""
-    if not path.is_file():
-        return ""
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" style="max-width:100%">'
+    return f'<img src="{data_uri(path)}" style="max-width:100%">' if path.is_file() else ""
 
 
 def _cell(v: Any) -> str:

@@ -260,12 +260,13 @@ def depth(data: DataSpec | None = None, *, arch: str = "mlp", depth: int = DEFAU
     classes = len(data_.classes)
     small = layer_macs(arch, width, data_.image_size, cfg.batch_size) < SMALL_LAYER_MACS
     threads = 1 if device.type == "cpu" and small else None
+    seed_values = seed_list(cfg.seed, seeds)
     record = {**data.to_dict(), "arch": arch, "depth": depth, "width": width, "activation": activation,
               "arms": ",".join(arm_names), "epochs": epochs, "image_size": image_size, "quick": quick, "seeds": seeds,
               **cfg.to_dict()}  # a library call's options
     out = (run or RunSpec()).open("depth", {
         "arms": specs, "data": data_.source, "image_size": data_.image_size, "channels": data_.channels,
-        "seeds": seed_list(cfg.seed, seeds), "standardize": "per feature" if arch == "mlp" else "per channel",
+        "seeds": seed_values, "standardize": "per feature" if arch == "mlp" else "per channel",
         "probe_images": min(PROBE_IMAGES, len(data_.train)), "threads": threads or torch.get_num_threads(),
         "train": cfg.to_dict()}, tensorboard=cfg.tensorboard, options=record)
     log(f"{depth}-layer plain {arch.upper()}, width {width}, {activation}; arms {', '.join(arm_names)}; "
@@ -274,7 +275,6 @@ def depth(data: DataSpec | None = None, *, arch: str = "mlp", depth: int = DEFAU
     with threads_ctx(threads):
         results, histories, inits = _train_arms(out, specs, data_, cfg, seeds, arch=arch, depth=depth, width=width,
                                                 activation=activation, epochs=epochs)
-    seed_values = seed_list(cfg.seed, seeds)
     _plots(out, histories, inits, depth=depth, arch=arch, classes=classes)
     summary = {
         "depth": depth, "classes": classes, "arms": results, "seconds": round(time.perf_counter() - t0, 3),
@@ -308,14 +308,14 @@ def _train_arms(run: Run, specs: dict[str, str], data: DepthData, cfg: TrainConf
     (averaged over seeds), the histories, and the first seed's statistics at init. Every arm sees the same probe
     batch; seed s initialises LSUV on its own batch (seed s + 1)."""
     probe = sample_batch(data.train, PROBE_IMAGES, seed=cfg.seed, normalize=data.standardize)
+    lsuv = {s: sample_batch(data.train, cfg.batch_size, seed=s + 1, normalize=data.standardize) for s in seed_list(cfg.seed, seeds)}
     results: dict[str, dict[str, Any]] = {}
     histories: dict[str, list[list[dict[str, Any]]]] = {}
     inits: dict[str, Any] = {}
     for arm, spec in specs.items():
         rows, histories[arm] = [], []
-        for s in seed_list(cfg.seed, seeds):
+        for s, batch in lsuv.items():
             folder = _dirname(arm) if seeds == 1 else f"{_dirname(arm)}/seed-{s}"
-            batch = sample_batch(data.train, cfg.batch_size, seed=s + 1, normalize=data.standardize)
             row, history, init_stats = _run_arm(run, arm, spec, data, folder=folder, cfg=replace(cfg, seed=s), probe=probe,
                                                 lsuv_batch=batch, **net)
             rows.append({"seed": s, **row})

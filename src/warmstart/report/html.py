@@ -94,7 +94,8 @@ figcaption{color:var(--mute);font-size:.86em;max-width:720px;margin-top:.3em} .n
 """
 
 
-def _img(path: Path) -> str:
+def data_uri(path: Path) -> str:
+    """A PNG or SVG file as a data: URI, so the page (or the notebook) keeps it when the files move."""
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     mime = "image/svg+xml" if str(path).endswith(".svg") else "image/png"
     return f"data:{mime};base64,{data}"
@@ -167,7 +168,7 @@ def render_html(title: str, sections: Sequence[Section], subtitle: str = "") -> 
             for f in figs:
                 n_fig += 1
                 alt = html.escape(f.caption or Path(f.path).stem, quote=True)
-                out.append(f"<figure class='{'wide' if f.wide else ''}'><img src='{_img(f.path)}' alt=\"{alt}\">"
+                out.append(f"<figure class='{'wide' if f.wide else ''}'><img src='{data_uri(f.path)}' alt=\"{alt}\">"
                            f"<figcaption><span class='n'>Figure {n_fig}.</span> {inline(f.caption)}</figcaption></figure>")
             out.append("</div>")
         if s.command:

@@ -10,20 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from warmstart.engine import layout
-from warmstart.engine.run import read_history
+from warmstart.engine.run import read_history, read_summary
 
 
 def run_figures(run_dir: str | Path, *, title: str = "") -> list[Path]:
     """Learning curves (metrics.csv), the final confusion matrix (summary.json) and, when the run recorded them,
     the signal diagnostics (:func:`signal_figures`) of a finished run. Draws what is there. Returns the files written."""
-    import json
-
     from warmstart.report.plots import confusion_matrix, learning_curves
 
     run_dir = Path(run_dir)
     written: list[Path] = []
-    summary_path = run_dir / layout.SUMMARY
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary = read_summary(run_dir) if (run_dir / layout.SUMMARY).is_file() else {}
     history = read_history(run_dir)
     if history and summary:
         written.append(learning_curves({run_dir.name: history}, run_dir / layout.LEARNING_CURVES))

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 from warmstart.errors import UserError
 from warmstart.init.restarts import check_restarts
 from warmstart.init.spec import InitSpec
-from warmstart.options import AUGMENT, BN_POLICIES, FEATURE_CACHE, HEAD_INITS, OPTIONS  # noqa: F401  (declared once)
+from warmstart.options import OPTIONS
 from warmstart.options import check as check_options
 from warmstart.transfer.candidates import zoo_candidate
 from warmstart.transfer.prior import Reg, check_interpolate, check_reg, parse_reg
@@ -78,7 +78,7 @@ def parse_arm(spec: str) -> Arm:
         elif m.partition(":")[0] == "l2sp" and reg is None:
             reg = parse_reg(m)
         else:
-            what = "twice" if m in ("interpolate",) or m.startswith("l2sp") else "an unknown modifier"
+            what = "twice" if m == "interpolate" or m.partition(":")[0] == "l2sp" else "an unknown modifier"
             raise UserError(f'strategy "{spec}": "+{m}" is {what}; a strategy may be followed by '
                             f'{" and ".join("+" + x for x in MODIFIERS)}, once each')
     return Arm(strategy, reg, interpolate)
