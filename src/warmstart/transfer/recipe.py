@@ -67,7 +67,6 @@ SMALL_HEAD_PARAMS = 1_000_000
 #: --feature-cache auto keeps features in memory up to this many bytes (float32), e.g. 262,144 images of
 #: MobileNetV3-Small's 1024 features; above it they go to disk as a float16 memory map (2 bytes per value)
 FEATURE_MEMORY_LIMIT = 1 << 30
-#: frozen layers run without gradients: batches of at least this many images (the feature cache, the drift's CKA)
 
 
 def eval_batch_size(cfg: TrainConfig) -> int:

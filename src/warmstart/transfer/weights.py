@@ -45,6 +45,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from warmstart.data.fetch import sha256_file
 from warmstart.data.transforms import Preprocess
 from warmstart.engine.checkpoint import safe_torch_load
 from warmstart.engine.io import atomic_path, write_text
@@ -115,7 +116,7 @@ class Weights:
         """
         if self.kind == "file":
             assert self.path is not None
-            return _sha256_file(self.path)
+            return sha256_file(self.path)
         if self.kind == "imagenet":
             ident = f"imagenet:{self.meta.get('source', '')}:{self.meta.get('url', '')}"
         else:
@@ -322,14 +323,6 @@ def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         seen.add(ptr)
     return out
 
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _DENSENET_LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
